@@ -1,0 +1,1 @@
+"""Gridbot: the case loop of grid-based community governance, run in Telegram chats."""

@@ -1,0 +1,152 @@
+"""Assembly: settings → database, texts, Bot, Dispatcher, outbox sender and the sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.base import BaseSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.types import (
+    BotCommand,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    ErrorEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.albums import finish_albums
+from bot.clock import Clock, SystemClock
+from bot.config import LOCALES, Settings
+from bot.context import Ctx
+from bot.delivery import Delivery
+from bot.sweep import sweep
+from bot.texts import Texts
+from handlers import build_router
+from handlers.middlewares import DbMiddleware
+from storage.db import create_schema, make_engine, make_sessionmaker
+from storage.fsm import SqlStorage
+from storage.models import OrgSettings
+
+log = logging.getLogger(__name__)
+# A syntactically valid token for runs that never reach Telegram (the demo, tests).
+OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
+PRIVATE_COMMANDS = ("report", "my", "cases", "case", "cancel", "whoami", "help")
+GROUP_COMMANDS = ("report", "bind", "whoami", "help", "cancel")
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    ctx: Ctx
+    bot: Bot
+    dp: Dispatcher
+    delivery: Delivery
+
+    async def identify(self) -> None:
+        """Learn the bot's own id and username (for deep links and reply detection)."""
+        me = await self.bot.me()
+        self.ctx.bot_id = me.id
+        self.ctx.bot_username = me.username or self.ctx.bot_username
+
+    async def tick(self) -> None:
+        """What runs every second: albums that have settled become cases."""
+        await finish_albums(self.sessions, self.ctx)
+
+    async def sweep(self) -> int:
+        return await sweep(self.sessions, self.ctx)
+
+    async def close(self) -> None:
+        await self.bot.session.close()
+        await self.engine.dispose()
+
+
+async def _locale(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> str:
+    """GRIDBOT_LOCALE if set, else the registry's locale, else zh_CN."""
+    if "locale" in settings.model_fields_set:
+        return settings.locale
+    async with sessions() as db:
+        row = await db.get(OrgSettings, 1)
+    return row.locale if row is not None else settings.locale
+
+
+async def build_app(settings: Settings, *, clock: Clock | None = None,
+                    session: BaseSession | None = None) -> App:
+    engine = make_engine(settings.database_url)
+    await create_schema(engine)
+    sessions = make_sessionmaker(engine)
+    texts = Texts(settings.templates_dir, await _locale(settings, sessions))
+    ctx = Ctx(clock=clock or SystemClock(), texts=texts)
+    if session is None:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_url.rstrip("/")))
+    token = settings.bot_token.get_secret_value() if settings.bot_token else OFFLINE_TOKEN
+    bot = Bot(token, session=session, default=DefaultBotProperties(
+        parse_mode=ParseMode.HTML, link_preview_is_disabled=True))
+    dp = Dispatcher(storage=SqlStorage(sessions))
+    dp["ctx"] = ctx
+    delivery = Delivery(bot, sessions, ctx)
+    dp.update.outer_middleware(DbMiddleware(sessions, ctx, delivery))
+    dp.include_router(build_router())
+    dp.errors.register(_on_error)
+    return App(settings, engine, sessions, ctx, bot, dp, delivery)
+
+
+async def _on_error(event: ErrorEvent, ctx: Ctx) -> bool:
+    """An unexpected failure: logged, and the person is told rather than left waiting."""
+    log.error("update %s failed: %r", event.update.update_id, event.exception,
+              exc_info=event.exception)
+    text = ctx.texts.label("err_internal")
+    try:
+        if event.update.callback_query is not None:
+            await event.update.callback_query.answer(text, show_alert=True)
+        elif event.update.message is not None:
+            await event.update.message.reply(text)
+    except Exception:  # the apology itself failed; the log above has the cause
+        log.warning("could not tell the user about the failure of update %s",
+                    event.update.update_id)
+    return True
+
+
+async def register_commands(app: App) -> None:
+    """Command menus for private chats and groups, in every locale we have."""
+    for locale in LOCALES:
+        texts = Texts(app.settings.templates_dir, locale)
+        language = locale.split("_")[0]
+        for scope, names in ((BotCommandScopeAllPrivateChats(), PRIVATE_COMMANDS),
+                             (BotCommandScopeAllGroupChats(), GROUP_COMMANDS)):
+            commands = [BotCommand(command=n, description=texts.label(f"cmd_{n}"))
+                        for n in names]
+            await app.bot.set_my_commands(commands, scope=scope, language_code=language)
+            if locale == app.ctx.texts.locale:
+                await app.bot.set_my_commands(commands, scope=scope)
+
+
+async def run_polling(app: App) -> None:
+    """Long polling, the outbox sender and the sweep, until interrupted."""
+    await app.identify()
+    await register_commands(app)
+    await app.bot.delete_webhook(drop_pending_updates=False)
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(app.sweep, "interval", seconds=app.settings.sweep_seconds,
+                      max_instances=1, coalesce=True, id="sweep")
+    scheduler.start()
+    stop = asyncio.Event()
+    sender = asyncio.create_task(app.delivery.run(stop, also=app.tick), name="delivery")
+    try:
+        await app.sweep()  # catch up at once on what fell due while the bot was down
+        await app.dp.start_polling(app.bot, allowed_updates=app.dp.resolve_used_update_types(),
+                                   handle_signals=True, close_bot_session=False)
+    finally:
+        stop.set()
+        app.delivery.wake()
+        await sender
+        scheduler.shutdown(wait=False)
+        await app.close()

@@ -1,0 +1,72 @@
+"""Callback data of the case buttons: typed, versioned, at most 64 bytes.
+
+`c1:<action>:<case id>:<case rev>[:<argument>]`. The rev is the case's transition counter when
+the button was made, so a button left behind by a later transition is recognised as stale.
+The domain builds buttons as plain dicts (text + callback_data or url), so it needs no aiogram.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+PREFIX = "c1"
+MAX_BYTES = 64
+
+
+class Action(StrEnum):
+    CONFIRM = "vc"  # building head: report is real
+    REJECT = "vr"  # building head: report is not real (asks for a reason)
+    CATEGORY = "ct"  # show categories to choose from
+    SET_CATEGORY = "cs"  # argument: category code
+    ACCEPT = "ac"
+    ASSIGN = "as"  # hand the task to the building head
+    ACK = "ak"  # building head: task received
+    DONE = "dn"  # building head: task done, back to the leader
+    ESCALATE = "es"  # asks for a reason
+    SEND_BACK = "sb"  # supervisor: back down one level (asks for a reason)
+    RESOLVE = "rs"  # asks for the result
+    RATE = "rt"  # argument: good / fair / bad
+
+
+RATINGS = ("good", "fair", "bad")
+
+
+@dataclass(frozen=True)
+class CaseButton:
+    action: Action
+    case_id: int
+    rev: int
+    arg: str = ""
+
+    def pack(self) -> str:
+        data = f"{PREFIX}:{self.action.value}:{self.case_id}:{self.rev}"
+        if self.arg:
+            data += f":{self.arg}"
+        if len(data.encode()) > MAX_BYTES:
+            raise ValueError(f"callback data over {MAX_BYTES} bytes: {data!r}")
+        return data
+
+    @classmethod
+    def unpack(cls, data: str) -> CaseButton | None:
+        """The button, or None for data that is not a well-formed case button."""
+        parts = data.split(":")
+        if len(parts) not in (4, 5) or parts[0] != PREFIX:
+            return None
+        try:
+            action = Action(parts[1])
+            case_id, rev = int(parts[2]), int(parts[3])
+        except ValueError:
+            return None
+        if case_id <= 0 or rev <= 0:
+            return None
+        return cls(action, case_id, rev, parts[4] if len(parts) == 5 else "")
+
+
+def button(text: str, action: Action, case_id: int, rev: int, arg: str = "") -> dict[str, Any]:
+    return {"text": text, "callback_data": CaseButton(action, case_id, rev, arg).pack()}
+
+
+def url_button(text: str, url: str) -> dict[str, Any]:
+    return {"text": text, "url": url}

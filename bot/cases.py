@@ -1,0 +1,596 @@
+"""The case life cycle: every transition checks who acts and from which status, records an
+audit event, writes the messages it makes owed, and commits once.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select
+
+from bot import notify
+from bot.context import Tx
+from bot.deadlines import due_soon_at, escalation_at, verify_remind_at
+from bot.org import (
+    Actor,
+    Level,
+    Lineage,
+    RoleName,
+    handlers_at,
+    holders,
+    level_above,
+    level_below,
+    lineage_of,
+)
+from storage.models import Case, CaseEvent, CasePhoto, Category, Node, Person
+
+
+class CaseStatus(StrEnum):
+    VERIFYING = "verifying"  # waiting for the building head
+    OPEN = "open"  # with the handlers of its level, not yet accepted
+    ACCEPTED = "accepted"  # a handler took it
+    ASSIGNED = "assigned"  # handed to the building head as a task
+    RESOLVED = "resolved"  # result recorded, waiting for the reporter's rating
+    CLOSED = "closed"
+    REJECTED = "rejected"
+
+
+S = CaseStatus
+HANDLING = frozenset({S.OPEN, S.ACCEPTED, S.ASSIGNED})
+OPEN_STATUSES = frozenset({S.VERIFYING, *HANDLING, S.RESOLVED})
+FINAL_STATUSES = frozenset({S.CLOSED, S.REJECTED})
+
+# action -> (statuses it may start from, status it leads to; None keeps the status)
+TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
+    "confirm": (frozenset({S.VERIFYING}), S.OPEN),
+    "reject": (frozenset({S.VERIFYING}), S.REJECTED),
+    "verify_timeout": (frozenset({S.VERIFYING}), S.OPEN),
+    "category": (frozenset({S.VERIFYING, *HANDLING}), None),
+    "accept": (frozenset({S.OPEN}), S.ACCEPTED),
+    "assign": (frozenset({S.OPEN, S.ACCEPTED}), S.ASSIGNED),
+    "ack": (frozenset({S.ASSIGNED}), None),
+    "done": (frozenset({S.ASSIGNED}), S.ACCEPTED),
+    "escalate": (HANDLING, S.OPEN),
+    "auto_escalate": (HANDLING, S.OPEN),
+    "send_back": (HANDLING, S.OPEN),
+    "resolve": (HANDLING, S.RESOLVED),
+    "rate": (frozenset({S.RESOLVED}), S.CLOSED),
+    "reopen": (frozenset({S.RESOLVED}), S.OPEN),
+    "rating_timeout": (frozenset({S.RESOLVED}), S.CLOSED),
+}
+# Actions that change nothing a button depends on keep the rev.
+_KEEPS_REV = {"category", "ack"}
+TEXT_LIMIT = 2000
+REASON_LIMIT = 500
+
+
+class DomainError(Exception):
+    """A refusal; `code` names the labels.j2 block that explains it to the person."""
+
+    def __init__(self, code: str, **context: object) -> None:
+        super().__init__(code)
+        self.code = code
+        self.context = context
+
+
+@dataclass
+class ReportInput:
+    building_id: int
+    reporter_id: int
+    description: str
+    unit_id: int | None = None
+    submitted_by_id: int | None = None
+    category: str | None = None
+    photos: list[str] = field(default_factory=list)
+    latitude: float | None = None
+    longitude: float | None = None
+    source_chat_id: int | None = None
+    source_message_id: int | None = None
+
+
+def visible(text: str) -> bool:
+    """False for text made only of invisible characters (spaces, zero-width marks, controls)."""
+    return any(not unicodedata.category(ch).startswith(("Z", "C")) for ch in text)
+
+
+def clean_text(text: str | None, limit: int = TEXT_LIMIT) -> str:
+    """User text with surrounding blank space removed, cut to `limit` characters."""
+    text = (text or "").strip()
+    return text[:limit]
+
+
+def _record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,
+            from_status: str | None = None) -> None:
+    tx.db.add(CaseEvent(
+        case_id=case.id, at=tx.now, actor_id=actor_id, action=action,
+        from_status=from_status or case.status, to_status=case.status, note=note,
+    ))
+
+
+def _transition(tx: Tx, case: Case, action: str, actor_id: int | None,
+                note: str | None = None) -> None:
+    allowed, target = TRANSITIONS[action]
+    if case.status not in allowed:
+        raise DomainError("stale", case_id=case.id)
+    before = case.status
+    if target is not None:
+        case.status = target
+    if action not in _KEEPS_REV:
+        case.rev += 1
+    _record(tx, case, action, actor_id, note, from_status=before)
+
+
+async def _category(tx: Tx, code: str | None) -> Category:
+    cat = await tx.db.get(Category, code or "other")
+    if cat is None or not cat.active:
+        cat = await tx.db.get(Category, "other")
+    if cat is None:
+        raise DomainError("not_configured")
+    return cat
+
+
+def _reset_timers(case: Case) -> None:
+    case.verify_reminded = False
+    case.due_soon_sent = False
+    case.overdue_count = 0
+    case.last_overdue_at = None
+    case.auto_escalations = 0
+
+
+def schedule(tx: Tx, case: Case) -> None:
+    """Set when the sweep must look at the case next."""
+    p = tx.policy
+    times: list[datetime | None] = []
+    if case.status == S.VERIFYING:
+        if not case.verify_reminded:
+            times.append(verify_remind_at(case, p))
+        times.append(case.verify_due_at)
+    elif case.status in HANDLING:
+        if not case.due_soon_sent and case.overdue_count == 0:
+            times.append(due_soon_at(case, p))
+        if case.overdue_count == 0:
+            times.append(case.deadline_at)
+        elif p.overdue_repeat is not None and case.last_overdue_at is not None:
+            times.append(case.last_overdue_at + p.overdue_repeat)
+        if case.auto_escalations < 2:
+            times.append(escalation_at(case, p, case.auto_escalations + 1))
+    elif case.status == S.RESOLVED and case.resolved_at and p.rating_within:
+        times.append(case.resolved_at + p.rating_within)
+    due = [t for t in times if t is not None]
+    case.next_check_at = min(due) if due else None
+
+
+# --- loading and permission ----------------------------------------------------------------
+
+
+async def get_case(tx: Tx, case_id: int, rev: int | None = None) -> tuple[Case, Lineage]:
+    case = await tx.db.get(Case, case_id, with_for_update=True)
+    if case is None:
+        raise DomainError("no_case", case_id=case_id)
+    if rev is not None and rev != case.rev:
+        raise DomainError("stale", case_id=case_id)
+    return case, await lineage_of(tx.db, case.building_id, case.unit_id)
+
+
+def _require(ok: bool) -> None:
+    if not ok:
+        raise DomainError("not_allowed")
+
+
+def _is_head(actor: Actor, lin: Lineage) -> bool:
+    return actor.has(RoleName.BUILDING_HEAD, lin.building.id)
+
+
+async def check(tx: Tx, actor: Actor, case_id: int, rev: int, action: str) -> Case:
+    """Whether `actor` may start `action` now; for buttons that first ask for text."""
+    case, lin = await get_case(tx, case_id, rev)
+    _permit(actor, case, lin, action)
+    allowed, _ = TRANSITIONS["reopen" if action == "rate_bad" else action]
+    if case.status not in allowed:
+        raise DomainError("stale", case_id=case.id)
+    if action == "escalate" and level_above(case.level) is None:
+        raise DomainError("top_level", case_id=case.id)
+    if action == "send_back" and level_below(case.level) is None:
+        raise DomainError("bottom_level", case_id=case.id)
+    return case
+
+
+def _permit(actor: Actor, case: Case, lin: Lineage, action: str) -> None:
+    if action in ("confirm", "reject"):
+        _require(_is_head(actor, lin))
+    elif action == "category":
+        if case.status == S.VERIFYING:
+            _require(_is_head(actor, lin) or actor.handles(lin, Level.GRID))
+        else:
+            _require(actor.handles(lin, case.level))
+    elif action in ("accept", "assign", "resolve", "send_back"):
+        _require(actor.handles(lin, case.level))
+    elif action == "escalate":
+        if case.level == Level.GRID:
+            # Grid members help handle cases; taking one up a level is the leader's call.
+            _require(actor.has(RoleName.GRID_LEADER, lin.grid.id)
+                     or actor.handles(lin, Level.COMMUNITY))
+        else:
+            _require(actor.handles(lin, case.level))
+    elif action in ("ack", "done"):
+        _require(case.assignee_id == actor.id)
+    elif action in ("rate", "rate_bad"):
+        _require(case.reporter_id == actor.id)
+    else:  # pragma: no cover - a new action must be given its rule here
+        raise DomainError("not_allowed")
+
+
+async def _act(tx: Tx, actor: Actor, case_id: int, rev: int, action: str
+               ) -> tuple[Case, Lineage]:
+    case, lin = await get_case(tx, case_id, rev)
+    _permit(actor, case, lin, action)
+    return case, lin
+
+
+# --- collect -------------------------------------------------------------------------------
+
+
+async def report(tx: Tx, inp: ReportInput) -> Case:
+    description = clean_text(inp.description)
+    if not visible(description):
+        description = ""
+    if not description and not inp.photos:
+        raise DomainError("empty_report")
+    building = await tx.db.get(Node, inp.building_id)
+    if building is None or building.kind != "building" or not building.active:
+        raise DomainError("no_building")
+    cat = await _category(tx, inp.category)
+    lin = await lineage_of(tx.db, inp.building_id, inp.unit_id)
+    heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+    case = Case(
+        status=S.OPEN if cat.urgent or not heads else S.VERIFYING,
+        rev=1,
+        level=Level.GRID,
+        category=cat.code,
+        urgent=cat.urgent,
+        verified="skipped" if cat.urgent else ("pending" if heads else "unverified"),
+        building_id=lin.building.id,
+        unit_id=inp.unit_id,
+        reporter_id=inp.reporter_id,
+        submitted_by_id=inp.submitted_by_id or inp.reporter_id,
+        description=description,
+        latitude=inp.latitude,
+        longitude=inp.longitude,
+        source_chat_id=inp.source_chat_id,
+        source_message_id=inp.source_message_id,
+        reported_at=tx.now,
+        deadline_at=tx.now + timedelta(seconds=cat.sla_seconds),
+        verify_due_at=(tx.now + tx.policy.verify_within
+                       if heads and not cat.urgent and tx.policy.verify_within else None),
+        round=1,
+    )
+    _reset_timers(case)
+    tx.db.add(case)
+    await tx.db.flush()
+    for file_id in inp.photos[:10]:
+        tx.db.add(CasePhoto(case_id=case.id, file_id=file_id, kind="report"))
+    note = None
+    if case.submitted_by_id != case.reporter_id:
+        note = await notify.person_name(tx, case.submitted_by_id)
+    tx.db.add(CaseEvent(case_id=case.id, at=tx.now, actor_id=case.submitted_by_id,
+                        action="report", from_status=None, to_status=case.status, note=note))
+    await tx.db.flush()
+    await notify.acknowledge(tx, case)
+    if case.status == S.VERIFYING:
+        for head in heads:
+            await notify.verify_card(tx, case, lin, head)
+    else:
+        kind = "urgent" if case.urgent else "unverified"
+        await notify.handler_card(tx, case, lin, kind)
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+async def confirm(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
+    case, lin = await _act(tx, actor, case_id, rev, "confirm")
+    _transition(tx, case, "confirm", actor.id)
+    case.verified = "confirmed"
+    await notify.handler_card(tx, case, lin, "new")
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> Case:
+    reason = clean_text(reason, REASON_LIMIT)
+    if not reason:
+        raise DomainError("reason_needed")
+    case, lin = await _act(tx, actor, case_id, rev, "reject")
+    _transition(tx, case, "reject", actor.id, reason)
+    case.verified = "rejected"
+    case.reject_reason = reason
+    case.closed_at = tx.now
+    case.close_reason = "rejected"
+    await notify.tell_reporter(
+        tx, f"case:{case.id}:rejected", case,
+        tx.texts.render("rejected", case_id=case.id, reason=reason),
+    )
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) -> Case:
+    case, lin = await _act(tx, actor, case_id, rev, "category")
+    cat = await tx.db.get(Category, code)
+    if cat is None or not cat.active:
+        raise DomainError("bad_category")
+    if cat.code == case.category:
+        return case
+    old = await notify.category_name(tx, case.category)
+    _transition(tx, case, "category", actor.id, f"{old} → {await notify.category_name(tx, code)}")
+    case.category = cat.code
+    case.deadline_at = case.reported_at + timedelta(seconds=cat.sla_seconds)
+    if cat.urgent and not case.urgent:
+        case.urgent = True
+        if case.status == S.VERIFYING:
+            # An urgent case does not wait for verification.
+            _transition(tx, case, "confirm", actor.id)
+            case.verified = "skipped" if not _is_head(actor, lin) else "confirmed"
+            await notify.handler_card(tx, case, lin, "urgent")
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+# --- handle --------------------------------------------------------------------------------
+
+
+async def accept(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
+    case, _ = await _act(tx, actor, case_id, rev, "accept")
+    _transition(tx, case, "accept", actor.id)
+    case.accepted_by_id = actor.id
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+async def assign(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
+    case, lin = await _act(tx, actor, case_id, rev, "assign")
+    heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+    if not heads:
+        raise DomainError("no_head")
+    head = heads[0]
+    _transition(tx, case, "assign", actor.id, head.name)
+    case.accepted_by_id = case.accepted_by_id or actor.id
+    case.assignee_id = head.id
+    case.assignee_ack_at = None
+    await notify.task_card(tx, case, lin, head, note=await notify.person_name(tx, actor.id))
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+async def acknowledge_task(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
+    case, _ = await _act(tx, actor, case_id, rev, "ack")
+    if case.assignee_ack_at is None:
+        _transition(tx, case, "ack", actor.id)
+        case.assignee_ack_at = tx.now
+        await tx.db.commit()
+    return case
+
+
+async def task_done(tx: Tx, actor: Actor, case_id: int, rev: int, note: str = "") -> Case:
+    case, lin = await _act(tx, actor, case_id, rev, "done")
+    _transition(tx, case, "done", actor.id, clean_text(note, REASON_LIMIT) or None)
+    case.assignee_id = None
+    await notify.handler_card(tx, case, lin, "task_done", note=actor.name)
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+async def escalate(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> Case:
+    reason = clean_text(reason, REASON_LIMIT)
+    if not reason:
+        raise DomainError("reason_needed")
+    case, lin = await _act(tx, actor, case_id, rev, "escalate")
+    target = level_above(case.level)
+    if target is None:
+        raise DomainError("top_level", case_id=case.id)
+    _transition(tx, case, "escalate", actor.id, reason)
+    await _move(tx, case, lin, target, "escalated", reason)
+    await tx.db.commit()
+    return case
+
+
+async def send_back(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> Case:
+    reason = clean_text(reason, REASON_LIMIT)
+    if not reason:
+        raise DomainError("reason_needed")
+    case, lin = await _act(tx, actor, case_id, rev, "send_back")
+    target = level_below(case.level)
+    if target is None:
+        raise DomainError("bottom_level", case_id=case.id)
+    _transition(tx, case, "send_back", actor.id, reason)
+    await _move(tx, case, lin, target, "returned", reason)
+    await tx.db.commit()
+    return case
+
+
+async def _move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
+                note: str | None, *, deferrable: bool = False) -> None:
+    case.level = target
+    case.assignee_id = None
+    got = await notify.handler_card(tx, case, lin, kind, note, deferrable=deferrable)
+    if not got and target != Level.STREET and kind != "returned":
+        # Nobody holds this level: the case goes on up rather than sit unseen.
+        above = level_above(target)
+        if above is not None:
+            await _move(tx, case, lin, above, kind, note, deferrable=deferrable)
+            return
+    schedule(tx, case)
+
+
+async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
+                  photos: list[str] | None = None) -> Case:
+    result = clean_text(result)
+    if not result:
+        raise DomainError("result_needed")
+    case, lin = await _act(tx, actor, case_id, rev, "resolve")
+    _transition(tx, case, "resolve", actor.id, result)
+    case.result = result
+    case.resolved_at = tx.now
+    case.resolved_by_id = actor.id
+    case.assignee_id = None
+    for file_id in (photos or [])[:10]:
+        tx.db.add(CasePhoto(case_id=case.id, file_id=file_id, kind="result"))
+    await notify.tell_reporter(
+        tx, f"case:{case.id}:r{case.round}:resolved", case,
+        tx.texts.render("resolved_reporter", case_id=case.id, result=result,
+                        category=await notify.category_name(tx, case.category)),
+        buttons=notify.rating_buttons(tx, case),
+    )
+    await notify.public_notice(tx, case, lin)
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+# --- follow up -----------------------------------------------------------------------------
+
+
+async def rate(tx: Tx, actor: Actor, case_id: int, rev: int, score: str,
+               comment: str = "") -> Case:
+    if score not in ("good", "fair", "bad"):
+        raise DomainError("bad_input")
+    case, lin = await _act(tx, actor, case_id, rev, "rate" if score != "bad" else "rate_bad")
+    comment = clean_text(comment, REASON_LIMIT)
+    resolver = case.resolved_by_id
+    if score == "bad":
+        if not comment:
+            raise DomainError("comment_needed")
+        _transition(tx, case, "reopen", actor.id, comment)
+        case.rating = "bad"
+        case.rating_comment = comment
+        case.round += 1
+        case.level = Level.GRID
+        case.result = None
+        case.resolved_at = None
+        case.resolved_by_id = None
+        cat = await _category(tx, case.category)
+        case.deadline_at = tx.now + timedelta(seconds=cat.sla_seconds)
+        _reset_timers(case)
+        await notify.handler_card(tx, case, lin, "reopened", note=comment)
+    else:
+        _transition(tx, case, "rate", actor.id, tx.texts.label(f"rating_{score}"))
+        case.rating = score
+        case.rating_comment = comment or None
+        case.closed_at = tx.now
+        case.close_reason = "rated"
+        if resolver is not None:
+            await notify.tell_staff(
+                tx, f"case:{case.id}:r{case.round}:rated", [await _person(tx, resolver)],
+                case, lin, "rated", rating=tx.texts.label(f"rating_{score}"),
+            )
+    schedule(tx, case)
+    await tx.db.commit()
+    return case
+
+
+async def _person(tx: Tx, person_id: int) -> Person:
+    person = await tx.db.get(Person, person_id)
+    assert person is not None
+    return person
+
+
+# --- clock-driven --------------------------------------------------------------------------
+
+
+async def advance_timers(tx: Tx, case: Case) -> list[str]:
+    """Do what has fallen due for `case` by now; returns the names of what was done."""
+    p, now = tx.policy, tx.now
+    done: list[str] = []
+    lin = await lineage_of(tx.db, case.building_id, case.unit_id)
+    if case.status == S.VERIFYING:
+        heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+        if case.verify_due_at is not None and now >= case.verify_due_at:
+            _transition(tx, case, "verify_timeout", None)
+            case.verified = "unverified"
+            await notify.tell_staff(tx, f"case:{case.id}:verify_timeout", heads, case, lin,
+                                    "verify_timeout", deferrable=True)
+            await notify.handler_card(tx, case, lin, "unverified", deferrable=True)
+            done.append("verify_timeout")
+        else:
+            remind = verify_remind_at(case, p)
+            if not case.verify_reminded and remind is not None and now >= remind:
+                case.verify_reminded = True
+                await notify.tell_staff(tx, f"case:{case.id}:verify_remind", heads, case, lin,
+                                        "verify_remind", deferrable=True)
+                done.append("verify_remind")
+    elif case.status in HANDLING:
+        owners = await _owners(tx, case, lin)
+        soon = due_soon_at(case, p)
+        if not case.due_soon_sent and soon is not None and now >= soon:
+            case.due_soon_sent = True
+            if now < case.deadline_at:
+                await notify.tell_staff(tx, f"case:{case.id}:r{case.round}:due_soon", owners,
+                                        case, lin, "due_soon", deferrable=True)
+                done.append("due_soon")
+        repeat_due = (case.last_overdue_at is not None and p.overdue_repeat is not None
+                      and now >= case.last_overdue_at + p.overdue_repeat)
+        if now >= case.deadline_at and (case.overdue_count == 0 or repeat_due):
+            case.overdue_count += 1
+            case.due_soon_sent = True
+            sent_at = notify.quiet_delay(tx, case) or now
+            case.last_overdue_at = sent_at
+            _record(tx, case, "overdue", None, str(case.overdue_count))
+            await notify.tell_staff(
+                tx, f"case:{case.id}:r{case.round}:overdue:{case.overdue_count}", owners,
+                case, lin, "overdue", deferrable=True, count=case.overdue_count,
+            )
+            done.append("overdue")
+        for step, target in ((1, Level.COMMUNITY), (2, Level.STREET)):
+            at = escalation_at(case, p, step)
+            if case.auto_escalations < step and at is not None and now >= at:
+                case.auto_escalations = step
+                if _rank(case.level) < _rank(target):
+                    _transition(tx, case, "auto_escalate", None, tx.texts.label("overdue_note"))
+                    await _move(tx, case, lin, target, "escalated",
+                                tx.texts.label("overdue_note"), deferrable=True)
+                    done.append(f"escalate_{target.value}")
+    elif case.status == S.RESOLVED:
+        if p.rating_within and case.resolved_at and now >= case.resolved_at + p.rating_within:
+            _transition(tx, case, "rating_timeout", None)
+            case.closed_at = now
+            case.close_reason = "no_feedback"
+            done.append("rating_timeout")
+    schedule(tx, case)
+    if not done and case.next_check_at is not None and case.next_check_at <= now:
+        # A safety net: never let a case be picked up again and again with nothing to do.
+        case.next_check_at = now + timedelta(minutes=1)
+    return done
+
+
+def _rank(level: str) -> int:
+    return [Level.GRID, Level.COMMUNITY, Level.STREET].index(Level(level))
+
+
+async def _owners(tx: Tx, case: Case, lin: Lineage) -> list[Person]:
+    """Who a reminder goes to: the handlers of the case's level, and the assignee if any."""
+    people = await handlers_at(tx.db, lin, case.level)
+    if case.assignee_id is not None and all(p.id != case.assignee_id for p in people):
+        people.append(await _person(tx, case.assignee_id))
+    return people
+
+
+async def due_cases(tx: Tx, limit: int = 200) -> list[int]:
+    rows = await tx.db.scalars(
+        select(Case.id)
+        .where(Case.next_check_at.is_not(None), Case.next_check_at <= tx.now)
+        .order_by(Case.next_check_at)
+        .limit(limit)
+    )
+    return list(rows.all())

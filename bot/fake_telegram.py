@@ -1,0 +1,257 @@
+"""An in-process fake of the Telegram Bot API, and builders of real update JSON.
+
+Used by `gridbot demo` and by the tests: the Bot talks to `FakeTelegram` instead of the
+network, every call is recorded as its typed method object, and answers are built the way
+Telegram builds them (message ids, chats, photos). Errors are injected per chat.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.session.base import BaseSession
+from aiogram.methods import (
+    EditMessageReplyMarkup,
+    EditMessageText,
+    GetMe,
+    SendLocation,
+    SendMediaGroup,
+    SendMessage,
+    SendPhoto,
+    TelegramMethod,
+)
+from aiogram.methods.base import TelegramType
+
+BOT_ID = 7000000001
+BOT_USERNAME = "gridbot_test_bot"
+FIXED_DATE = 1_780_000_000
+
+FORBIDDEN = (403, "Forbidden: bot can't initiate conversation with a user")
+
+
+@dataclass
+class Sent:
+    """One message the bot sent, as a person in that chat sees it."""
+
+    chat_id: int
+    text: str
+    buttons: list[list[dict[str, Any]]]
+    photos: list[str]
+    message_id: int
+    reply_to: int | None = None
+
+    def button_data(self, label: str) -> str:
+        for row in self.buttons:
+            for b in row:
+                if b.get("text") == label and b.get("callback_data"):
+                    return str(b["callback_data"])
+        raise KeyError(f"no button {label!r} in {[b['text'] for r in self.buttons for b in r]}")
+
+    @property
+    def labels(self) -> list[str]:
+        return [b["text"] for row in self.buttons for b in row]
+
+
+@dataclass
+class FakeTelegram(BaseSession):
+    """A Bot API session that answers from memory."""
+
+    calls: list[TelegramMethod[Any]] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    # chat id -> (status code, description) answered to every send to that chat
+    failing: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # one-off answers for the next sends to a chat: (status, description, parameters)
+    queued: dict[int, list[tuple[int, str, dict[str, Any]]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        self._ids = itertools.count(1000)
+
+    async def close(self) -> None:
+        return None
+
+    async def stream_content(self, url: str, headers: dict[str, Any] | None = None,
+                             timeout: int = 30, chunk_size: int = 65536,
+                             raise_for_status: bool = True) -> AsyncGenerator[bytes, None]:
+        yield b""
+
+    def forbid(self, chat_id: int) -> None:
+        self.failing[chat_id] = FORBIDDEN
+
+    def allow(self, chat_id: int) -> None:
+        self.failing.pop(chat_id, None)
+
+    def fail_next(self, chat_id: int, status: int, description: str,
+                  **parameters: Any) -> None:
+        self.queued.setdefault(chat_id, []).append((status, description, parameters))
+
+    async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
+                           timeout: int | None = None) -> TelegramType:
+        self.calls.append(method)
+        status, payload = self._answer(method)
+        return self.check_response(bot, method, status, json.dumps(payload)).result  # type: ignore[return-value]
+
+    def _answer(self, method: TelegramMethod[Any]) -> tuple[int, dict[str, Any]]:
+        chat_id = getattr(method, "chat_id", None)
+        if isinstance(chat_id, int):
+            if self.queued.get(chat_id):
+                status, description, params = self.queued[chat_id].pop(0)
+                body: dict[str, Any] = {"ok": False, "error_code": status,
+                                        "description": description}
+                if params:
+                    body["parameters"] = params
+                return status, body
+            if chat_id in self.failing:
+                status, description = self.failing[chat_id]
+                return status, {"ok": False, "error_code": status, "description": description}
+        if isinstance(method, GetMe):
+            return 200, {"ok": True, "result": bot_user()}
+        if isinstance(method, SendMessage):
+            return 200, {"ok": True, "result": self._record(method, method.text, [])}
+        if isinstance(method, SendPhoto):
+            return 200, {"ok": True, "result": self._record(method, method.caption or "",
+                                                            [str(method.photo)])}
+        if isinstance(method, SendMediaGroup):
+            results = [self._record(method, "", [str(m.media)], markup=False)
+                       for m in method.media]
+            return 200, {"ok": True, "result": results}
+        if isinstance(method, SendLocation):
+            return 200, {"ok": True, "result": self._record(method, "", [])}
+        if isinstance(method, EditMessageText | EditMessageReplyMarkup):
+            return 200, {"ok": True, "result": True}
+        return 200, {"ok": True, "result": True}
+
+    def _record(self, method: Any, text: str, photos: list[str],
+                markup: bool = True) -> dict[str, Any]:
+        chat_id = int(method.chat_id)
+        message_id = next(self._ids)
+        buttons: list[list[dict[str, Any]]] = []
+        reply_markup = getattr(method, "reply_markup", None) if markup else None
+        if reply_markup is not None and hasattr(reply_markup, "inline_keyboard"):
+            buttons = [[b.model_dump(exclude_none=True) for b in row]
+                       for row in reply_markup.inline_keyboard]
+        reply = getattr(method, "reply_parameters", None)
+        self.sent.append(Sent(chat_id, text, buttons, photos, message_id,
+                              reply.message_id if reply is not None else None))
+        message: dict[str, Any] = {
+            "message_id": message_id, "date": FIXED_DATE, "chat": chat_json(chat_id),
+            "from": bot_user(),
+        }
+        if photos:
+            message["photo"] = [photo_json(photos[0])]
+            if text:
+                message["caption"] = text
+        elif text:
+            message["text"] = text
+        return message
+
+    def to(self, chat_id: int) -> list[Sent]:
+        return [s for s in self.sent if s.chat_id == chat_id]
+
+    def texts_to(self, chat_id: int) -> list[str]:
+        return [s.text for s in self.to(chat_id) if s.text]
+
+    def last_to(self, chat_id: int) -> Sent:
+        messages = [s for s in self.to(chat_id) if s.text]
+        if not messages:
+            raise AssertionError(f"nothing was sent to chat {chat_id}")
+        return messages[-1]
+
+    def calls_of(self, kind: type[Any]) -> list[Any]:
+        return [c for c in self.calls if isinstance(c, kind)]
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.sent.clear()
+
+
+def bot_user() -> dict[str, Any]:
+    return {"id": BOT_ID, "is_bot": True, "first_name": "Gridbot", "username": BOT_USERNAME}
+
+
+def chat_json(chat_id: int, title: str = "group") -> dict[str, Any]:
+    if chat_id > 0:
+        return {"id": chat_id, "type": "private", "first_name": f"user{chat_id}"}
+    return {"id": chat_id, "type": "supergroup", "title": title}
+
+
+def photo_json(file_id: str) -> dict[str, Any]:
+    return {"file_id": file_id, "file_unique_id": f"u{abs(hash(file_id)) % 10**9}",
+            "width": 1280, "height": 960}
+
+
+class Updates:
+    """Builds update JSON as Telegram sends it, with increasing update and message ids."""
+
+    def __init__(self) -> None:
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+
+    def user(self, user_id: int, name: str = "") -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": name or f"user{user_id}",
+                "language_code": "zh-hans"}
+
+    def message(self, chat_id: int, user_id: int, text: str | None = None, *,
+                name: str = "", photo: str | None = None, caption: str | None = None,
+                media_group_id: str | None = None, reply_to: dict[str, Any] | None = None,
+                location: tuple[float, float] | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "message_id": next(self._message_ids), "date": FIXED_DATE,
+            "chat": chat_json(chat_id), "from": self.user(user_id, name),
+        }
+        if text is not None:
+            msg["text"] = text
+            if text.startswith("/"):
+                command = text.split()[0]
+                msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        if photo is not None:
+            msg["photo"] = [photo_json(photo)]
+            if caption is not None:
+                msg["caption"] = caption
+                if caption.startswith("/"):
+                    command = caption.split()[0]
+                    msg["caption_entities"] = [{"type": "bot_command", "offset": 0,
+                                                "length": len(command)}]
+        if media_group_id is not None:
+            msg["media_group_id"] = media_group_id
+        if reply_to is not None:
+            msg["reply_to_message"] = reply_to
+        if location is not None:
+            msg["location"] = {"latitude": location[0], "longitude": location[1]}
+        if extra:
+            msg.update(extra)
+        return {"update_id": next(self._update_ids), "message": msg}
+
+    def bot_message(self, sent: Sent) -> dict[str, Any]:
+        """The JSON of a message the bot sent, as it appears inside a reply or callback."""
+        msg: dict[str, Any] = {"message_id": sent.message_id, "date": FIXED_DATE,
+                               "chat": chat_json(sent.chat_id), "from": bot_user()}
+        if sent.photos:
+            msg["photo"] = [photo_json(sent.photos[0])]
+            msg["caption"] = sent.text
+        else:
+            msg["text"] = sent.text or "."
+        return msg
+
+    def callback(self, user_id: int, data: str, sent: Sent | None = None, *,
+                 chat_id: int | None = None, name: str = "") -> dict[str, Any]:
+        if sent is None:
+            sent = Sent(chat_id if chat_id is not None else user_id, ".", [], [],
+                        next(self._message_ids))
+        return {"update_id": next(self._update_ids), "callback_query": {
+            "id": str(next(self._update_ids) * 7919), "from": self.user(user_id, name),
+            "chat_instance": "ci", "data": data, "message": self.bot_message(sent),
+        }}
+
+    def added_to_group(self, chat_id: int, by_user: int) -> dict[str, Any]:
+        return {"update_id": next(self._update_ids), "my_chat_member": {
+            "chat": chat_json(chat_id), "from": self.user(by_user), "date": FIXED_DATE,
+            "old_chat_member": {"status": "left", "user": bot_user()},
+            "new_chat_member": {"status": "member", "user": bot_user()},
+        }}

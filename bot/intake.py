@@ -1,0 +1,91 @@
+"""Turning what a person sent into a report: which place a chat stands for, who reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.context import Tx
+from bot.org import load_actor, node_by_chat
+from storage.models import Category, Node, Person
+
+
+async def place_of_chat(db: AsyncSession, chat_id: int) -> tuple[Node, Node | None] | None:
+    """The building (and unit) a residents' chat is bound to, or None."""
+    node = await node_by_chat(db, chat_id)
+    if node is None:
+        return None
+    if node.kind == "building":
+        return node, None
+    if node.kind == "unit" and node.parent_id is not None:
+        building = await db.get(Node, node.parent_id)
+        if building is not None:
+            return building, node
+    return None
+
+
+async def ensure_person(db: AsyncSession, user_id: int, name: str, now: datetime) -> Person:
+    """The person row for a Telegram user; registry names win over Telegram display names."""
+    person = await db.get(Person, user_id)
+    if person is None:
+        person = Person(id=user_id, name=(name or str(user_id))[:200], created_at=now)
+        db.add(person)
+        await db.flush()
+    return person
+
+
+async def reporter_for(
+    db: AsyncSession, tx: Tx, user_id: int, user_name: str, behalf_id: int | None,
+    behalf_name: str | None, building_id: int, unit_id: int | None,
+) -> tuple[int, int]:
+    """(reporter, submitted by): staff who report someone's message report on their behalf."""
+    sender = await ensure_person(db, user_id, user_name, tx.now)
+    actor = await load_actor(db, user_id)
+    if behalf_id is not None and behalf_id != user_id and actor.roles:
+        resident = await ensure_person(db, behalf_id, behalf_name or "", tx.now)
+        _link(resident, building_id, unit_id)
+        return resident.id, sender.id
+    _link(sender, building_id, unit_id)
+    return sender.id, sender.id
+
+
+def _link(person: Person, building_id: int, unit_id: int | None) -> None:
+    if person.building_id is None:
+        person.building_id = building_id
+        person.unit_id = unit_id
+
+
+async def active_categories(db: AsyncSession) -> list[Category]:
+    rows = await db.scalars(
+        select(Category).where(Category.active.is_(True)).order_by(Category.position)
+    )
+    return list(rows.all())
+
+
+async def buildings_page(db: AsyncSession, page: int, size: int) -> tuple[list[Node], int]:
+    """One page of buildings to choose from (with their community's name), and the page count."""
+    rows = (await db.scalars(
+        select(Node).where(Node.kind == "building", Node.active.is_(True))
+        .order_by(Node.position)
+    )).all()
+    pages = max(1, -(-len(rows) // size))
+    page = min(max(page, 0), pages - 1)
+    return list(rows[page * size:(page + 1) * size]), pages
+
+
+async def building_label(db: AsyncSession, building: Node) -> str:
+    grid = await db.get(Node, building.parent_id) if building.parent_id else None
+    community = await db.get(Node, grid.parent_id) if grid and grid.parent_id else None
+    return f"{community.name} {building.name}" if community else building.name
+
+
+async def link_building(db: AsyncSession, person: Person, building_id: int) -> Node | None:
+    building = await db.get(Node, building_id)
+    if building is None or building.kind != "building" or not building.active:
+        return None
+    if person.building_id != building.id:
+        person.building_id = building.id
+        person.unit_id = None
+    return building

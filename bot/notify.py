@@ -1,0 +1,309 @@
+"""Who is told what about a case: renders the texts and writes them to the outbox.
+
+Every function here runs inside the transaction of the change that makes the message owed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.buttons import Action, button
+from bot.context import Tx
+from bot.deadlines import light
+from bot.org import Actor, Level, Lineage, RoleName, handlers_at, holders
+from bot.outbox import enqueue
+from storage.models import Case, CaseEvent, CasePhoto, Category, Person
+
+Buttons = list[list[dict[str, Any]]]
+_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+
+
+async def category_name(tx: Tx, code: str) -> str:
+    cat = await tx.db.get(Category, code)
+    if cat is None:
+        return code
+    return cat.name_zh if tx.texts.locale == "zh_CN" else cat.name_en
+
+
+async def person_name(tx: Tx, person_id: int | None) -> str:
+    if person_id is None:
+        return tx.texts.label("anonymous")
+    person = await tx.db.get(Person, person_id)
+    return person.name if person else str(person_id)
+
+
+async def photos_of(tx: Tx, case: Case, kind: str = "report") -> list[str]:
+    rows = await tx.db.scalars(
+        select(CasePhoto.file_id)
+        .where(CasePhoto.case_id == case.id, CasePhoto.kind == kind)
+        .order_by(CasePhoto.id)
+    )
+    return list(rows.all())
+
+
+async def case_view(tx: Tx, case: Case, lin: Lineage) -> dict[str, Any]:
+    """What templates may show of a case to staff."""
+    return {
+        "id": case.id,
+        "status": tx.texts.label(f"status_{case.status}"),
+        "level": tx.texts.label(f"level_{case.level}"),
+        "category": await category_name(tx, case.category),
+        "urgent": case.urgent,
+        "verified": tx.texts.label(f"verified_{case.verified}"),
+        "place": lin.place,
+        "grid": lin.grid.name,
+        "description": case.description,
+        "reporter": await person_name(tx, case.reporter_id),
+        "submitted_by": (
+            await person_name(tx, case.submitted_by_id)
+            if case.submitted_by_id and case.submitted_by_id != case.reporter_id
+            else None
+        ),
+        "reported_at": case.reported_at,
+        "deadline_at": case.deadline_at,
+        "light": light(case, tx.policy, tx.now).value,
+        "latitude": case.latitude,
+        "longitude": case.longitude,
+        "result": case.result,
+        "photo_count": len(await photos_of(tx, case)),
+        "assignee": await person_name(tx, case.assignee_id) if case.assignee_id else None,
+    }
+
+
+async def send_to_person(
+    tx: Tx,
+    key: str,
+    person_id: int,
+    text: str,
+    *,
+    case: Case | None = None,
+    fallback_chat_id: int | None = None,
+    fallback_reply_to: int | None = None,
+    photos: list[str] | None = None,
+    buttons: Buttons | None = None,
+    not_before: datetime | None = None,
+) -> None:
+    await enqueue(
+        tx.db,
+        key,
+        person_id,
+        text,
+        tx.now,
+        person_id=person_id,
+        case_id=case.id if case else None,
+        photos=photos or [],
+        buttons=buttons or [],
+        fallback_chat_id=fallback_chat_id,
+        fallback_reply_to=fallback_reply_to,
+        not_before=not_before,
+    )
+
+
+def category_buttons(tx: Tx, case: Case, categories: list[Category]) -> Buttons:
+    names = [
+        button(c.name_zh if tx.texts.locale == "zh_CN" else c.name_en, Action.SET_CATEGORY,
+               case.id, case.rev, c.code)
+        for c in categories
+    ]
+    return [names[i:i + 2] for i in range(0, len(names), 2)]
+
+
+def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool) -> Buttons:
+    t = tx.texts
+    rows: Buttons = []
+    first = []
+    if case.status == "open":
+        first.append(button(t.label("btn_accept"), Action.ACCEPT, case.id, case.rev))
+    if has_head and case.status in ("open", "accepted"):
+        first.append(button(t.label("btn_assign"), Action.ASSIGN, case.id, case.rev))
+    if first:
+        rows.append(first)
+    second = [button(t.label("btn_resolve"), Action.RESOLVE, case.id, case.rev)]
+    if case.level != Level.STREET:
+        second.append(button(t.label("btn_escalate"), Action.ESCALATE, case.id, case.rev))
+    rows.append(second)
+    third = [button(t.label("btn_category"), Action.CATEGORY, case.id, case.rev)]
+    if case.level != Level.GRID:
+        third.append(button(t.label("btn_send_back"), Action.SEND_BACK, case.id, case.rev))
+    rows.append(third)
+    return rows
+
+
+async def handler_card(
+    tx: Tx, case: Case, lin: Lineage, kind: str, note: str | None = None, *,
+    deferrable: bool = False,
+) -> list[Person]:
+    """The case card to whoever handles the case's current level; returns who got it."""
+    recipients = await handlers_at(tx.db, lin, case.level)
+    heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+    view = await case_view(tx, case, lin)
+    text = tx.texts.render("case_card", case=view, kind=kind, note=note)
+    buttons = handler_buttons(tx, case, lin, has_head=bool(heads))
+    photos = await photos_of(tx, case)
+    not_before = quiet_delay(tx, case) if deferrable else None
+    for person in recipients:
+        await send_to_person(
+            tx, f"case:{case.id}:card:{case.rev}:{person.id}", person.id, text, case=case,
+            fallback_chat_id=lin.grid.chat_id, photos=photos, buttons=buttons,
+            not_before=not_before,
+        )
+    return recipients
+
+
+def verify_buttons(tx: Tx, case: Case) -> Buttons:
+    t = tx.texts
+    return [
+        [
+            button(t.label("btn_confirm"), Action.CONFIRM, case.id, case.rev),
+            button(t.label("btn_reject"), Action.REJECT, case.id, case.rev),
+        ],
+        [button(t.label("btn_category"), Action.CATEGORY, case.id, case.rev)],
+    ]
+
+
+def task_buttons(tx: Tx, case: Case) -> Buttons:
+    t = tx.texts
+    row = []
+    if case.assignee_ack_at is None:
+        row.append(button(t.label("btn_ack"), Action.ACK, case.id, case.rev))
+    row.append(button(t.label("btn_done"), Action.DONE, case.id, case.rev))
+    return [row]
+
+
+async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons:
+    """The buttons `actor` may use on `case` now: what a live card shows them."""
+    if case.status == "verifying" and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
+        return verify_buttons(tx, case)
+    if case.status == "assigned" and case.assignee_id == actor.id:
+        return task_buttons(tx, case)
+    if case.status in ("open", "accepted", "assigned") and actor.handles(lin, case.level):
+        heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+        return handler_buttons(tx, case, lin, has_head=bool(heads))
+    if case.status == "resolved" and case.reporter_id == actor.id:
+        return rating_buttons(tx, case)
+    return []
+
+
+async def verify_card(tx: Tx, case: Case, lin: Lineage, head: Person) -> None:
+    t = tx.texts
+    view = await case_view(tx, case, lin)
+    buttons = verify_buttons(tx, case)
+    await send_to_person(
+        tx, f"case:{case.id}:verify:{head.id}", head.id,
+        t.render("case_card", case=view, kind="verify", note=None), case=case,
+        fallback_chat_id=lin.grid.chat_id, photos=await photos_of(tx, case), buttons=buttons,
+    )
+
+
+async def task_card(tx: Tx, case: Case, lin: Lineage, head: Person, note: str | None) -> None:
+    t = tx.texts
+    view = await case_view(tx, case, lin)
+    buttons = task_buttons(tx, case)
+    await send_to_person(
+        tx, f"case:{case.id}:task:{case.rev}:{head.id}", head.id,
+        t.render("case_card", case=view, kind="task", note=note), case=case,
+        fallback_chat_id=lin.grid.chat_id, photos=await photos_of(tx, case), buttons=buttons,
+    )
+
+
+async def tell_staff(
+    tx: Tx, key: str, people: list[Person], case: Case, lin: Lineage, template: str,
+    *, deferrable: bool = False, **context: Any,
+) -> None:
+    """A short notice (no buttons) to staff about a case."""
+    view = await case_view(tx, case, lin)
+    text = tx.texts.render(template, case=view, **context)
+    not_before = quiet_delay(tx, case) if deferrable else None
+    for person in people:
+        await send_to_person(
+            tx, f"{key}:{person.id}", person.id, text, case=case,
+            fallback_chat_id=lin.grid.chat_id, not_before=not_before,
+        )
+
+
+async def tell_reporter(
+    tx: Tx, key: str, case: Case, text: str, buttons: Buttons | None = None
+) -> None:
+    """A message to the reporter: privately, or as a reply to their report in the group."""
+    if case.reporter_id is None:
+        return
+    in_group = case.source_chat_id is not None and case.source_chat_id < 0
+    await send_to_person(
+        tx, key, case.reporter_id, text, case=case, buttons=buttons,
+        fallback_chat_id=case.source_chat_id if in_group else None,
+        fallback_reply_to=case.source_message_id if in_group else None,
+    )
+
+
+async def acknowledge(tx: Tx, case: Case) -> None:
+    """The receipt with the case number, in the chat the report came from."""
+    if case.source_chat_id is None:
+        return
+    text = tx.texts.render(
+        "ack", case_id=case.id, urgent=case.urgent, verifying=case.status == "verifying",
+        on_behalf=case.submitted_by_id not in (None, case.reporter_id),
+        category=await category_name(tx, case.category),
+        deadline_at=case.deadline_at,
+    )
+    await enqueue(
+        tx.db, f"case:{case.id}:ack", case.source_chat_id, text, tx.now, case_id=case.id,
+        reply_to=case.source_message_id,
+    )
+
+
+def public_chat(case: Case, lin: Lineage) -> int | None:
+    """The residents' chat a case belongs to: its unit's, else its building's."""
+    if lin.unit is not None and lin.unit.chat_id:
+        return lin.unit.chat_id
+    return lin.building.chat_id
+
+
+async def public_notice(tx: Tx, case: Case, lin: Lineage) -> None:
+    chat = public_chat(case, lin)
+    if chat is None:
+        return
+    text = tx.texts.render(
+        "resolved_public", case_id=case.id, category=await category_name(tx, case.category),
+        result=mask_phones(case.result or ""),
+    )
+    await enqueue(
+        tx.db, f"case:{case.id}:r{case.round}:public", chat, text, tx.now, case_id=case.id,
+    )
+
+
+def rating_buttons(tx: Tx, case: Case) -> Buttons:
+    return [[
+        button(tx.texts.label(f"rating_{score}"), Action.RATE, case.id, case.rev, score)
+        for score in ("good", "fair", "bad")
+    ]]
+
+
+def quiet_delay(tx: Tx, case: Case) -> datetime | None:
+    """Clock-driven messages wait for the end of the quiet hours, unless the case is urgent."""
+    if case.urgent:
+        return None
+    return tx.policy.quiet_until(tx.now)
+
+
+def mask_phones(text: str) -> str:
+    """Hide mainland mobile numbers in text posted to groups: 138****5678."""
+    return _PHONE.sub(r"\1****\2", text)
+
+
+async def history(tx: Tx, case: Case) -> list[dict[str, Any]]:
+    events = await tx.db.scalars(
+        select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
+    )
+    rows = []
+    for ev in events.all():
+        rows.append({
+            "at": ev.at,
+            "actor": await person_name(tx, ev.actor_id) if ev.actor_id else None,
+            "action": tx.texts.label(f"event_{ev.action}"),
+            "note": ev.note,
+        })
+    return rows

@@ -1,0 +1,408 @@
+"""The organisation registry: parse and check a YAML file, then apply it in one transaction.
+
+A file with any error is rejected whole; every error names the line and the path of the value
+at fault. Applying is idempotent: nodes, people and categories are matched by their codes and
+ids, roles are replaced by what the file says, and nothing that cases refer to is deleted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import Clock
+from bot.durations import parse_duration
+from storage.models import Category, Node, OrgSettings, Person, Role
+
+Path_ = tuple[str | int, ...]
+_QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+_CODE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+class RegistryError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _duration(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a duration string like 45s, 30m, 4h or 3d, or null")
+    return parse_duration(value)
+
+
+class PersonRef(_Model):
+    id: int = Field(gt=0)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class PolicyModel(_Model):
+    verify_within: int | None
+    remind_at: float | None = Field(gt=0, lt=1)
+    overdue_repeat: int | None
+    escalate_after: int | None
+    rating_within: int | None
+    quiet_hours: str | None
+
+    _durations = field_validator(
+        "verify_within", "overdue_repeat", "escalate_after", "rating_within", mode="before"
+    )(_duration)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None and not _QUIET.match(value):
+            raise ValueError("must look like 22:00-07:00, or be null")
+        return value
+
+
+class CategoryModel(_Model):
+    code: str = Field(pattern=_CODE.pattern)
+    name: dict[str, str]
+    sla: int
+    urgent: bool = False
+
+    @field_validator("sla", mode="before")
+    @classmethod
+    def _sla(cls, value: Any) -> int:
+        seconds = _duration(value)
+        if seconds is None:
+            raise ValueError("a category needs an SLA like 4h or 3d")
+        return seconds
+
+    @field_validator("name")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value.get("zh_CN"):
+            raise ValueError("needs a zh_CN name")
+        return value
+
+
+class UnitModel(_Model):
+    code: str = Field(pattern=_CODE.pattern)
+    name: str | None = None
+    head: PersonRef | None = None
+    chat: int | None = Field(default=None, lt=0)
+
+
+class BuildingModel(_Model):
+    code: str = Field(pattern=_CODE.pattern)
+    name: str = Field(min_length=1)
+    chat: int | None = Field(default=None, lt=0)
+    head: PersonRef | None = None
+    units: list[UnitModel] = []
+
+
+class GridModel(_Model):
+    code: str = Field(pattern=_CODE.pattern)
+    name: str = Field(min_length=1)
+    leader: PersonRef | None = None
+    members: list[PersonRef] = []
+    chat: int | None = Field(default=None, lt=0)
+    buildings: list[BuildingModel] = []
+
+
+class CommunityModel(_Model):
+    code: str = Field(pattern=_CODE.pattern)
+    name: str = Field(min_length=1)
+    supervisors: list[PersonRef] = []
+    grids: list[GridModel] = []
+
+
+class StreetModel(_Model):
+    code: str = Field(pattern=_CODE.pattern)
+    name: str = Field(min_length=1)
+    supervisors: list[PersonRef] = []
+    communities: list[CommunityModel] = []
+
+
+class RegistryModel(_Model):
+    timezone: str = "Asia/Shanghai"
+    locale: str = "zh_CN"
+    policy: PolicyModel
+    categories: list[CategoryModel] = Field(min_length=1)
+    streets: list[StreetModel] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        if value not in ("zh_CN", "en"):
+            raise ValueError("must be zh_CN or en")
+        return value
+
+
+# --- reading YAML with line numbers -------------------------------------------------------
+
+
+def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            result[key] = _to_python(value_node, (*path, key), lines)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _where(path: Path_, lines: dict[Path_, int]) -> str:
+    probe = path
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    line = lines.get(probe, 1)
+    dotted = ""
+    for part in path:
+        dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
+    return f"line {line}: {dotted or '(top)'}"
+
+
+def parse_registry(text: str) -> RegistryModel:
+    """Parse and check a registry; raise RegistryError listing every problem found."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise RegistryError([f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from exc
+    if root is None:
+        raise RegistryError(["line 1: the file is empty"])
+    lines: dict[Path_, int] = {}
+    data = _to_python(root, (), lines)
+    if not isinstance(data, dict):
+        raise RegistryError(["line 1: the registry must be a mapping (timezone, policy, ...)"])
+    try:
+        model = RegistryModel.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_where(loc, lines)}: {message}")
+        raise RegistryError(problems) from exc
+    problems = _cross_check(model, lines)
+    if problems:
+        raise RegistryError(problems)
+    return model
+
+
+def _cross_check(model: RegistryModel, lines: dict[Path_, int]) -> list[str]:
+    problems: list[str] = []
+    seen_codes: dict[str, Path_] = {}
+    seen_chats: dict[int, Path_] = {}
+    names: dict[int, str] = {}
+
+    def code(value: str, path: Path_) -> None:
+        if value in seen_codes:
+            problems.append(f"{_where(path, lines)}: code {value!r} is used twice")
+        seen_codes[value] = path
+
+    def chat(value: int | None, path: Path_) -> None:
+        if value is None:
+            return
+        if value in seen_chats:
+            problems.append(f"{_where(path, lines)}: chat {value} is bound to two places")
+        seen_chats[value] = path
+
+    def person(ref: PersonRef | None, path: Path_) -> None:
+        if ref is None:
+            return
+        if ref.id in names and names[ref.id] != ref.name:
+            problems.append(
+                f"{_where(path, lines)}: person {ref.id} is named both "
+                f"{names[ref.id]!r} and {ref.name!r}"
+            )
+        names.setdefault(ref.id, ref.name)
+
+    cat_codes: set[str] = set()
+    for i, cat in enumerate(model.categories):
+        if cat.code in cat_codes:
+            problems.append(f"{_where(('categories', i, 'code'), lines)}: category "
+                            f"{cat.code!r} is listed twice")
+        cat_codes.add(cat.code)
+    if "other" not in cat_codes:
+        problems.append(f"{_where(('categories',), lines)}: a category with code 'other' is "
+                        "needed for reports that name none")
+
+    for si, street in enumerate(model.streets):
+        sp: Path_ = ("streets", si)
+        code(street.code, (*sp, "code"))
+        for pi, sup in enumerate(street.supervisors):
+            person(sup, (*sp, "supervisors", pi))
+        for ci, community in enumerate(street.communities):
+            cp: Path_ = (*sp, "communities", ci)
+            code(community.code, (*cp, "code"))
+            for pi, sup in enumerate(community.supervisors):
+                person(sup, (*cp, "supervisors", pi))
+            for gi, grid in enumerate(community.grids):
+                gp: Path_ = (*cp, "grids", gi)
+                code(grid.code, (*gp, "code"))
+                chat(grid.chat, (*gp, "chat"))
+                person(grid.leader, (*gp, "leader"))
+                for mi, member in enumerate(grid.members):
+                    person(member, (*gp, "members", mi))
+                for bi, building in enumerate(grid.buildings):
+                    bp: Path_ = (*gp, "buildings", bi)
+                    code(building.code, (*bp, "code"))
+                    chat(building.chat, (*bp, "chat"))
+                    person(building.head, (*bp, "head"))
+                    for ui, unit in enumerate(building.units):
+                        up: Path_ = (*bp, "units", ui)
+                        code(f"{building.code}/{unit.code}", (*up, "code"))
+                        chat(unit.chat, (*up, "chat"))
+                        person(unit.head, (*up, "head"))
+    return problems
+
+
+# --- applying ------------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyReport:
+    nodes: int = 0
+    people: int = 0
+    roles: int = 0
+    categories: int = 0
+    deactivated: list[str] = field(default_factory=list)
+
+
+async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -> ApplyReport:
+    """Make the database say what the registry says; the caller's transaction is committed here."""
+    report = ApplyReport()
+    existing = {n.code: n for n in (await db.scalars(select(Node))).all()}
+    seen: set[str] = set()
+    roles: set[tuple[int, str, str]] = set()
+    people: dict[int, str] = {}
+    position = 0
+
+    async def upsert(kind: str, code: str, name: str, parent: Node | None,
+                     chat: int | None) -> Node:
+        nonlocal position
+        position += 1
+        node = existing.get(code)
+        if node is None:
+            node = Node(kind=kind, code=code)
+            db.add(node)
+            existing[code] = node
+        node.kind = kind
+        node.name = name
+        node.parent_id = parent.id if parent else None
+        node.active = True
+        node.position = position
+        if chat is not None:
+            # A chat named here takes the chat away from wherever /bind had put it.
+            for other in existing.values():
+                if other is not node and other.chat_id == chat:
+                    other.chat_id = None
+            node.chat_id = chat
+        await db.flush()
+        seen.add(code)
+        report.nodes += 1
+        return node
+
+    def role(ref: PersonRef | None, name: str, code: str) -> None:
+        if ref is None:
+            return
+        people[ref.id] = ref.name
+        roles.add((ref.id, name, code))
+
+    for street in model.streets:
+        s_node = await upsert("street", street.code, street.name, None, None)
+        for sup in street.supervisors:
+            role(sup, "street_supervisor", s_node.code)
+        for community in street.communities:
+            c_node = await upsert("community", community.code, community.name, s_node, None)
+            for sup in community.supervisors:
+                role(sup, "community_supervisor", c_node.code)
+            for grid in community.grids:
+                g_node = await upsert("grid", grid.code, grid.name, c_node, grid.chat)
+                role(grid.leader, "grid_leader", g_node.code)
+                for member in grid.members:
+                    role(member, "grid_member", g_node.code)
+                for building in grid.buildings:
+                    b_node = await upsert("building", building.code, building.name, g_node,
+                                          building.chat)
+                    role(building.head, "building_head", b_node.code)
+                    for unit in building.units:
+                        u_code = f"{building.code}/{unit.code}"
+                        u_name = unit.name or unit.code
+                        u_node = await upsert("unit", u_code, u_name, b_node, unit.chat)
+                        role(unit.head, "unit_head", u_node.code)
+
+    for code, node in existing.items():
+        if code not in seen and node.active:
+            node.active = False
+            report.deactivated.append(code)
+
+    now = clock.now()
+    for pid, name in people.items():
+        person = await db.get(Person, pid)
+        if person is None:
+            db.add(Person(id=pid, name=name, created_at=now))
+        else:
+            person.name = name
+    report.people = len(people)
+    await db.flush()
+
+    await db.execute(delete(Role))
+    for pid, role_name, code in sorted(roles):
+        db.add(Role(person_id=pid, role=role_name, node_id=existing[code].id))
+    report.roles = len(roles)
+
+    cats = {c.code: c for c in (await db.scalars(select(Category))).all()}
+    for c in cats.values():
+        c.active = False
+    for i, cat in enumerate(model.categories):
+        row = cats.get(cat.code)
+        if row is None:
+            row = Category(code=cat.code)
+            db.add(row)
+        row.name_zh = cat.name["zh_CN"]
+        row.name_en = cat.name.get("en") or cat.name["zh_CN"]
+        row.sla_seconds = cat.sla
+        row.urgent = cat.urgent
+        row.active = True
+        row.position = i
+    report.categories = len(model.categories)
+
+    settings = await db.get(OrgSettings, 1)
+    if settings is None:
+        settings = OrgSettings(id=1)
+        db.add(settings)
+    policy = model.policy
+    settings.timezone = model.timezone
+    settings.locale = model.locale
+    settings.verify_within = policy.verify_within
+    settings.remind_at = policy.remind_at
+    settings.overdue_repeat = policy.overdue_repeat
+    settings.escalate_after = policy.escalate_after
+    settings.rating_within = policy.rating_within
+    if policy.quiet_hours:
+        settings.quiet_start, settings.quiet_end = policy.quiet_hours.split("-")
+    else:
+        settings.quiet_start = settings.quiet_end = None
+    await db.commit()
+    return report

@@ -1,0 +1,46 @@
+"""The periodic sweep: reminders, escalations, timeouts that have fallen due.
+
+Each due case is handled in a transaction of its own, so one bad case cannot hold back the
+rest, and what a case has been sent is recorded with the messages in the same commit: a
+restart repeats nothing and forgets nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import cases
+from bot.albums import finish_albums
+from bot.context import Ctx, NotConfigured, begin
+from storage.models import Case
+
+log = logging.getLogger(__name__)
+
+
+async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
+    """Run everything due now; returns how many timer steps were taken."""
+    steps = 0
+    try:
+        async with sessions() as db:
+            tx = await begin(db, ctx)
+            due = await cases.due_cases(tx)
+    except NotConfigured:
+        return 0
+    for case_id in due:
+        try:
+            async with sessions() as db:
+                tx = await begin(db, ctx)
+                case = await db.get(Case, case_id, with_for_update=True)
+                if case is None or case.next_check_at is None or case.next_check_at > tx.now:
+                    continue
+                done = await cases.advance_timers(tx, case)
+                await db.commit()
+                steps += len(done)
+                if done:
+                    log.info("case #%s: %s", case_id, ", ".join(done))
+        except Exception:
+            log.exception("sweep failed for case #%s; it is retried on the next sweep", case_id)
+    steps += await finish_albums(sessions, ctx)
+    return steps

@@ -1,0 +1,65 @@
+"""Jinja2 rendering of every text a person reads, from `templates/<locale>/`.
+
+Messages are whole templates (`case_card.j2`); short strings such as button labels and status
+names are blocks of `labels.j2`, looked up by name. Autoescape is on because every message is
+sent with Telegram's HTML parse mode, so user text can never become markup.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+
+
+class Texts:
+    def __init__(self, templates_dir: Path, locale: str, timezone: str = "Asia/Shanghai") -> None:
+        self.locale = locale
+        self.tz = ZoneInfo(timezone)
+        self._env = Environment(
+            loader=FileSystemLoader(str(templates_dir / locale)),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+        self._env.filters["local"] = self.local_time
+        self._env.globals["label"] = self.label
+
+    def with_timezone(self, timezone: str) -> Texts:
+        if timezone == str(self.tz):
+            return self
+        clone = object.__new__(Texts)
+        clone.__dict__.update(self.__dict__)
+        clone.tz = ZoneInfo(timezone)
+        return clone
+
+    def local_time(self, when: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
+        if when is None:
+            return ""
+        return when.astimezone(self.tz).strftime(fmt)
+
+    def render(self, name: str, **context: Any) -> str:
+        text = self._env.get_template(f"{name}.j2").render(**context)
+        return text.strip()
+
+    def label(self, name: str, **context: Any) -> str:
+        """A block of labels.j2: a button label, a status name, a short phrase."""
+        template = self._env.get_template("labels.j2")
+        block = template.blocks.get(name)
+        if block is None:
+            raise KeyError(f"labels.j2 ({self.locale}) has no block {name!r}")
+        return "".join(block(template.new_context(context))).strip()
+
+    def has_label(self, name: str) -> bool:
+        return name in self._env.get_template("labels.j2").blocks
+
+    def template_names(self) -> list[str]:
+        return sorted(n.removesuffix(".j2") for n in self._env.list_templates(extensions=["j2"]))

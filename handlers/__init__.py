@@ -1,0 +1,19 @@
+"""aiogram routers, one per concern, in the order they are tried; the catch-all comes last."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from handlers import admin, case_buttons, fallback, intake, report_flow
+
+
+def build_router() -> Router:
+    root = Router(name="gridbot")
+    root.include_routers(
+        admin.router,  # commands only, so it never swallows a conversation's answers
+        case_buttons.router,  # case buttons and the prompts they open
+        report_flow.router,  # the private guided report
+        intake.router,  # reports in groups
+        fallback.router,
+    )
+    return root

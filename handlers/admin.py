@@ -1,0 +1,148 @@
+"""Commands around the loop: /bind, /whoami, /cases, /case, /my, /help; joining a group."""
+
+from __future__ import annotations
+
+from aiogram import Bot, F, Router
+from aiogram.filters import (
+    IS_MEMBER,
+    IS_NOT_MEMBER,
+    ChatMemberUpdatedFilter,
+    Command,
+    CommandObject,
+)
+from aiogram.types import ChatMemberUpdated, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import views
+from bot.cases import DomainError
+from bot.context import Ctx
+from bot.intake import place_of_chat
+from bot.org import Actor
+from handlers.common import open_tx, refuse
+from storage.models import ReportPrompt
+
+router = Router(name="admin")
+PRIVATE_ONLY = {"cases", "case", "my"}
+
+
+@router.message(Command(*PRIVATE_ONLY), F.chat.type != "private")
+async def private_only(message: Message, ctx: Ctx) -> None:
+    """Case lists never go to a group: what is in them is for the person asking."""
+    await message.reply(ctx.texts.label("use_private", link=ctx.deep_link("start")))
+
+
+@router.message(Command("cases"))
+async def list_cases(message: Message, db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    try:
+        await message.answer(await views.staff_cases(tx, actor))
+    except DomainError as err:
+        await refuse(message, tx, err)
+
+
+@router.message(Command("case"))
+async def show_case(message: Message, command: CommandObject, db: AsyncSession, ctx: Ctx,
+                    actor: Actor) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    arg = (command.args or "").strip().lstrip("#")
+    if not arg.isdigit() or len(arg) > 9:
+        await message.reply(tx.texts.label("usage_case"))
+        return
+    try:
+        text = await views.case_detail(tx, actor, int(arg))
+    except DomainError as err:
+        await refuse(message, tx, err)
+        return
+    from bot import notify
+    from bot.delivery import keyboard
+    from bot.org import lineage_of
+    from storage.models import Case
+
+    case = await db.get(Case, int(arg))
+    markup = None
+    if case is not None:
+        lin = await lineage_of(db, case.building_id, case.unit_id)
+        markup = keyboard(await notify.buttons_for(tx, actor, case, lin))
+    await message.answer(text, reply_markup=markup)
+
+
+@router.message(Command("my"))
+async def my_cases(message: Message, db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    await message.answer(await views.my_cases(tx, actor))
+
+
+@router.message(Command("whoami"))
+async def whoami(message: Message, db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    await message.reply(await views.whoami(tx, actor))
+
+
+@router.message(Command("bind"))
+async def bind(message: Message, command: CommandObject, db: AsyncSession, ctx: Ctx,
+               actor: Actor) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    if message.chat.type == "private":
+        await message.reply(tx.texts.label("bind_in_group"))
+        return
+    args = (command.args or "").split()
+    if len(args) != 1:
+        await message.reply(tx.texts.label("usage_bind"))
+        return
+    try:
+        node = await views.bind_chat(tx, actor, message.chat.id, args[0])
+    except DomainError as err:
+        await refuse(message, tx, err)
+        return
+    await message.reply(tx.texts.render("bound", kind=tx.texts.label(f"kind_{node.kind}"),
+                                        name=node.name, code=node.code))
+
+
+@router.message(Command("help"))
+async def help_command(message: Message, db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
+    if message.chat.type == "private":
+        template = "welcome_staff" if actor.is_staff else "help_private"
+        await message.answer(ctx.texts.render(template, name=actor.name))
+        return
+    await _group_help(message.chat.id, db, ctx, message.bot)
+
+
+@router.my_chat_member(ChatMemberUpdatedFilter(IS_NOT_MEMBER >> IS_MEMBER))
+async def added_to_group(event: ChatMemberUpdated, db: AsyncSession, ctx: Ctx) -> None:
+    if event.chat.type in ("group", "supergroup"):
+        await _group_help(event.chat.id, db, ctx, event.bot)
+
+
+async def _group_help(chat_id: int, db: AsyncSession, ctx: Ctx, bot: Bot | None) -> None:
+    """How to report here, and for staff how to bind; a reply to it is a report."""
+    assert bot is not None
+    place = await place_of_chat(db, chat_id)
+    link = ctx.deep_link(f"b{place[0].id}") if place else ctx.deep_link("start")
+    text = ctx.texts.render("group_help", bound=place is not None, link=link,
+                            place=place[0].name if place else None)
+    sent = await bot.send_message(chat_id, text)
+    db.add(ReportPrompt(chat_id=chat_id, message_id=sent.message_id))
+    await db.commit()
+
+
+@router.message(F.migrate_to_chat_id)
+async def migrated(message: Message, db: AsyncSession) -> None:
+    """The group became a supergroup: follow it to its new id."""
+    assert message.migrate_to_chat_id is not None
+    from sqlalchemy import update
+
+    from storage.models import Node
+
+    await db.execute(update(Node).where(Node.chat_id == message.chat.id)
+                     .values(chat_id=message.migrate_to_chat_id))
+    await db.commit()

@@ -1,0 +1,286 @@
+"""Case card buttons (verify, accept, assign, escalate, resolve, rate) and the short prompts
+some of them open (a reason, a result, a comment).
+
+Every press is checked against the case as it is now, by the domain: a button someone else
+presses, or one the case has moved past, changes nothing and says why.
+"""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyKeyboardRemove,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import cases, notify
+from bot.albums import count_draft_photos, hold_photo, take_draft_photos
+from bot.buttons import Action, CaseButton
+from bot.context import Ctx, Tx
+from bot.delivery import keyboard
+from bot.intake import active_categories
+from bot.org import Actor, lineage_of
+from handlers.common import message_text, open_tx, prompt_markup, refuse
+from storage.models import Case, PendingPhoto
+
+router = Router(name="case_buttons")
+
+
+class Prompt(StatesGroup):
+    reject = State()
+    escalate = State()
+    send_back = State()
+    resolve = State()
+    rate_bad = State()
+
+
+# Buttons that first ask for text: (domain action checked first, state, prompt label).
+_ASKS: dict[Action, tuple[str, State, str]] = {
+    Action.REJECT: ("reject", Prompt.reject, "ask_reject_reason"),
+    Action.ESCALATE: ("escalate", Prompt.escalate, "ask_escalate_reason"),
+    Action.SEND_BACK: ("send_back", Prompt.send_back, "ask_send_back_reason"),
+    Action.RESOLVE: ("resolve", Prompt.resolve, "ask_result"),
+}
+
+
+# Answers to a prompt are text; a command typed meanwhile is left to its own handler.
+NOT_COMMAND = ~F.text.startswith("/")
+
+
+@router.message(Command("cancel"))
+async def cancel(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx) -> None:
+    """Leave whatever conversation is under way: a prompt here, or the guided report."""
+    had = await state.get_state()
+    await state.clear()
+    if message.chat.type == "private":
+        await take_draft_photos(db, message.chat.id)
+        await db.commit()
+    await message.reply(ctx.texts.label("cancelled" if had else "nothing_to_cancel"),
+                        reply_markup=ReplyKeyboardRemove() if message.chat.type == "private"
+                        else None)
+
+
+async def _refresh(query: CallbackQuery, tx: Tx, actor: Actor, case: Case) -> None:
+    """Show the card's buttons as they are for this person now."""
+    if not isinstance(query.message, Message):
+        return
+    lin = await lineage_of(tx.db, case.building_id, case.unit_id)
+    markup = keyboard(await notify.buttons_for(tx, actor, case, lin))
+    try:
+        await query.message.edit_reply_markup(reply_markup=markup)
+    except TelegramBadRequest:
+        pass  # unchanged, or too old to edit: the answer below still tells them
+
+
+@router.callback_query(F.data.startswith("c1:"))
+async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                      actor: Actor) -> None:
+    btn = CaseButton.unpack(query.data or "")
+    if btn is None:
+        await query.answer(ctx.texts.label("err_bad_button"), show_alert=True)
+        return
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return
+    try:
+        await _press(query, state, tx, actor, btn)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+
+
+async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
+                 btn: CaseButton) -> None:
+    a, cid, rev = btn.action, btn.case_id, btn.rev
+    if a in _ASKS:
+        action, st, label = _ASKS[a]
+        await cases.check(tx, actor, cid, rev, action)
+        await _ask(query, state, st, btn, tx.texts.label(label, case_id=cid))
+        return
+    if a == Action.RATE and btn.arg == "bad":
+        await cases.check(tx, actor, cid, rev, "rate_bad")
+        await _ask(query, state, Prompt.rate_bad, btn, tx.texts.label("ask_bad_comment"))
+        return
+    if a == Action.CATEGORY:
+        case = await cases.check(tx, actor, cid, rev, "category")
+        cats = await active_categories(tx.db)
+        if isinstance(query.message, Message):
+            await query.message.edit_reply_markup(
+                reply_markup=keyboard(notify.category_buttons(tx, case, cats)))
+        await query.answer(tx.texts.label("ask_new_category"))
+        return
+    if a == Action.CONFIRM:
+        case = await cases.confirm(tx, actor, cid, rev)
+    elif a == Action.SET_CATEGORY:
+        case = await cases.set_category(tx, actor, cid, rev, btn.arg)
+    elif a == Action.ACCEPT:
+        case = await cases.accept(tx, actor, cid, rev)
+    elif a == Action.ASSIGN:
+        case = await cases.assign(tx, actor, cid, rev)
+    elif a == Action.ACK:
+        case = await cases.acknowledge_task(tx, actor, cid, rev)
+    elif a == Action.DONE:
+        case = await cases.task_done(tx, actor, cid, rev)
+    elif a == Action.RATE:
+        case = await cases.rate(tx, actor, cid, rev, btn.arg)
+    else:  # pragma: no cover - every action is handled above
+        raise cases.DomainError("bad_button")
+    await _refresh(query, tx, actor, case)
+    await query.answer(tx.texts.label(f"done_{a.name.lower()}", case_id=cid), show_alert=False)
+
+
+async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButton,
+               text: str) -> None:
+    await state.set_state(st)
+    await state.set_data({"case_id": btn.case_id, "rev": btn.rev, "arg": btn.arg})
+    await query.answer()
+    if isinstance(query.message, Message):
+        mention = "" if query.message.chat.type == "private" else f"{query.from_user.full_name} "
+        await query.message.answer(mention + text,
+                                   reply_markup=prompt_markup(query.message))
+
+
+# --- the prompts -----------------------------------------------------------------------------
+
+
+async def _text_or_again(message: Message, ctx: Ctx) -> str | None:
+    text = cases.clean_text(message_text(message), cases.REASON_LIMIT)
+    if not cases.visible(text):
+        await message.reply(ctx.texts.label("ask_text_again"), reply_markup=prompt_markup(message))
+        return None
+    return text
+
+
+async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx, actor: Actor,
+                  action: str, text: str, photos: list[str] | None = None) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    data = await state.get_data()
+    cid, rev = int(data.get("case_id", 0)), int(data.get("rev", 0))
+    try:
+        if action == "reject":
+            await cases.reject(tx, actor, cid, rev, text)
+        elif action == "escalate":
+            await cases.escalate(tx, actor, cid, rev, text)
+        elif action == "send_back":
+            await cases.send_back(tx, actor, cid, rev, text)
+        elif action == "resolve":
+            await cases.resolve(tx, actor, cid, rev, text, photos)
+        elif action == "rate_bad":
+            await cases.rate(tx, actor, cid, rev, "bad", text)
+    except cases.DomainError as err:
+        await db.rollback()
+        await state.clear()
+        await refuse(message, tx, err)
+        return
+    await state.clear()
+    await message.reply(tx.texts.label(f"done_{action}", case_id=cid))
+
+
+@router.message(Prompt.reject, NOT_COMMAND)
+async def reject_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                        actor: Actor) -> None:
+    if (text := await _text_or_again(message, ctx)) is not None:
+        await _finish(message, state, db, ctx, actor, "reject", text)
+
+
+@router.message(Prompt.escalate, NOT_COMMAND)
+async def escalate_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                          actor: Actor) -> None:
+    if (text := await _text_or_again(message, ctx)) is not None:
+        await _finish(message, state, db, ctx, actor, "escalate", text)
+
+
+@router.message(Prompt.send_back, NOT_COMMAND)
+async def send_back_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                           actor: Actor) -> None:
+    if (text := await _text_or_again(message, ctx)) is not None:
+        await _finish(message, state, db, ctx, actor, "send_back", text)
+
+
+@router.message(Prompt.rate_bad, NOT_COMMAND)
+async def bad_comment(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                      actor: Actor) -> None:
+    if (text := await _text_or_again(message, ctx)) is not None:
+        await _finish(message, state, db, ctx, actor, "rate_bad", text)
+
+
+def _submit_markup(ctx: Ctx) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text=ctx.texts.label("btn_submit_result"), callback_data="pr:ok"),
+        InlineKeyboardButton(text=ctx.texts.label("btn_cancel"), callback_data="pr:no"),
+    ]])
+
+
+@router.message(Prompt.resolve, NOT_COMMAND)
+async def result_given(message: Message, state: FSMContext, db: AsyncSession,
+                       ctx: Ctx) -> None:
+    """The result: text, and in a private chat photos too; submitted with a button."""
+    private = message.chat.type == "private"
+    if message.photo and private and message.from_user is not None:
+        await hold_photo(db, PendingPhoto(
+            chat_id=message.chat.id, message_id=message.message_id,
+            user_id=message.from_user.id, media_group_id=message.media_group_id,
+            file_id=message.photo[-1].file_id, caption=message.caption,
+            received_at=ctx.clock.now(),
+        ))
+    text = cases.clean_text(message_text(message))
+    data = await state.get_data()
+    if cases.visible(text):
+        data = await state.update_data(result=text)
+    if not data.get("result"):
+        if message.photo and private:
+            if message.media_group_id is None:
+                await message.answer(ctx.texts.label("photo_now_result"))
+            return
+        await message.reply(ctx.texts.label("ask_text_again"), reply_markup=prompt_markup(message))
+        return
+    if message.media_group_id is not None and not cases.visible(text):
+        return  # further parts of an album; the preview came with the captioned part
+    photos = await count_draft_photos(db, message.chat.id) if private else 0
+    await message.answer(
+        ctx.texts.render("result_preview", case_id=data.get("case_id"), result=data["result"],
+                         photos=photos, private=private),
+        reply_markup=_submit_markup(ctx),
+    )
+
+
+@router.callback_query(Prompt.resolve, F.data == "pr:ok")
+async def result_submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                        actor: Actor) -> None:
+    data = await state.get_data()
+    if not isinstance(query.message, Message) or not data.get("result"):
+        await query.answer(ctx.texts.label("ask_result_first"), show_alert=True)
+        return
+    photos: list[str] = []
+    if query.message.chat.type == "private":
+        photos = await take_draft_photos(db, query.message.chat.id)
+    await query.answer()
+    await query.message.edit_reply_markup(reply_markup=None)
+    await _finish(query.message, state, db, ctx, actor, "resolve", data["result"], photos)
+
+
+@router.callback_query(F.data == "pr:no")
+async def result_cancel(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                        ctx: Ctx) -> None:
+    await state.clear()
+    if isinstance(query.message, Message):
+        if query.message.chat.type == "private":
+            await take_draft_photos(db, query.message.chat.id)
+            await db.commit()
+        await query.message.edit_reply_markup(reply_markup=None)
+    await query.answer(ctx.texts.label("cancelled"))
+
+
+@router.callback_query(F.data == "pr:ok")
+async def result_stale(query: CallbackQuery, ctx: Ctx) -> None:
+    await query.answer(ctx.texts.label("flow_expired"), show_alert=True)

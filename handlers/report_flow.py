@@ -1,0 +1,333 @@
+"""The guided report in a private chat: building, category, description, photos, location,
+confirm. `/cancel` leaves it at any step; the draft lives in the FSM storage (database).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import cases
+from bot.albums import count_draft_photos, hold_photo, take_draft_photos
+from bot.context import Ctx, Tx
+from bot.intake import (
+    active_categories,
+    building_label,
+    buildings_page,
+    ensure_person,
+    link_building,
+)
+from bot.notify import category_name
+from bot.org import Actor
+from bot.texts import Texts
+from handlers.common import message_text, open_tx, refuse
+from handlers.middlewares import display_name
+from storage.models import Node, PendingPhoto, Person
+
+router = Router(name="report_flow")
+router.message.filter(F.chat.type == "private")
+router.callback_query.filter(F.message.chat.type == "private")
+
+PAGE_SIZE = 8
+MAX_PHOTOS = 10
+
+
+class ReportFlow(StatesGroup):
+    building = State()
+    category = State()
+    description = State()
+    photos = State()
+    location = State()
+    confirm = State()
+
+
+def _ikb(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [InlineKeyboardButton(text=text, callback_data=data) for text, data in row]
+        for row in rows
+    ])
+
+
+async def _person(db: AsyncSession, tx: Tx, message: Message) -> Person:
+    assert message.from_user is not None
+    return await ensure_person(db, message.from_user.id, display_name(message.from_user), tx.now)
+
+
+@router.message(CommandStart())
+async def start(message: Message, command: CommandObject, state: FSMContext,
+                db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    person = await _person(db, tx, message)
+    payload = command.args or ""
+    linked = None
+    if payload.startswith("b") and payload[1:].isdigit():
+        linked = await link_building(db, person, int(payload[1:]))
+        await db.commit()
+    if actor.is_staff and linked is None:
+        await state.clear()
+        await message.answer(tx.texts.render("welcome_staff", name=actor.name))
+        return
+    place = await building_label(db, linked) if linked else None
+    await message.answer(tx.texts.render("welcome_resident", place=place))
+    await _begin(message, state, db, tx, person, None)
+
+
+@router.message(Command("report"))
+async def report(message: Message, command: CommandObject, state: FSMContext,
+                 db: AsyncSession, ctx: Ctx) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    person = await _person(db, tx, message)
+    await _begin(message, state, db, tx, person, cases.clean_text(command.args) or None)
+
+
+async def _begin(message: Message, state: FSMContext, db: AsyncSession, tx: Tx, person: Person,
+                 description: str | None) -> None:
+    await state.clear()
+    await take_draft_photos(db, message.chat.id)
+    await db.commit()
+    await state.set_data({"description": description} if description else {})
+    if person.building_id is None:
+        await _ask_building(message, state, db, tx, 0, edit=False)
+    else:
+        await _ask_category(message, state, db, tx)
+
+
+async def _ask_building(message: Message, state: FSMContext, db: AsyncSession, tx: Tx,
+                        page: int, *, edit: bool) -> None:
+    buildings, pages = await buildings_page(db, page, PAGE_SIZE)
+    rows = [[(await building_label(db, b), f"rf:b:{b.id}")] for b in buildings]
+    nav = []
+    if page > 0:
+        nav.append((tx.texts.label("btn_prev"), f"rf:bp:{page - 1}"))
+    if page + 1 < pages:
+        nav.append((tx.texts.label("btn_next_page"), f"rf:bp:{page + 1}"))
+    if nav:
+        rows.append(nav)
+    text = tx.texts.label("ask_building")
+    await state.set_state(ReportFlow.building)
+    if edit:
+        await message.edit_text(text, reply_markup=_ikb(rows))
+    else:
+        await message.answer(text, reply_markup=_ikb(rows))
+
+
+async def _ask_category(message: Message, state: FSMContext, db: AsyncSession, tx: Tx) -> None:
+    cats = await active_categories(db)
+    names = [(c.name_zh if tx.texts.locale == "zh_CN" else c.name_en, f"rf:c:{c.code}")
+             for c in cats]
+    rows = [names[i:i + 2] for i in range(0, len(names), 2)]
+    await state.set_state(ReportFlow.category)
+    await message.answer(tx.texts.label("ask_category"), reply_markup=_ikb(rows))
+
+
+@router.callback_query(ReportFlow.building, F.data.startswith("rf:bp:"))
+async def building_page(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                        ctx: Ctx) -> None:
+    tx = await open_tx(db, ctx, query)
+    if tx is None or not isinstance(query.message, Message) or query.data is None:
+        return
+    page = query.data.removeprefix("rf:bp:")
+    await query.answer()
+    await _ask_building(query.message, state, db, tx, int(page) if page.isdigit() else 0,
+                        edit=True)
+
+
+@router.callback_query(ReportFlow.building, F.data.startswith("rf:b:"))
+async def building_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                          ctx: Ctx) -> None:
+    tx = await open_tx(db, ctx, query)
+    if tx is None or not isinstance(query.message, Message) or query.data is None:
+        return
+    raw = query.data.removeprefix("rf:b:")
+    person = await ensure_person(db, query.from_user.id, display_name(query.from_user), tx.now)
+    building = await link_building(db, person, int(raw)) if raw.isdigit() else None
+    if building is None:
+        await query.answer(tx.texts.label("err_no_building"), show_alert=True)
+        return
+    await db.commit()
+    await query.answer()
+    await query.message.edit_text(
+        tx.texts.label("building_chosen", place=await building_label(db, building)))
+    await _ask_category(query.message, state, db, tx)
+
+
+@router.callback_query(ReportFlow.category, F.data.startswith("rf:c:"))
+async def category_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                          ctx: Ctx) -> None:
+    tx = await open_tx(db, ctx, query)
+    if tx is None or not isinstance(query.message, Message) or query.data is None:
+        return
+    code = query.data.removeprefix("rf:c:")
+    if code not in {c.code for c in await active_categories(db)}:
+        await query.answer(tx.texts.label("err_bad_category"), show_alert=True)
+        return
+    data = await state.update_data(category=code)
+    await query.answer()
+    await query.message.edit_text(
+        tx.texts.label("category_chosen", category=await category_name(tx, code)))
+    if data.get("description"):
+        await _ask_photos(query.message, state, tx.texts)
+    else:
+        await state.set_state(ReportFlow.description)
+        await query.message.answer(tx.texts.label("ask_description"))
+
+
+@router.message(ReportFlow.description)
+async def description_given(message: Message, state: FSMContext, ctx: Ctx) -> None:
+    text = cases.clean_text(message.text)
+    if not cases.visible(text):
+        await message.answer(ctx.texts.label("ask_description_again"))
+        return
+    await state.update_data(description=text)
+    await _ask_photos(message, state, ctx.texts)
+
+
+async def _ask_photos(message: Message, state: FSMContext, texts: Texts) -> None:
+    await state.set_state(ReportFlow.photos)
+    await message.answer(texts.label("ask_photos", limit=MAX_PHOTOS), reply_markup=_ikb(
+        [[(texts.label("btn_next"), "rf:next"), (texts.label("btn_skip"), "rf:next")]]))
+
+
+@router.message(ReportFlow.photos, F.photo)
+async def photo_given(message: Message, db: AsyncSession, ctx: Ctx) -> None:
+    assert message.photo is not None and message.from_user is not None
+    if await count_draft_photos(db, message.chat.id) >= MAX_PHOTOS:
+        await message.answer(ctx.texts.label("too_many_photos", limit=MAX_PHOTOS))
+        return
+    await hold_photo(db, PendingPhoto(
+        chat_id=message.chat.id, message_id=message.message_id, user_id=message.from_user.id,
+        media_group_id=message.media_group_id, file_id=message.photo[-1].file_id,
+        caption=message.caption, received_at=ctx.clock.now(),
+    ))
+    if message.media_group_id is None:
+        count = await count_draft_photos(db, message.chat.id)
+        await message.answer(ctx.texts.label("photo_received", count=count))
+
+
+@router.message(ReportFlow.photos)
+async def photos_other(message: Message, ctx: Ctx) -> None:
+    await message.answer(ctx.texts.label("photos_hint"))
+
+
+@router.callback_query(ReportFlow.photos, F.data == "rf:next")
+async def photos_done(query: CallbackQuery, state: FSMContext, ctx: Ctx) -> None:
+    if not isinstance(query.message, Message):
+        return
+    await query.answer()
+    await query.message.edit_reply_markup(reply_markup=None)
+    await state.set_state(ReportFlow.location)
+    texts = ctx.texts
+    keyboard = ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=texts.label("btn_send_location"), request_location=True),
+                   KeyboardButton(text=texts.label("btn_skip"))]],
+        resize_keyboard=True, one_time_keyboard=True,
+    )
+    await query.message.answer(texts.label("ask_location"), reply_markup=keyboard)
+
+
+@router.message(ReportFlow.location, F.location)
+async def location_given(message: Message, state: FSMContext, db: AsyncSession,
+                         ctx: Ctx) -> None:
+    assert message.location is not None
+    await state.update_data(latitude=message.location.latitude,
+                            longitude=message.location.longitude)
+    await message.answer(ctx.texts.label("location_received"), reply_markup=ReplyKeyboardRemove())
+    await _ask_confirm(message, state, db, ctx)
+
+
+@router.message(ReportFlow.location)
+async def location_other(message: Message, state: FSMContext, db: AsyncSession,
+                         ctx: Ctx) -> None:
+    if message_text(message).strip() == ctx.texts.label("btn_skip"):
+        await message.answer(ctx.texts.label("location_skipped"),
+                             reply_markup=ReplyKeyboardRemove())
+        await _ask_confirm(message, state, db, ctx)
+        return
+    await message.answer(ctx.texts.label("location_hint"))
+
+
+async def _ask_confirm(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx) -> None:
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    data = await state.get_data()
+    person = await _person(db, tx, message)
+    building = await db.get(Node, person.building_id) if person.building_id else None
+    await state.set_state(ReportFlow.confirm)
+    text = tx.texts.render(
+        "report_summary",
+        place=await building_label(db, building) if building else "",
+        category=await category_name(tx, data.get("category") or "other"),
+        description=data.get("description", ""),
+        photos=await count_draft_photos(db, message.chat.id),
+        has_location=data.get("latitude") is not None,
+    )
+    await message.answer(text, reply_markup=_ikb(
+        [[(tx.texts.label("btn_submit"), "rf:ok"), (tx.texts.label("btn_cancel"), "rf:no")]]))
+
+
+@router.callback_query(ReportFlow.confirm, F.data == "rf:ok")
+async def submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx) -> None:
+    tx = await open_tx(db, ctx, query)
+    if tx is None or not isinstance(query.message, Message):
+        return
+    data: dict[str, Any] = await state.get_data()
+    person = await ensure_person(db, query.from_user.id, display_name(query.from_user), tx.now)
+    if person.building_id is None:
+        await query.answer(tx.texts.label("err_no_building"), show_alert=True)
+        return
+    photos = await take_draft_photos(db, query.message.chat.id)
+    inp = cases.ReportInput(
+        building_id=person.building_id, unit_id=person.unit_id, reporter_id=person.id,
+        description=data.get("description", ""), category=data.get("category"),
+        photos=photos, latitude=data.get("latitude"), longitude=data.get("longitude"),
+        source_chat_id=query.message.chat.id, source_message_id=None,
+    )
+    try:
+        await cases.report(tx, inp)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+        return
+    await state.clear()
+    await query.answer()
+    await query.message.edit_reply_markup(reply_markup=None)
+
+
+@router.callback_query(ReportFlow.confirm, F.data == "rf:no")
+async def discard(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx) -> None:
+    await state.clear()
+    if isinstance(query.message, Message):
+        await take_draft_photos(db, query.message.chat.id)
+        await db.commit()
+        await query.message.edit_reply_markup(reply_markup=None)
+    await query.answer(ctx.texts.label("cancelled"))
+
+
+@router.callback_query(F.data.startswith("rf:"))
+async def flow_stale(query: CallbackQuery, ctx: Ctx) -> None:
+    """A flow button from an earlier or finished draft."""
+    await query.answer(ctx.texts.label("flow_expired"), show_alert=True)
+
+
+@router.message(StateFilter(ReportFlow.building, ReportFlow.category, ReportFlow.confirm))
+async def flow_other(message: Message, ctx: Ctx) -> None:
+    await message.answer(ctx.texts.label("flow_use_buttons"))

@@ -1,0 +1,274 @@
+"""SQLAlchemy models: the organisation tree, people, cases, their audit trail and the outbox.
+
+Telegram ids exceed 32 bits, so every id column that holds one is BIGINT. All datetimes are
+timezone-aware UTC; SQLite drops the offset, so `UTCDateTime` puts it back on the way out.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Node(Base):
+    """One place in the tree: street, community, grid, building or unit.
+
+    `code` is unique across the tree; a unit's code is its building's code, a slash and the
+    unit's own code (`BSY-01-03/1`), which is also what `/bind` takes.
+    """
+
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"), index=True)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    parent: Mapped[Node | None] = relationship(remote_side="Node.id", lazy="raise")
+
+
+class Person(Base):
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200))
+    # None: never tried; True: a private message went through or they wrote to us;
+    # False: Telegram refused (never started, or blocked the bot).
+    dm_ok: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    building_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Role(Base):
+    """A person's role at a node, as the registry last said."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("person_id", "role", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+
+
+class Category(Base):
+    __tablename__ = "categories"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name_zh: Mapped[str] = mapped_column(String(100))
+    name_en: Mapped[str] = mapped_column(String(100))
+    sla_seconds: Mapped[int] = mapped_column(Integer)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OrgSettings(Base):
+    """The registry's timezone, locale and timing policy; a single row (id 1).
+
+    Durations are seconds; None turns a timer off.
+    """
+
+    __tablename__ = "org_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(8))
+    verify_within: Mapped[int | None] = mapped_column(Integer)
+    remind_at: Mapped[float | None] = mapped_column(Float)
+    overdue_repeat: Mapped[int | None] = mapped_column(Integer)
+    escalate_after: Mapped[int | None] = mapped_column(Integer)
+    rating_within: Mapped[int | None] = mapped_column(Integer)
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (Index("ix_cases_due", "next_check_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # Bumped by every transition; buttons carry it so a stale button is recognised.
+    rev: Mapped[int] = mapped_column(Integer, default=1)
+    level: Mapped[str] = mapped_column(String(16), default="grid")
+    category: Mapped[str] = mapped_column(ForeignKey("categories.code"))
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    verified: Mapped[str] = mapped_column(String(16), default="pending")
+    building_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    reporter_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), index=True)
+    submitted_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    description: Mapped[str] = mapped_column(Text, default="")
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    source_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    source_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    verify_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    assignee_ack_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    result: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    rating: Mapped[str | None] = mapped_column(String(16))
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    close_reason: Mapped[str | None] = mapped_column(String(32))
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    # Timer bookkeeping for the sweep: what has been sent, and when to look again.
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verify_reminded: Mapped[bool] = mapped_column(Boolean, default=False)
+    due_soon_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    overdue_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    auto_escalations: Mapped[int] = mapped_column(Integer, default=0)
+    # Counts reopenings, so notices of a later round get dedupe keys of their own.
+    round: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class CasePhoto(Base):
+    __tablename__ = "case_photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    file_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default="report")
+
+
+class CaseEvent(Base):
+    """The audit trail: who did what to a case, when, from which status to which."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class PendingPhoto(Base):
+    """A photo waiting to join a case: an album part, or a photo of a private draft report.
+
+    Rows are only ever inserted and then consumed, so album parts handled concurrently
+    cannot overwrite one another, and a restart in the middle of an album loses nothing.
+    """
+
+    __tablename__ = "pending_photos"
+    __table_args__ = (UniqueConstraint("chat_id", "message_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    user_name: Mapped[str] = mapped_column(String(200), default="")
+    media_group_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    file_id: Mapped[str] = mapped_column(String(255))
+    caption: Mapped[str | None] = mapped_column(Text)
+    # The part whose caption asked for a report; its caption holds the description.
+    intent: Mapped[bool] = mapped_column(Boolean, default=False)
+    on_behalf_of_id: Mapped[int | None] = mapped_column(BigInteger)
+    on_behalf_of_name: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Outbox(Base):
+    """A message somebody is owed, written in the transaction that made it owed.
+
+    `chat_id` is where it goes; for a private message `person_id` names the person, and the
+    fallback columns say where it goes instead when Telegram will not let us write to them.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    person_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    case_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    text: Mapped[str] = mapped_column(Text)
+    photos: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    buttons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    reply_to_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    fallback_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    fallback_reply_to: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ReportPrompt(Base):
+    """Bot messages in groups that invite a report: a reply to one of them is a report."""
+
+    __tablename__ = "report_prompts"
+    __table_args__ = (UniqueConstraint("chat_id", "message_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class FsmRecord(Base):
+    """aiogram FSM state and data, kept in the database so a restart forgets no conversation."""
+
+    __tablename__ = "fsm"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

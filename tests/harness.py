@@ -1,0 +1,154 @@
+"""The test harness: the real Dispatcher and domain against a fake Bot API and a manual clock.
+
+People in the sample registry (`examples/registry.yaml`) are named by their role here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot.app import App, build_app
+from bot.clock import ManualClock
+from bot.config import Settings
+from bot.fake_telegram import BOT_ID, FakeTelegram, Sent, Updates
+from bot.registry import apply_registry, parse_registry
+from storage.models import Case, CaseEvent, Outbox
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "registry.yaml"
+
+# People and chats of the sample registry.
+STREET_SUP = 900001
+COMMUNITY_SUP = 910001
+LEADER = 920001
+MEMBER = 920002
+HEAD = 930103  # building head of BSY-01-03
+HEAD5 = 930105
+UNIT_HEAD = 940131
+LEADER2 = 920011
+WORK_CHAT = -1009200000001
+BUILDING_CHAT = -1009200000103
+UNIT_CHAT = -1009200001031
+BUILDING5_CHAT = -1009200000105
+BUILDING12_CHAT = -1009200000212
+RESIDENT = 5550001
+RESIDENT2 = 5550002
+STRANGER = 5559999
+
+# 2026-11-23 10:00 in Shanghai: a Monday morning, outside the quiet hours.
+MORNING = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+class Harness:
+    def __init__(self, app: App, api: FakeTelegram, clock: ManualClock) -> None:
+        self.app = app
+        self.api = api
+        self.clock = clock
+        self.updates = Updates()
+
+    # --- driving ---------------------------------------------------------------------------
+
+    async def feed(self, update: dict[str, Any], *, deliver: bool = True) -> None:
+        await self.app.dp.feed_raw_update(self.app.bot, update)
+        if deliver:
+            await self.deliver()
+
+    async def deliver(self) -> int:
+        total = 0
+        while sent := await self.app.delivery.flush():
+            total += sent
+        return total
+
+    async def say(self, chat_id: int, user_id: int, text: str | None = None,
+                  **kwargs: Any) -> dict[str, Any]:
+        update = self.updates.message(chat_id, user_id, text, **kwargs)
+        await self.feed(update)
+        return update["message"]
+
+    async def private(self, user_id: int, text: str | None = None,
+                      **kwargs: Any) -> dict[str, Any]:
+        return await self.say(user_id, user_id, text, **kwargs)
+
+    async def press(self, user_id: int, sent: Sent, label: str) -> None:
+        await self.feed(self.updates.callback(user_id, sent.button_data(label), sent))
+
+    async def press_data(self, user_id: int, data: str, sent: Sent | None = None) -> None:
+        await self.feed(self.updates.callback(user_id, data, sent, chat_id=user_id))
+
+    async def advance(self, delta: timedelta) -> None:
+        """Move the clock, run the sweep and the album tick, and deliver."""
+        self.clock.advance(delta)
+        await self.app.sweep()
+        await self.app.tick()
+        await self.deliver()
+
+    # --- looking ---------------------------------------------------------------------------
+
+    def last(self, chat_id: int) -> Sent:
+        return self.api.last_to(chat_id)
+
+    def texts(self, chat_id: int) -> list[str]:
+        return self.api.texts_to(chat_id)
+
+    def answers(self) -> list[str]:
+        from aiogram.methods import AnswerCallbackQuery
+
+        return [c.text or "" for c in self.api.calls_of(AnswerCallbackQuery)]
+
+    def card(self, chat_id: int, case_id: int) -> Sent:
+        """The latest message to a chat that carries buttons for case `case_id`."""
+        for sent in reversed(self.api.to(chat_id)):
+            if any(f":{case_id}:" in str(b.get("callback_data", "")) for r in sent.buttons
+                   for b in r):
+                return sent
+        raise AssertionError(f"no card for case #{case_id} in chat {chat_id}")
+
+    async def case(self, case_id: int) -> Case:
+        async with self.app.sessions() as db:
+            case = await db.get(Case, case_id)
+            assert case is not None
+            return case
+
+    async def cases(self) -> list[Case]:
+        async with self.app.sessions() as db:
+            return list((await db.scalars(select(Case).order_by(Case.id))).all())
+
+    async def events(self, case_id: int) -> list[str]:
+        async with self.app.sessions() as db:
+            rows = await db.scalars(
+                select(CaseEvent.action).where(CaseEvent.case_id == case_id)
+                .order_by(CaseEvent.id))
+            return list(rows.all())
+
+    async def outbox_count(self, status: str | None = None) -> int:
+        async with self.app.sessions() as db:
+            q = select(func.count()).select_from(Outbox)
+            if status:
+                q = q.where(Outbox.status == status)
+            return int(await db.scalar(q) or 0)
+
+    async def report_in_group(self, text: str = "3单元楼道灯坏了，晚上很黑",
+                              user: int = RESIDENT, chat: int = BUILDING_CHAT) -> Case:
+        await self.say(chat, user, f"/report {text}")
+        return (await self.cases())[-1]
+
+
+async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = "t.db",
+                       start: datetime = MORNING, load: bool = True,
+                       api: FakeTelegram | None = None,
+                       clock: ManualClock | None = None) -> Harness:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / db_name}",
+                        locale=locale, bot_token=None, _env_file=None)  # type: ignore[call-arg]
+    api = api or FakeTelegram()
+    clock = clock or ManualClock(start)
+    app = await build_app(settings, clock=clock, session=api)
+    await app.identify()
+    assert app.ctx.bot_id == BOT_ID
+    if load:
+        async with app.sessions() as db:
+            await apply_registry(db, parse_registry(SAMPLE.read_text("utf-8")), clock)
+    return Harness(app, api, clock)
