@@ -70,7 +70,7 @@ REASON_LIMIT = 500
 class DomainError(Exception):
     """A refusal; `code` names the labels.j2 block that explains it to the person."""
 
-    def __init__(self, code: str, **context: object) -> None:
+    def __init__(self, code: str, /, **context: object) -> None:
         super().__init__(code)
         self.code = code
         self.context = context

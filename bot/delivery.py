@@ -87,7 +87,10 @@ class Delivery:
         self._wake.clear()
 
     async def flush(self, batch: int = 200) -> int:
-        """Send what is due now; returns how many messages went out."""
+        """Send what is due now; returns how many rows moved on (sent, held, failed, moved).
+
+        A row left to retry later does not count, so `while await flush()` ends.
+        """
         now = self.ctx.clock.now()
         async with self.sessions() as db:
             ids = list((await db.scalars(
@@ -97,19 +100,20 @@ class Delivery:
                 .limit(batch)
             )).all())
         held_back: set[int] = set()
-        sent = 0
+        progressed = 0
         for row_id in ids:
             async with self.sessions() as db:
                 row = await db.get(Outbox, row_id)
                 if row is None or row.status != "pending" or row.chat_id in held_back:
                     continue
+                chat_id = row.chat_id
                 ok = await self._deliver(db, row)
                 await db.commit()
-                if ok:
-                    sent += 1
-                elif row.status == "pending":
+                if ok or row.status != "pending" or row.chat_id != chat_id:
+                    progressed += 1
+                else:
                     held_back.add(row.chat_id)
-        return sent
+        return progressed
 
     async def _deliver(self, db: AsyncSession, row: Outbox) -> bool:
         now = self.ctx.clock.now()

@@ -123,6 +123,7 @@ class FakeTelegram(BaseSession):
         if isinstance(method, SendLocation):
             return 200, {"ok": True, "result": self._record(method, "", [])}
         if isinstance(method, EditMessageText | EditMessageReplyMarkup):
+            self._edit(method)
             return 200, {"ok": True, "result": True}
         return 200, {"ok": True, "result": True}
 
@@ -149,6 +150,16 @@ class FakeTelegram(BaseSession):
         elif text:
             message["text"] = text
         return message
+
+    def _edit(self, method: EditMessageText | EditMessageReplyMarkup) -> None:
+        """Apply an edit to the message as recorded, as the person would now see it."""
+        for sent in self.sent:
+            if sent.chat_id == method.chat_id and sent.message_id == method.message_id:
+                if isinstance(method, EditMessageText):
+                    sent.text = method.text
+                markup = method.reply_markup
+                sent.buttons = ([[b.model_dump(exclude_none=True) for b in row]
+                                 for row in markup.inline_keyboard] if markup else [])
 
     def to(self, chat_id: int) -> list[Sent]:
         return [s for s in self.sent if s.chat_id == chat_id]

@@ -46,11 +46,11 @@ class Texts:
             return ""
         return when.astimezone(self.tz).strftime(fmt)
 
-    def render(self, name: str, **context: Any) -> str:
-        text = self._env.get_template(f"{name}.j2").render(**context)
+    def render(self, template: str, /, **context: Any) -> str:
+        text = self._env.get_template(f"{template}.j2").render(**context)
         return text.strip()
 
-    def label(self, name: str, **context: Any) -> str:
+    def label(self, name: str, /, **context: Any) -> str:
         """A block of labels.j2: a button label, a status name, a short phrase."""
         template = self._env.get_template("labels.j2")
         block = template.blocks.get(name)

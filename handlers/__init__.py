@@ -10,10 +10,10 @@ from handlers import admin, case_buttons, fallback, intake, report_flow
 def build_router() -> Router:
     root = Router(name="gridbot")
     root.include_routers(
-        admin.router,  # commands only, so it never swallows a conversation's answers
-        case_buttons.router,  # case buttons and the prompts they open
-        report_flow.router,  # the private guided report
-        intake.router,  # reports in groups
-        fallback.router,
+        admin.router.build(),  # commands only: never swallows a conversation's answers
+        case_buttons.router.build(),  # case buttons and the prompts they open
+        report_flow.router.build(),  # the private guided report
+        intake.router.build(),  # reports in groups
+        fallback.router.build(),
     )
     return root

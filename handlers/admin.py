@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.filters import (
     IS_MEMBER,
     IS_NOT_MEMBER,
@@ -18,10 +18,10 @@ from bot.cases import DomainError
 from bot.context import Ctx
 from bot.intake import place_of_chat
 from bot.org import Actor
-from handlers.common import open_tx, refuse
+from handlers.common import RouterSpec, open_tx, refuse
 from storage.models import ReportPrompt
 
-router = Router(name="admin")
+router = RouterSpec("admin")
 PRIVATE_ONLY = {"cases", "case", "my"}
 
 

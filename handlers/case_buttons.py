@@ -7,7 +7,7 @@ presses, or one the case has moved past, changes nothing and says why.
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
@@ -28,10 +28,10 @@ from bot.context import Ctx, Tx
 from bot.delivery import keyboard
 from bot.intake import active_categories
 from bot.org import Actor, lineage_of
-from handlers.common import message_text, open_tx, prompt_markup, refuse
+from handlers.common import RouterSpec, message_text, open_tx, prompt_markup, refuse
 from storage.models import Case, PendingPhoto
 
-router = Router(name="case_buttons")
+router = RouterSpec("case_buttons")
 
 
 class Prompt(StatesGroup):

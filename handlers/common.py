@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from aiogram import Router
+from aiogram.dispatcher.event.handler import CallbackType
 from aiogram.types import CallbackQuery, ForceReply, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,3 +48,48 @@ def prompt_markup(message: Message) -> ForceReply | None:
 
 def message_text(message: Message) -> str:
     return message.text or message.caption or ""
+
+
+class _Observer:
+    """Collects handlers for one update type, as `Router.message` etc. would."""
+
+    def __init__(self) -> None:
+        self.handlers: list[tuple[CallbackType, tuple[Any, ...]]] = []
+        self.filters: list[Any] = []
+
+    def __call__(self, *filters: Any) -> Callable[[CallbackType], CallbackType]:
+        def register(handler: CallbackType) -> CallbackType:
+            self.handlers.append((handler, filters))
+            return handler
+
+        return register
+
+    def filter(self, *filters: Any) -> None:
+        self.filters.extend(filters)
+
+
+class RouterSpec:
+    """Handlers declared at import time and bound to a fresh Router for each Dispatcher.
+
+    aiogram lets a Router belong to one parent only; building it per Dispatcher lets the tests
+    (and the demo) run many bots in one process.
+    """
+
+    EVENTS = ("message", "callback_query", "my_chat_member")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.message = _Observer()
+        self.callback_query = _Observer()
+        self.my_chat_member = _Observer()
+
+    def build(self) -> Router:
+        router = Router(name=self.name)
+        for event in self.EVENTS:
+            spec: _Observer = getattr(self, event)
+            observer = router.observers[event]
+            if spec.filters:
+                observer.filter(*spec.filters)
+            for handler, filters in spec.handlers:
+                observer.register(handler, *filters)
+        return router

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.types import CallbackQuery, Message
 
 from bot.context import Ctx
 from bot.org import Actor
+from handlers.common import RouterSpec
 
-router = Router(name="fallback")
+router = RouterSpec("fallback")
 
 
 @router.message(F.chat.type == "private")

@@ -7,7 +7,7 @@ A staff member who answers a resident's message with `/report` reports on their 
 
 from __future__ import annotations
 
-from aiogram import Bot, F, Router
+from aiogram import F
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message, User
 from sqlalchemy import select
@@ -18,11 +18,11 @@ from bot.albums import hold_photo
 from bot.context import Ctx, Tx
 from bot.intake import place_of_chat, reporter_for
 from bot.org import node_by_chat
-from handlers.common import open_tx, refuse
+from handlers.common import RouterSpec, open_tx, refuse
 from handlers.middlewares import display_name
 from storage.models import PendingPhoto, ReportPrompt
 
-router = Router(name="group_intake")
+router = RouterSpec("group_intake")
 router.message.filter(F.chat.type.in_({"group", "supergroup"}))
 
 
@@ -70,7 +70,7 @@ async def album_part(message: Message, db: AsyncSession, ctx: Ctx) -> None:
 
 @router.message(Command("report"))
 async def report_command(message: Message, command: CommandObject, db: AsyncSession,
-                         ctx: Ctx, bot: Bot) -> None:
+                         ctx: Ctx) -> None:
     tx = await open_tx(db, ctx, message)
     if tx is None or await _not_reportable(message, tx):
         return
@@ -92,10 +92,10 @@ async def report_command(message: Message, command: CommandObject, db: AsyncSess
 
 
 @router.message(F.reply_to_message.from_user.is_bot.is_(True))
-async def reply_to_prompt(message: Message, db: AsyncSession, ctx: Ctx, bot: Bot) -> None:
+async def reply_to_prompt(message: Message, db: AsyncSession, ctx: Ctx) -> None:
     """A reply to the bot's invitation to report is a report; other replies are chatter."""
     replied = message.reply_to_message
-    if replied is None or replied.from_user is None or replied.from_user.id != bot.id:
+    if replied is None or replied.from_user is None or replied.from_user.id != ctx.bot_id:
         return
     prompt = await db.scalar(select(ReportPrompt.id).where(
         ReportPrompt.chat_id == message.chat.id, ReportPrompt.message_id == replied.message_id))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -34,11 +34,11 @@ from bot.intake import (
 from bot.notify import category_name
 from bot.org import Actor
 from bot.texts import Texts
-from handlers.common import message_text, open_tx, refuse
+from handlers.common import RouterSpec, message_text, open_tx, refuse
 from handlers.middlewares import display_name
 from storage.models import Node, PendingPhoto, Person
 
-router = Router(name="report_flow")
+router = RouterSpec("report_flow")
 router.message.filter(F.chat.type == "private")
 router.callback_query.filter(F.message.chat.type == "private")
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install Gridbot with its test tools and run the checks: ruff, mypy, pytest.
+# pytest's exit code 5 (no tests collected) counts as a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+python3 -m ruff check .
+python3 -m mypy
+set +e
+python3 -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$status"
