@@ -103,12 +103,12 @@ async def _on_error(event: ErrorEvent, ctx: Ctx) -> bool:
     """An unexpected failure: logged, and the person is told rather than left waiting."""
     log.error("update %s failed: %r", event.update.update_id, event.exception,
               exc_info=event.exception)
-    text = ctx.texts.label("err_internal")
     try:
         if event.update.callback_query is not None:
-            await event.update.callback_query.answer(text, show_alert=True)
+            await event.update.callback_query.answer(ctx.texts.plain("err_internal"),
+                                                     show_alert=True)
         elif event.update.message is not None:
-            await event.update.message.reply(text)
+            await event.update.message.reply(ctx.texts.label("err_internal"))
     except Exception:  # the apology itself failed; the log above has the cause
         log.warning("could not tell the user about the failure of update %s",
                     event.update.update_id)
@@ -122,7 +122,7 @@ async def register_commands(app: App) -> None:
         language = locale.split("_")[0]
         for scope, names in ((BotCommandScopeAllPrivateChats(), PRIVATE_COMMANDS),
                              (BotCommandScopeAllGroupChats(), GROUP_COMMANDS)):
-            commands = [BotCommand(command=n, description=texts.label(f"cmd_{n}"))
+            commands = [BotCommand(command=n, description=texts.plain(f"cmd_{n}"))
                         for n in names]
             await app.bot.set_my_commands(commands, scope=scope, language_code=language)
             if locale == app.ctx.texts.locale:

@@ -272,11 +272,13 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
     await tx.db.flush()
     for file_id in inp.photos[:10]:
         tx.db.add(CasePhoto(case_id=case.id, file_id=file_id, kind="report"))
-    note = None
-    if case.submitted_by_id != case.reporter_id:
-        note = await notify.person_name(tx, case.submitted_by_id)
-    tx.db.add(CaseEvent(case_id=case.id, at=tx.now, actor_id=case.submitted_by_id,
-                        action="report", from_status=None, to_status=case.status, note=note))
+    on_behalf = case.submitted_by_id != case.reporter_id
+    tx.db.add(CaseEvent(
+        case_id=case.id, at=tx.now, actor_id=case.submitted_by_id,
+        action="report_behalf" if on_behalf else "report", from_status=None,
+        to_status=case.status,
+        note=await notify.person_name(tx, case.reporter_id) if on_behalf else None,
+    ))
     await tx.db.flush()
     await notify.acknowledge(tx, case)
     if case.status == S.VERIFYING:
@@ -485,7 +487,7 @@ async def rate(tx: Tx, actor: Actor, case_id: int, rev: int, score: str,
         _reset_timers(case)
         await notify.handler_card(tx, case, lin, "reopened", note=comment)
     else:
-        _transition(tx, case, "rate", actor.id, tx.texts.label(f"rating_{score}"))
+        _transition(tx, case, "rate", actor.id, tx.texts.plain(f"rating_{score}"))
         case.rating = score
         case.rating_comment = comment or None
         case.closed_at = tx.now
@@ -557,9 +559,9 @@ async def advance_timers(tx: Tx, case: Case) -> list[str]:
             if case.auto_escalations < step and at is not None and now >= at:
                 case.auto_escalations = step
                 if _rank(case.level) < _rank(target):
-                    _transition(tx, case, "auto_escalate", None, tx.texts.label("overdue_note"))
+                    _transition(tx, case, "auto_escalate", None)
                     await _move(tx, case, lin, target, "escalated",
-                                tx.texts.label("overdue_note"), deferrable=True)
+                                tx.texts.plain("overdue_note"), deferrable=True)
                     done.append(f"escalate_{target.value}")
     elif case.status == S.RESOLVED:
         if p.rating_within and case.resolved_at and now >= case.resolved_at + p.rating_within:

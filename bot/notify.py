@@ -117,18 +117,18 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool) -> Buttons
     rows: Buttons = []
     first = []
     if case.status == "open":
-        first.append(button(t.label("btn_accept"), Action.ACCEPT, case.id, case.rev))
+        first.append(button(t.plain("btn_accept"), Action.ACCEPT, case.id, case.rev))
     if has_head and case.status in ("open", "accepted"):
-        first.append(button(t.label("btn_assign"), Action.ASSIGN, case.id, case.rev))
+        first.append(button(t.plain("btn_assign"), Action.ASSIGN, case.id, case.rev))
     if first:
         rows.append(first)
-    second = [button(t.label("btn_resolve"), Action.RESOLVE, case.id, case.rev)]
+    second = [button(t.plain("btn_resolve"), Action.RESOLVE, case.id, case.rev)]
     if case.level != Level.STREET:
-        second.append(button(t.label("btn_escalate"), Action.ESCALATE, case.id, case.rev))
+        second.append(button(t.plain("btn_escalate"), Action.ESCALATE, case.id, case.rev))
     rows.append(second)
-    third = [button(t.label("btn_category"), Action.CATEGORY, case.id, case.rev)]
+    third = [button(t.plain("btn_category"), Action.CATEGORY, case.id, case.rev)]
     if case.level != Level.GRID:
-        third.append(button(t.label("btn_send_back"), Action.SEND_BACK, case.id, case.rev))
+        third.append(button(t.plain("btn_send_back"), Action.SEND_BACK, case.id, case.rev))
     rows.append(third)
     return rows
 
@@ -158,10 +158,10 @@ def verify_buttons(tx: Tx, case: Case) -> Buttons:
     t = tx.texts
     return [
         [
-            button(t.label("btn_confirm"), Action.CONFIRM, case.id, case.rev),
-            button(t.label("btn_reject"), Action.REJECT, case.id, case.rev),
+            button(t.plain("btn_confirm"), Action.CONFIRM, case.id, case.rev),
+            button(t.plain("btn_reject"), Action.REJECT, case.id, case.rev),
         ],
-        [button(t.label("btn_category"), Action.CATEGORY, case.id, case.rev)],
+        [button(t.plain("btn_category"), Action.CATEGORY, case.id, case.rev)],
     ]
 
 
@@ -169,8 +169,8 @@ def task_buttons(tx: Tx, case: Case) -> Buttons:
     t = tx.texts
     row = []
     if case.assignee_ack_at is None:
-        row.append(button(t.label("btn_ack"), Action.ACK, case.id, case.rev))
-    row.append(button(t.label("btn_done"), Action.DONE, case.id, case.rev))
+        row.append(button(t.plain("btn_ack"), Action.ACK, case.id, case.rev))
+    row.append(button(t.plain("btn_done"), Action.DONE, case.id, case.rev))
     return [row]
 
 
@@ -277,7 +277,7 @@ async def public_notice(tx: Tx, case: Case, lin: Lineage) -> None:
 
 def rating_buttons(tx: Tx, case: Case) -> Buttons:
     return [[
-        button(tx.texts.label(f"rating_{score}"), Action.RATE, case.id, case.rev, score)
+        button(tx.texts.plain(f"rating_{score}"), Action.RATE, case.id, case.rev, score)
         for score in ("good", "fair", "bad")
     ]]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 TEXT_LIMIT = 4096
@@ -50,13 +51,20 @@ class Texts:
         text = self._env.get_template(f"{template}.j2").render(**context)
         return text.strip()
 
-    def label(self, name: str, /, **context: Any) -> str:
-        """A block of labels.j2: a button label, a status name, a short phrase."""
+    def label(self, name: str, /, **context: Any) -> Markup:
+        """A block of labels.j2 as HTML: a status name, a refusal, a short phrase.
+
+        Markup, so a template that shows it does not escape it a second time.
+        """
         template = self._env.get_template("labels.j2")
         block = template.blocks.get(name)
         if block is None:
             raise KeyError(f"labels.j2 ({self.locale}) has no block {name!r}")
-        return "".join(block(template.new_context(context))).strip()
+        return Markup("".join(block(template.new_context(context))).strip())
+
+    def plain(self, name: str, /, **context: Any) -> str:
+        """A label as plain text, for what Telegram does not parse: buttons, alerts, menus."""
+        return self.label(name, **context).unescape()
 
     def has_label(self, name: str) -> bool:
         return name in self._env.get_template("labels.j2").blocks

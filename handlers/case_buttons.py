@@ -7,6 +7,8 @@ presses, or one the case has moved past, changes nothing and says why.
 
 from __future__ import annotations
 
+import html
+
 from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command
@@ -85,7 +87,7 @@ async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                       actor: Actor) -> None:
     btn = CaseButton.unpack(query.data or "")
     if btn is None:
-        await query.answer(ctx.texts.label("err_bad_button"), show_alert=True)
+        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
         return
     tx = await open_tx(db, ctx, query)
     if tx is None:
@@ -115,7 +117,7 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
         if isinstance(query.message, Message):
             await query.message.edit_reply_markup(
                 reply_markup=keyboard(notify.category_buttons(tx, case, cats)))
-        await query.answer(tx.texts.label("ask_new_category"))
+        await query.answer(tx.texts.plain("ask_new_category"))
         return
     if a == Action.CONFIRM:
         case = await cases.confirm(tx, actor, cid, rev)
@@ -134,7 +136,7 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
     else:  # pragma: no cover - every action is handled above
         raise cases.DomainError("bad_button")
     await _refresh(query, tx, actor, case)
-    await query.answer(tx.texts.label(f"done_{a.name.lower()}", case_id=cid), show_alert=False)
+    await query.answer(tx.texts.plain(f"done_{a.name.lower()}", case_id=cid), show_alert=False)
 
 
 async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButton,
@@ -143,7 +145,8 @@ async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButt
     await state.set_data({"case_id": btn.case_id, "rev": btn.rev, "arg": btn.arg})
     await query.answer()
     if isinstance(query.message, Message):
-        mention = "" if query.message.chat.type == "private" else f"{query.from_user.full_name} "
+        mention = ("" if query.message.chat.type == "private"
+                   else html.escape(query.from_user.full_name) + " ")
         await query.message.answer(mention + text,
                                    reply_markup=prompt_markup(query.message))
 
@@ -216,8 +219,8 @@ async def bad_comment(message: Message, state: FSMContext, db: AsyncSession, ctx
 
 def _submit_markup(ctx: Ctx) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[
-        InlineKeyboardButton(text=ctx.texts.label("btn_submit_result"), callback_data="pr:ok"),
-        InlineKeyboardButton(text=ctx.texts.label("btn_cancel"), callback_data="pr:no"),
+        InlineKeyboardButton(text=ctx.texts.plain("btn_submit_result"), callback_data="pr:ok"),
+        InlineKeyboardButton(text=ctx.texts.plain("btn_cancel"), callback_data="pr:no"),
     ]])
 
 
@@ -259,7 +262,7 @@ async def result_submit(query: CallbackQuery, state: FSMContext, db: AsyncSessio
                         actor: Actor) -> None:
     data = await state.get_data()
     if not isinstance(query.message, Message) or not data.get("result"):
-        await query.answer(ctx.texts.label("ask_result_first"), show_alert=True)
+        await query.answer(ctx.texts.plain("ask_result_first"), show_alert=True)
         return
     photos: list[str] = []
     if query.message.chat.type == "private":
@@ -278,9 +281,9 @@ async def result_cancel(query: CallbackQuery, state: FSMContext, db: AsyncSessio
             await take_draft_photos(db, query.message.chat.id)
             await db.commit()
         await query.message.edit_reply_markup(reply_markup=None)
-    await query.answer(ctx.texts.label("cancelled"))
+    await query.answer(ctx.texts.plain("cancelled"))
 
 
 @router.callback_query(F.data == "pr:ok")
 async def result_stale(query: CallbackQuery, ctx: Ctx) -> None:
-    await query.answer(ctx.texts.label("flow_expired"), show_alert=True)
+    await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)

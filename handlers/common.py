@@ -8,6 +8,7 @@ from typing import Any
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallbackType
 from aiogram.types import CallbackQuery, ForceReply, Message
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import DomainError
@@ -19,11 +20,10 @@ async def open_tx(db: AsyncSession, ctx: Ctx, event: Message | CallbackQuery) ->
     try:
         return await begin(db, ctx)
     except NotConfigured:
-        text = ctx.texts.label("not_configured")
         if isinstance(event, CallbackQuery):
-            await event.answer(text, show_alert=True)
+            await event.answer(ctx.texts.plain("not_configured"), show_alert=True)
         else:
-            await event.answer(text)
+            await event.answer(ctx.texts.label("not_configured"))
         return None
 
 
@@ -34,7 +34,7 @@ def refusal(tx: Tx, err: DomainError) -> str:
 async def refuse(event: Message | CallbackQuery, tx: Tx, err: DomainError) -> None:
     text = refusal(tx, err)
     if isinstance(event, CallbackQuery):
-        await event.answer(text, show_alert=True)
+        await event.answer(Markup(text).unescape(), show_alert=True)
     else:
         await event.reply(text)
 

@@ -20,4 +20,4 @@ async def private_other(message: Message, ctx: Ctx, actor: Actor) -> None:
 
 @router.callback_query()
 async def unknown_button(query: CallbackQuery, ctx: Ctx) -> None:
-    await query.answer(ctx.texts.label("err_bad_button"), show_alert=True)
+    await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)

@@ -116,9 +116,9 @@ async def _ask_building(message: Message, state: FSMContext, db: AsyncSession, t
     rows = [[(await building_label(db, b), f"rf:b:{b.id}")] for b in buildings]
     nav = []
     if page > 0:
-        nav.append((tx.texts.label("btn_prev"), f"rf:bp:{page - 1}"))
+        nav.append((tx.texts.plain("btn_prev"), f"rf:bp:{page - 1}"))
     if page + 1 < pages:
-        nav.append((tx.texts.label("btn_next_page"), f"rf:bp:{page + 1}"))
+        nav.append((tx.texts.plain("btn_next_page"), f"rf:bp:{page + 1}"))
     if nav:
         rows.append(nav)
     text = tx.texts.label("ask_building")
@@ -160,7 +160,7 @@ async def building_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
     person = await ensure_person(db, query.from_user.id, display_name(query.from_user), tx.now)
     building = await link_building(db, person, int(raw)) if raw.isdigit() else None
     if building is None:
-        await query.answer(tx.texts.label("err_no_building"), show_alert=True)
+        await query.answer(tx.texts.plain("err_no_building"), show_alert=True)
         return
     await db.commit()
     await query.answer()
@@ -177,7 +177,7 @@ async def category_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
         return
     code = query.data.removeprefix("rf:c:")
     if code not in {c.code for c in await active_categories(db)}:
-        await query.answer(tx.texts.label("err_bad_category"), show_alert=True)
+        await query.answer(tx.texts.plain("err_bad_category"), show_alert=True)
         return
     data = await state.update_data(category=code)
     await query.answer()
@@ -203,7 +203,7 @@ async def description_given(message: Message, state: FSMContext, ctx: Ctx) -> No
 async def _ask_photos(message: Message, state: FSMContext, texts: Texts) -> None:
     await state.set_state(ReportFlow.photos)
     await message.answer(texts.label("ask_photos", limit=MAX_PHOTOS), reply_markup=_ikb(
-        [[(texts.label("btn_next"), "rf:next"), (texts.label("btn_skip"), "rf:next")]]))
+        [[(texts.plain("btn_next"), "rf:next"), (texts.plain("btn_skip"), "rf:next")]]))
 
 
 @router.message(ReportFlow.photos, F.photo)
@@ -236,8 +236,8 @@ async def photos_done(query: CallbackQuery, state: FSMContext, ctx: Ctx) -> None
     await state.set_state(ReportFlow.location)
     texts = ctx.texts
     keyboard = ReplyKeyboardMarkup(
-        keyboard=[[KeyboardButton(text=texts.label("btn_send_location"), request_location=True),
-                   KeyboardButton(text=texts.label("btn_skip"))]],
+        keyboard=[[KeyboardButton(text=texts.plain("btn_send_location"), request_location=True),
+                   KeyboardButton(text=texts.plain("btn_skip"))]],
         resize_keyboard=True, one_time_keyboard=True,
     )
     await query.message.answer(texts.label("ask_location"), reply_markup=keyboard)
@@ -256,7 +256,7 @@ async def location_given(message: Message, state: FSMContext, db: AsyncSession,
 @router.message(ReportFlow.location)
 async def location_other(message: Message, state: FSMContext, db: AsyncSession,
                          ctx: Ctx) -> None:
-    if message_text(message).strip() == ctx.texts.label("btn_skip"):
+    if message_text(message).strip() == ctx.texts.plain("btn_skip"):
         await message.answer(ctx.texts.label("location_skipped"),
                              reply_markup=ReplyKeyboardRemove())
         await _ask_confirm(message, state, db, ctx)
@@ -281,7 +281,7 @@ async def _ask_confirm(message: Message, state: FSMContext, db: AsyncSession, ct
         has_location=data.get("latitude") is not None,
     )
     await message.answer(text, reply_markup=_ikb(
-        [[(tx.texts.label("btn_submit"), "rf:ok"), (tx.texts.label("btn_cancel"), "rf:no")]]))
+        [[(tx.texts.plain("btn_submit"), "rf:ok"), (tx.texts.plain("btn_cancel"), "rf:no")]]))
 
 
 @router.callback_query(ReportFlow.confirm, F.data == "rf:ok")
@@ -292,7 +292,7 @@ async def submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx:
     data: dict[str, Any] = await state.get_data()
     person = await ensure_person(db, query.from_user.id, display_name(query.from_user), tx.now)
     if person.building_id is None:
-        await query.answer(tx.texts.label("err_no_building"), show_alert=True)
+        await query.answer(tx.texts.plain("err_no_building"), show_alert=True)
         return
     photos = await take_draft_photos(db, query.message.chat.id)
     inp = cases.ReportInput(
@@ -319,13 +319,13 @@ async def discard(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx
         await take_draft_photos(db, query.message.chat.id)
         await db.commit()
         await query.message.edit_reply_markup(reply_markup=None)
-    await query.answer(ctx.texts.label("cancelled"))
+    await query.answer(ctx.texts.plain("cancelled"))
 
 
 @router.callback_query(F.data.startswith("rf:"))
 async def flow_stale(query: CallbackQuery, ctx: Ctx) -> None:
     """A flow button from an earlier or finished draft."""
-    await query.answer(ctx.texts.label("flow_expired"), show_alert=True)
+    await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
 
 
 @router.message(StateFilter(ReportFlow.building, ReportFlow.category, ReportFlow.confirm))
