@@ -64,6 +64,7 @@ async def finish_albums(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) ->
         )).all()
     made = 0
     for chat_id, group_id in settled:
+        assert group_id is not None
         try:
             async with sessions() as db:
                 made += await _finish_one(db, ctx, chat_id, group_id)

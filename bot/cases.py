@@ -309,7 +309,7 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, lin = await _act(tx, actor, case_id, rev, "reject")
+    case, _ = await _act(tx, actor, case_id, rev, "reject")
     _transition(tx, case, "reject", actor.id, reason)
     case.verified = "rejected"
     case.reject_reason = reason
@@ -563,8 +563,8 @@ async def advance_timers(tx: Tx, case: Case) -> list[str]:
                     await _move(tx, case, lin, target, "escalated",
                                 tx.texts.plain("overdue_note"), deferrable=True)
                     done.append(f"escalate_{target.value}")
-    elif case.status == S.RESOLVED:
-        if p.rating_within and case.resolved_at and now >= case.resolved_at + p.rating_within:
+    elif (case.status == S.RESOLVED and p.rating_within and case.resolved_at
+          and now >= case.resolved_at + p.rating_within):
             _transition(tx, case, "rating_timeout", None)
             case.closed_at = now
             case.close_reason = "no_feedback"

@@ -8,6 +8,7 @@ that answers "retry later" holds back only its own rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -65,7 +66,7 @@ def keyboard(buttons: list[list[dict[str, str]]]) -> InlineKeyboardMarkup | None
     if not buttons:
         return None
     return InlineKeyboardMarkup(
-        inline_keyboard=[[InlineKeyboardButton(**b) for b in row] for row in buttons]
+        inline_keyboard=[[InlineKeyboardButton.model_validate(b) for b in row] for row in buttons]
     )
 
 
@@ -80,10 +81,8 @@ class Delivery:
         self._wake.set()
 
     async def wait(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
         self._wake.clear()
 
     async def flush(self, batch: int = 200) -> int:

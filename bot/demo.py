@@ -112,7 +112,7 @@ class Demo:
 async def run_demo(out: TextIO) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp}/demo.db",
-                            bot_token=None, _env_file=None)  # type: ignore[call-arg]
+                            bot_token=None, _env_file=None)
         api, clock = FakeTelegram(), ManualClock(START)
         app = await build_app(settings, clock=clock, session=api)
         try:

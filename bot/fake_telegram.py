@@ -156,7 +156,7 @@ class FakeTelegram(BaseSession):
         for sent in self.sent:
             if sent.chat_id == method.chat_id and sent.message_id == method.message_id:
                 if isinstance(method, EditMessageText):
-                    sent.text = method.text
+                    sent.text = method.text or ""
                 markup = method.reply_markup
                 sent.buttons = ([[b.model_dump(exclude_none=True) for b in row]
                                  for row in markup.inline_keyboard] if markup else [])

@@ -112,7 +112,8 @@ class Actor:
 
 async def load_actor(db: AsyncSession, user_id: int, fallback_name: str = "") -> Actor:
     person = await db.get(Person, user_id)
-    rows = (await db.execute(select(Role.role, Role.node_id).where(Role.person_id == user_id))).all()
+    query = select(Role.role, Role.node_id).where(Role.person_id == user_id)
+    rows = (await db.execute(query)).all()
     return Actor(
         id=user_id,
         name=person.name if person else fallback_name,

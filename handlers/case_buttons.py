@@ -7,6 +7,7 @@ presses, or one the case has moved past, changes nothing and says why.
 
 from __future__ import annotations
 
+import contextlib
 import html
 
 from aiogram import F
@@ -76,10 +77,9 @@ async def _refresh(query: CallbackQuery, tx: Tx, actor: Actor, case: Case) -> No
         return
     lin = await lineage_of(tx.db, case.building_id, case.unit_id)
     markup = keyboard(await notify.buttons_for(tx, actor, case, lin))
-    try:
+    # Unchanged, or too old to edit: the answer that follows still tells them.
+    with contextlib.suppress(TelegramBadRequest):
         await query.message.edit_reply_markup(reply_markup=markup)
-    except TelegramBadRequest:
-        pass  # unchanged, or too old to edit: the answer below still tells them
 
 
 @router.callback_query(F.data.startswith("c1:"))
