@@ -449,11 +449,12 @@ async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
     case.assignee_id = None
     for file_id in (photos or [])[:10]:
         tx.db.add(CasePhoto(case_id=case.id, file_id=file_id, kind="result"))
+    await tx.db.flush()
     await notify.tell_reporter(
         tx, f"case:{case.id}:r{case.round}:resolved", case,
         tx.texts.render("resolved_reporter", case_id=case.id, result=result,
                         category=await notify.category_name(tx, case.category)),
-        buttons=notify.rating_buttons(tx, case),
+        buttons=notify.rating_buttons(tx, case), photos=(photos or [])[:10],
     )
     await notify.public_notice(tx, case, lin)
     schedule(tx, case)

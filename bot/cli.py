@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from bot.clock import SystemClock
 from bot.config import Settings
@@ -57,13 +58,24 @@ async def _load_registry(settings: Settings, path: Path) -> str:
 
 
 async def _run(settings: Settings, registry: Path | None) -> None:
-    from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+    from aiogram.exceptions import (
+        ClientDecodeError,
+        TelegramAPIError,
+        TelegramNetworkError,
+        TelegramUnauthorizedError,
+    )
+    from aiogram.utils.token import TokenValidationError, validate_token
 
     from bot.app import build_app, run_polling
 
     if settings.bot_token is None:
         raise CliError("GRIDBOT_BOT_TOKEN is not set: create a bot with @BotFather and put its "
                        "token in the environment or in .env")
+    try:
+        validate_token(settings.bot_token.get_secret_value())
+    except TokenValidationError as exc:
+        raise CliError("GRIDBOT_BOT_TOKEN does not look like a bot token (digits, a colon, "
+                       "then letters; copy it from @BotFather)") from exc
     if registry is not None:
         print(await _load_registry(settings, registry))
     app = await build_app(settings)
@@ -75,6 +87,10 @@ async def _run(settings: Settings, registry: Path | None) -> None:
     except (TelegramNetworkError, OSError) as exc:
         await app.close()
         raise CliError(f"cannot reach the Bot API at {settings.api_url}: {exc}") from exc
+    except (TelegramAPIError, ClientDecodeError) as exc:
+        await app.close()
+        raise CliError(f"{settings.api_url} did not answer like the Bot API: "
+                       f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from exc
     logging.getLogger("gridbot").info("running as @%s", app.ctx.bot_username)
     await run_polling(app)
 
@@ -106,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_run(_settings(), args.registry))
     except CliError as exc:
         print(f"gridbot: error: {exc}", file=sys.stderr)
+        return 1
+    except (OperationalError, ArgumentError, NoSuchModuleError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"gridbot: error: cannot use the database GRIDBOT_DATABASE_URL: {reason}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -226,14 +226,15 @@ async def tell_staff(
 
 
 async def tell_reporter(
-    tx: Tx, key: str, case: Case, text: str, buttons: Buttons | None = None
+    tx: Tx, key: str, case: Case, text: str, buttons: Buttons | None = None,
+    photos: list[str] | None = None,
 ) -> None:
     """A message to the reporter: privately, or as a reply to their report in the group."""
     if case.reporter_id is None:
         return
     in_group = case.source_chat_id is not None and case.source_chat_id < 0
     await send_to_person(
-        tx, key, case.reporter_id, text, case=case, buttons=buttons,
+        tx, key, case.reporter_id, text, case=case, buttons=buttons, photos=photos,
         fallback_chat_id=case.source_chat_id if in_group else None,
         fallback_reply_to=case.source_message_id if in_group else None,
     )

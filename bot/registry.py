@@ -202,6 +202,8 @@ def parse_registry(text: str) -> RegistryModel:
             loc = tuple(err["loc"])
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{_where(loc, lines)}: {message}")
+        # The cross-checks read what they can of the raw data, so one run reports everything.
+        problems += _cross_check(data, lines)
         raise RegistryError(problems) from exc
     problems = _cross_check(model, lines)
     if problems:
@@ -209,71 +211,94 @@ def parse_registry(text: str) -> RegistryModel:
     return model
 
 
-def _cross_check(model: RegistryModel, lines: dict[Path_, int]) -> list[str]:
+def _get(obj: Any, name: str) -> Any:
+    """A field of a checked model, or of the raw mapping when the schema check failed."""
+    if isinstance(obj, BaseModel):
+        return getattr(obj, name)
+    return obj.get(name) if isinstance(obj, dict) else None
+
+
+def _each(obj: Any, name: str) -> list[tuple[int, Any]]:
+    items = _get(obj, name)
+    if not isinstance(items, list):
+        return []
+    return [(i, x) for i, x in enumerate(items) if isinstance(x, BaseModel | dict)]
+
+
+def _cross_check(model: RegistryModel | dict[str, Any], lines: dict[Path_, int]) -> list[str]:
     problems: list[str] = []
     seen_codes: dict[str, Path_] = {}
     seen_chats: dict[int, Path_] = {}
     names: dict[int, str] = {}
 
-    def code(value: str, path: Path_) -> None:
+    def code(value: Any, path: Path_) -> None:
+        if not isinstance(value, str):
+            return
         if value in seen_codes:
             problems.append(f"{_where(path, lines)}: code {value!r} is used twice")
         seen_codes[value] = path
 
-    def chat(value: int | None, path: Path_) -> None:
-        if value is None:
+    def chat(value: Any, path: Path_) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
             return
         if value in seen_chats:
             problems.append(f"{_where(path, lines)}: chat {value} is bound to two places")
         seen_chats[value] = path
 
-    def person(ref: PersonRef | None, path: Path_) -> None:
-        if ref is None:
+    def person(ref: Any, path: Path_) -> None:
+        pid, name = _get(ref, "id"), _get(ref, "name")
+        if not isinstance(pid, int) or not isinstance(name, str):
             return
-        if ref.id in names and names[ref.id] != ref.name:
+        if pid in names and names[pid] != name:
             problems.append(
-                f"{_where(path, lines)}: person {ref.id} is named both "
-                f"{names[ref.id]!r} and {ref.name!r}"
+                f"{_where(path, lines)}: person {pid} is named both "
+                f"{names[pid]!r} and {name!r}"
             )
-        names.setdefault(ref.id, ref.name)
+        names.setdefault(pid, name)
 
     cat_codes: set[str] = set()
-    for i, cat in enumerate(model.categories):
-        if cat.code in cat_codes:
+    for i, cat in _each(model, "categories"):
+        cat_code = _get(cat, "code")
+        if not isinstance(cat_code, str):
+            continue
+        if cat_code in cat_codes:
             problems.append(f"{_where(('categories', i, 'code'), lines)}: category "
-                            f"{cat.code!r} is listed twice")
-        cat_codes.add(cat.code)
-    if "other" not in cat_codes:
+                            f"{cat_code!r} is listed twice")
+        cat_codes.add(cat_code)
+    if isinstance(_get(model, "categories"), list) and "other" not in cat_codes:
         problems.append(f"{_where(('categories',), lines)}: a category with code 'other' is "
                         "needed for reports that name none")
 
-    for si, street in enumerate(model.streets):
+    for si, street in _each(model, "streets"):
         sp: Path_ = ("streets", si)
-        code(street.code, (*sp, "code"))
-        for pi, sup in enumerate(street.supervisors):
+        code(_get(street, "code"), (*sp, "code"))
+        for pi, sup in _each(street, "supervisors"):
             person(sup, (*sp, "supervisors", pi))
-        for ci, community in enumerate(street.communities):
+        for ci, community in _each(street, "communities"):
             cp: Path_ = (*sp, "communities", ci)
-            code(community.code, (*cp, "code"))
-            for pi, sup in enumerate(community.supervisors):
+            code(_get(community, "code"), (*cp, "code"))
+            for pi, sup in _each(community, "supervisors"):
                 person(sup, (*cp, "supervisors", pi))
-            for gi, grid in enumerate(community.grids):
+            for gi, grid in _each(community, "grids"):
                 gp: Path_ = (*cp, "grids", gi)
-                code(grid.code, (*gp, "code"))
-                chat(grid.chat, (*gp, "chat"))
-                person(grid.leader, (*gp, "leader"))
-                for mi, member in enumerate(grid.members):
+                code(_get(grid, "code"), (*gp, "code"))
+                chat(_get(grid, "chat"), (*gp, "chat"))
+                person(_get(grid, "leader"), (*gp, "leader"))
+                for mi, member in _each(grid, "members"):
                     person(member, (*gp, "members", mi))
-                for bi, building in enumerate(grid.buildings):
+                for bi, building in _each(grid, "buildings"):
                     bp: Path_ = (*gp, "buildings", bi)
-                    code(building.code, (*bp, "code"))
-                    chat(building.chat, (*bp, "chat"))
-                    person(building.head, (*bp, "head"))
-                    for ui, unit in enumerate(building.units):
+                    b_code = _get(building, "code")
+                    code(b_code, (*bp, "code"))
+                    chat(_get(building, "chat"), (*bp, "chat"))
+                    person(_get(building, "head"), (*bp, "head"))
+                    for ui, unit in _each(building, "units"):
                         up: Path_ = (*bp, "units", ui)
-                        code(f"{building.code}/{unit.code}", (*up, "code"))
-                        chat(unit.chat, (*up, "chat"))
-                        person(unit.head, (*up, "head"))
+                        u_code = _get(unit, "code")
+                        if isinstance(b_code, str) and isinstance(u_code, str):
+                            code(f"{b_code}/{u_code}", (*up, "code"))
+                        chat(_get(unit, "chat"), (*up, "chat"))
+                        person(_get(unit, "head"), (*up, "head"))
     return problems
 
 

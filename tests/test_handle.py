@@ -111,6 +111,7 @@ async def test_accept_then_resolve_notifies_reporter_and_group(h: Harness) -> No
     assert case.status == "resolved" and case.result == "已更换灯泡"
     notice = h.last(RESIDENT)
     assert "已更换灯泡" in notice.text and notice.labels == ["满意", "基本满意", "不满意"]
+    assert notice.photos == ["after-1"]
     public = h.last(BUILDING_CHAT)
     assert f"#{case.id}" in public.text and "已更换灯泡" in public.text
     assert "user5550001" not in public.text and "13812345678" not in public.text

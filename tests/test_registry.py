@@ -1,0 +1,382 @@
+"""The registry: parsing with line-numbered problems, and idempotent, non-destructive applying."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.cli import main
+from bot.clock import ManualClock
+from bot.durations import parse_duration
+from bot.registry import ApplyReport, RegistryError, apply_registry, parse_registry
+from storage.db import create_schema, make_engine, make_sessionmaker
+from storage.models import Case, Category, Node, OrgSettings, Person, Role
+from tests.harness import HEAD5, MORNING, SAMPLE
+
+SAMPLE_TEXT = SAMPLE.read_text("utf-8")
+TABLES = ("nodes", "people", "roles", "categories", "org_settings")
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text, f"the sample no longer contains {old!r}"
+    return text.replace(old, new, 1)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "r.db"
+
+
+@pytest.fixture
+async def sessions(db_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine("sqlite+aiosqlite:///" + str(db_path))
+    await create_schema(engine)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(MORNING)
+
+
+async def load(sessions: async_sessionmaker[AsyncSession], text: str,
+               clock: ManualClock) -> ApplyReport:
+    async with sessions() as db:
+        return await apply_registry(db, parse_registry(text), clock)
+
+
+async def counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+    async with sessions() as db:
+        return {
+            model.__tablename__: int(await db.scalar(select(func.count()).select_from(model))
+                                     or 0)
+            for model in (Node, Person, Role, Category)
+        }
+
+
+def snapshot(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the registry's tables, read past the ORM."""
+    with sqlite3.connect(db_path) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES}
+
+
+async def node(sessions: async_sessionmaker[AsyncSession], code: str) -> Node | None:
+    async with sessions() as db:
+        return await db.scalar(select(Node).where(Node.code == code))
+
+
+async def roles_of(sessions: async_sessionmaker[AsyncSession],
+                   person_id: int) -> set[tuple[str, str]]:
+    async with sessions() as db:
+        rows = await db.execute(select(Role.role, Node.code).join(Node, Role.node_id == Node.id)
+                                .where(Role.person_id == person_id))
+        return {(r, c) for r, c in rows.all()}
+
+
+# --- applying ------------------------------------------------------------------------------
+
+
+async def test_sample_loads_with_expected_shape(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    report = await load(sessions, SAMPLE_TEXT, clock)
+    # 1 street, 1 community, 2 grids, 3 buildings, 2 units.
+    assert report.nodes == 9
+    assert report.categories == 9
+    assert report.deactivated == []
+    assert await counts(sessions) == {"nodes": 9, "people": 9, "roles": 9, "categories": 9}
+    assert await roles_of(sessions, HEAD5) == {("building_head", "BSY-01-05")}
+    unit = await node(sessions, "BSY-01-03/1")
+    building = await node(sessions, "BSY-01-03")
+    assert unit is not None and building is not None
+    assert (unit.kind, unit.name, unit.parent_id) == ("unit", "1", building.id)
+
+
+async def test_loading_twice_duplicates_nothing(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock, db_path: Path) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    first = await counts(sessions)
+    rows = snapshot(db_path)
+    clock.advance(timedelta(days=1))
+    report = await load(sessions, SAMPLE_TEXT, clock)
+    assert report.deactivated == []
+    assert await counts(sessions) == first
+    assert all(n > 0 for n in first.values())
+    # Not only the counts: ids, people's created_at and everything else are unchanged too.
+    assert snapshot(db_path) == rows
+
+
+async def test_edited_file_applies_changes(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    old = await node(sessions, "BSY-02-12")
+    assert old is not None and old.active
+    # A case on the building that is about to leave the file.
+    async with sessions() as db:
+        case = Case(status="open", category="other", building_id=old.id,
+                    description="楼道堆物", reported_at=clock.now(),
+                    deadline_at=clock.now() + timedelta(hours=72))
+        db.add(case)
+        await db.commit()
+        case_id = case.id
+
+    text = SAMPLE_TEXT
+    text = edit(text, "name: 5号楼", "name: 五号楼")
+    text = edit(text, "sla: 4h,", "sla: 2h,")
+    text = edit(text, "                head: {id: 930105, name: 楼栋长己}\n", "")
+    # BSY-02 loses its only building and a new grid with a new building follows it.
+    text = edit(text, """            buildings:
+              - code: BSY-02-12
+                name: 12号楼
+                chat: -1009200000212
+""", """          - code: BSY-03
+            name: 柏树郢第三网格
+            leader: {id: 920021, name: 网格长辛}
+            chat: -1009200000003
+            buildings:
+              - code: BSY-03-01
+                name: 1号楼
+                head: {id: 930301, name: 楼栋长壬}
+""")
+    clock.advance(timedelta(days=1))
+    report = await load(sessions, text, clock)
+    assert report.deactivated == ["BSY-02-12"]
+
+    renamed = await node(sessions, "BSY-01-05")
+    assert renamed is not None and renamed.name == "五号楼" and renamed.active
+    async with sessions() as db:
+        fire = await db.get(Category, "fire")
+        assert fire is not None and fire.sla_seconds == 2 * 3600
+        facility = await db.get(Category, "facility")
+        assert facility is not None and facility.sla_seconds == 72 * 3600
+        # Removed from the role, but still a person the bot knows.
+        head5 = await db.get(Person, HEAD5)
+        assert head5 is not None and head5.name == "楼栋长己"
+        assert await db.get(Person, 930301) is not None
+    assert await roles_of(sessions, HEAD5) == set()
+    assert await roles_of(sessions, 920021) == {("grid_leader", "BSY-03")}
+    assert await roles_of(sessions, 930301) == {("building_head", "BSY-03-01")}
+
+    grid = await node(sessions, "BSY-03")
+    building = await node(sessions, "BSY-03-01")
+    community = await node(sessions, "BSY")
+    assert grid is not None and building is not None and community is not None
+    assert (grid.kind, grid.parent_id, grid.chat_id) == ("grid", community.id, -1009200000003)
+    assert (building.kind, building.parent_id, building.active) == ("building", grid.id, True)
+
+    gone = await node(sessions, "BSY-02-12")
+    assert gone is not None and gone.id == old.id and gone.active is False
+    async with sessions() as db:
+        kept = await db.get(Case, case_id)
+        assert kept is not None and kept.building_id == old.id and kept.status == "open"
+
+    # Putting the building back in the file brings the same row back to life.
+    await load(sessions, SAMPLE_TEXT, clock)
+    back = await node(sessions, "BSY-02-12")
+    assert back is not None and back.id == old.id and back.active is True
+    assert await roles_of(sessions, HEAD5) == {("building_head", "BSY-01-05")}
+
+
+async def test_category_left_out_is_deactivated_not_deleted(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    text = edit(SAMPLE_TEXT, "  - {code: welfare,   name: {zh_CN: 困难帮扶, en: Welfare and care},"
+                             "     sla: 3d}\n", "")
+    await load(sessions, text, clock)
+    async with sessions() as db:
+        welfare = await db.get(Category, "welfare")
+        other = await db.get(Category, "other")
+    assert welfare is not None and welfare.active is False
+    assert other is not None and other.active is True
+
+
+async def test_null_durations_and_quiet_hours_are_stored_as_none(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    async with sessions() as db:
+        before = await db.get(OrgSettings, 1)
+    assert before is not None
+    assert (before.verify_within, before.overdue_repeat, before.escalate_after,
+            before.rating_within) == (2 * 3600, 4 * 3600, 24 * 3600, 3 * 86400)
+    assert (before.quiet_start, before.quiet_end) == ("22:00", "07:00")
+    assert (before.timezone, before.locale, before.remind_at) == ("Asia/Shanghai", "zh_CN", 0.75)
+
+    text = SAMPLE_TEXT
+    for line in ("verify_within: 2h", "remind_at: 0.75", "overdue_repeat: 4h",
+                 "escalate_after: 24h", "rating_within: 3d"):
+        key = line.split(":")[0]
+        text = edit(text, line, f"{key}: null")
+    text = edit(text, 'quiet_hours: "22:00-07:00"', "quiet_hours: null")
+    model = parse_registry(text)
+    assert model.policy.verify_within is None and model.policy.quiet_hours is None
+    async with sessions() as db:
+        await apply_registry(db, model, clock)
+    async with sessions() as db:
+        after = await db.get(OrgSettings, 1)
+    assert after is not None
+    assert (after.verify_within, after.remind_at, after.overdue_repeat, after.escalate_after,
+            after.rating_within, after.quiet_start, after.quiet_end) == (None,) * 7
+
+
+# --- rejecting -----------------------------------------------------------------------------
+
+
+def bad_registry() -> str:
+    """The sample with six different mistakes in it."""
+    text = SAMPLE_TEXT
+    text = edit(text, "sla: 4h,", "sla: 4x,")  # categories[2] is fire
+    text = edit(text, "{id: 920002, name: 网格员乙}", "{id: abc, name: 网格员乙}")
+    text = edit(text, "- code: BSY-02-12", "- code: BSY-01-03")
+    text = edit(text, "  - {code: other,     name: {zh_CN: 其他, en: Other},"
+                      "                    sla: 72h}\n", "")
+    text = edit(text, "timezone: Asia/Shanghai", "timezone: Mars/Olympus_Mons")
+    text = edit(text, 'quiet_hours: "22:00-07:00"', 'quiet_hours: "25:00-07:00"')
+    return text
+
+
+def line_of(text: str, needle: str, nth: int = 1) -> int:
+    """The number of the line where `needle` occurs for the nth time."""
+    found = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
+    assert len(found) >= nth, f"{needle!r} is not in the text {nth} times"
+    return found[nth - 1]
+
+
+def test_several_errors_are_all_reported_with_line_and_path() -> None:
+    text = bad_registry()
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    problems = info.value.problems
+    assert all(re.match(r"^line \d+: \S", p) for p in problems), problems
+    expected = {
+        "categories[2].sla": line_of(text, "sla: 4x"),
+        "streets[0].communities[0].grids[0].members[0].id": line_of(text, "id: abc"),
+        "streets[0].communities[0].grids[1].buildings[0].code":
+            line_of(text, "- code: BSY-01-03", nth=2),
+        "categories": line_of(text, "- {code: facility"),
+        "timezone": line_of(text, "timezone: Mars"),
+        "policy.quiet_hours": line_of(text, "quiet_hours:"),
+    }
+    for path, line in expected.items():
+        matching = [p for p in problems if p.startswith(f"line {line}: {path}: ")]
+        assert len(matching) == 1, (path, line, problems)
+    assert len(problems) == len(expected), problems
+    joined = "\n".join(problems)
+    assert "'4x'" in joined
+    assert "'BSY-01-03' is used twice" in joined
+    assert "'other'" in joined
+    assert "Mars/Olympus_Mons" in joined
+
+
+async def test_rejected_file_changes_nothing(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock, db_path: Path) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    before = snapshot(db_path)
+    with pytest.raises(RegistryError):
+        await load(sessions, bad_registry(), clock)
+    assert snapshot(db_path) == before
+
+
+def test_rejected_file_through_the_cli_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_path = tmp_path / "cli.db"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", "sqlite+aiosqlite:///" + str(db_path))
+    monkeypatch.delenv("GRIDBOT_LOCALE", raising=False)
+    assert main(["registry", "load", str(SAMPLE)]) == 0
+    before = snapshot(db_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(bad_registry(), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["registry", "load", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "registry rejected" in err and "categories[2].sla" in err
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize("text, line", [
+    ("timezone: Asia/Shanghai\npolicy: {verify_within: 2h\ncategories: []\n", 3),
+    ("timezone: Asia/Shanghai\n  locale: en\n", 2),
+    ("timezone: Asia/Shanghai\ncategories:\n  - code: other\n\tname: x\n", 4),
+])
+def test_invalid_yaml_is_one_problem_with_a_line(text: str, line: int) -> None:
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"line {line}: not valid YAML"), info.value.problems
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_rejected(text: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    assert info.value.problems == ["line 1: the file is empty"]
+
+
+def test_a_file_that_is_not_a_mapping_is_rejected() -> None:
+    with pytest.raises(RegistryError) as info:
+        parse_registry("- just\n- a list\n")
+    assert len(info.value.problems) == 1 and "mapping" in info.value.problems[0]
+
+
+def test_missing_sections_are_named() -> None:
+    with pytest.raises(RegistryError) as info:
+        parse_registry("timezone: Asia/Shanghai\nlocale: en\n")
+    joined = "\n".join(info.value.problems)
+    for section in ("policy", "categories", "streets"):
+        assert f": {section}: " in joined, joined
+
+
+def test_cross_check_problems_alone() -> None:
+    text = edit(SAMPLE_TEXT, "- code: BSY-02-12", "- code: BSY-01-03")
+    text = edit(text, "chat: -1009200000212", "chat: -1009200000103")
+    text = edit(text, "{id: 920011, name: 网格长庚}", "{id: 920001, name: 别名}")
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    joined = "\n".join(info.value.problems)
+    assert len(info.value.problems) == 3, joined
+    assert "code 'BSY-01-03' is used twice" in joined
+    assert "chat -1009200000103 is bound to two places" in joined
+    assert "person 920001 is named both '网格长甲' and '别名'" in joined
+
+
+# --- durations -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("45s", 45), ("30m", 1800), ("4h", 14400), ("3d", 259200), ("72h", 259200),
+])
+def test_durations_parse(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0h", "4x", "h", "", "4", "-4h", "4.5h", "4 hours"])
+def test_bad_durations_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="45s, 30m, 4h or 3d"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("value", ["0h", "h", "4", "4x"])
+def test_bad_policy_duration_names_its_path(value: str) -> None:
+    text = edit(SAMPLE_TEXT, "escalate_after: 24h", f"escalate_after: {value}")
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    assert info.value.problems[0].startswith(
+        f"line {line_of(text, 'escalate_after:')}: policy.escalate_after: ")
+
+
+def test_a_bare_number_is_not_a_duration() -> None:
+    text = edit(SAMPLE_TEXT, "sla: 72h}", "sla: 72}")
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    assert len(info.value.problems) == 1
+    assert "categories[0].sla: must be a duration string" in info.value.problems[0]
+
