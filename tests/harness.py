@@ -131,6 +131,15 @@ class Harness:
                 q = q.where(Outbox.status == status)
             return int(await db.scalar(q) or 0)
 
+    async def report_privately(self, user: int, text: str, category: str) -> Case:
+        """`/report <text>` in private, pick a category, no photo, no location, submit."""
+        await self.private(user, f"/report {text}")
+        await self.press(user, self.last(user), category)
+        await self.press(user, self.last(user), "跳过")
+        await self.private(user, "跳过")
+        await self.press(user, self.last(user), "提交")
+        return (await self.cases())[-1]
+
     async def report_in_group(self, text: str = "3单元楼道灯坏了，晚上很黑",
                               user: int = RESIDENT, chat: int = BUILDING_CHAT) -> Case:
         await self.say(chat, user, f"/report {text}")

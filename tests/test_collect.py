@@ -174,24 +174,13 @@ async def test_deep_link_links_building_and_cancel_leaves(h: Harness) -> None:
 
 async def test_private_report_with_args_skips_description(h: Harness) -> None:
     await h.say(BUILDING_CHAT, RESIDENT, "/report 先在群里报一次")  # links the building
-    await h.private(RESIDENT, "/report 楼下有人乱停车")
-    await h.press(RESIDENT, h.last(RESIDENT), "治安隐患")
-    assert "照片" in h.last(RESIDENT).text
-    await h.press(RESIDENT, h.last(RESIDENT), "跳过")
-    await h.private(RESIDENT, "跳过")
-    await h.press(RESIDENT, h.last(RESIDENT), "提交")
-    cases = await h.cases()
-    assert cases[-1].description == "楼下有人乱停车" and cases[-1].category == "security"
+    case = await h.report_privately(RESIDENT, "楼下有人乱停车", "治安隐患")
+    assert case.description == "楼下有人乱停车" and case.category == "security"
 
 
 async def test_urgent_category_skips_verification(h: Harness) -> None:
     await h.say(BUILDING_CHAT, RESIDENT, "/report 先报一次")
-    await h.private(RESIDENT, "/report 楼道堆放杂物堵住消防通道")
-    await h.press(RESIDENT, h.last(RESIDENT), "消防安全")
-    await h.press(RESIDENT, h.last(RESIDENT), "跳过")
-    await h.private(RESIDENT, "跳过")
-    await h.press(RESIDENT, h.last(RESIDENT), "提交")
-    case = (await h.cases())[-1]
+    case = await h.report_privately(RESIDENT, "楼道堆放杂物堵住消防通道", "消防安全")
     assert case.urgent and case.status == "open" and case.verified == "skipped"
     card = h.card(LEADER, case.id)
     assert "紧急" in card.text and "受理" in card.labels

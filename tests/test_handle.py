@@ -240,11 +240,7 @@ async def test_quiet_hours_hold_reminders_until_morning(h: Harness) -> None:
 async def test_urgent_reminders_ignore_quiet_hours(h: Harness) -> None:
     h.clock.advance(timedelta(hours=11))  # 21:00 local
     await h.say(BUILDING_CHAT, RESIDENT, "/report 先报一次")
-    await h.private(RESIDENT, "/report 消防通道被堵")
-    await h.press(RESIDENT, h.last(RESIDENT), "消防安全")
-    await h.press(RESIDENT, h.last(RESIDENT), "跳过")
-    await h.private(RESIDENT, "跳过")
-    await h.press(RESIDENT, h.last(RESIDENT), "提交")
+    await h.report_privately(RESIDENT, "消防通道被堵", "消防安全")
     await h.advance(timedelta(hours=3, minutes=1))  # 00:01 local, 0.75 of 4h passed
     assert any("临期" in t for t in h.texts(LEADER))
 
