@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from dataclasses import dataclass
 
 from aiogram import Bot, Dispatcher
@@ -26,6 +27,8 @@ from bot.clock import Clock, SystemClock
 from bot.config import LOCALES, Settings
 from bot.context import Ctx
 from bot.delivery import Delivery
+from bot.inbox import CONCURRENT_CHATS, Inbox, prune
+from bot.ratelimit import Limits
 from bot.sweep import sweep
 from bot.texts import Texts
 from handlers import build_router
@@ -62,7 +65,9 @@ class App:
         await finish_albums(self.sessions, self.ctx)
 
     async def sweep(self) -> int:
-        return await sweep(self.sessions, self.ctx)
+        steps = await sweep(self.sessions, self.ctx)
+        await prune(self.sessions, self.ctx.clock.now())
+        return steps
 
     async def close(self) -> None:
         await self.bot.session.close()
@@ -79,7 +84,7 @@ async def _locale(settings: Settings, sessions: async_sessionmaker[AsyncSession]
 
 
 async def build_app(settings: Settings, *, clock: Clock | None = None,
-                    session: BaseSession | None = None) -> App:
+                    session: BaseSession | None = None, limits: Limits | None = None) -> App:
     engine = make_engine(settings.database_url)
     await create_schema(engine)
     sessions = make_sessionmaker(engine)
@@ -92,7 +97,7 @@ async def build_app(settings: Settings, *, clock: Clock | None = None,
         parse_mode=ParseMode.HTML, link_preview_is_disabled=True))
     dp = Dispatcher(storage=SqlStorage(sessions))
     dp["ctx"] = ctx
-    delivery = Delivery(bot, sessions, ctx)
+    delivery = Delivery(bot, sessions, ctx, limits)
     dp.update.outer_middleware(DbMiddleware(sessions, ctx, delivery))
     dp.include_router(build_router())
     dp.errors.register(_on_error)
@@ -130,23 +135,33 @@ async def register_commands(app: App) -> None:
 
 
 async def run_polling(app: App) -> None:
-    """Long polling, the outbox sender and the sweep, until interrupted."""
+    """Long polling into the inbox, its processor, the outbox sender and the sweep."""
     await app.identify()
     await register_commands(app)
     await app.bot.delete_webhook(drop_pending_updates=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(app.sweep, "interval", seconds=app.settings.sweep_seconds,
                       max_instances=1, coalesce=True, id="sweep")
-    scheduler.start()
-    stop = asyncio.Event()
-    sender = asyncio.create_task(app.delivery.run(stop, also=app.tick), name="delivery")
+    # SQLite has one writer at a time: chats side by side would only queue for it.
+    sqlite = app.settings.database_url.startswith("sqlite")
+    inbox = Inbox(app.bot, app.dp, app.sessions, app.ctx.clock.now,
+                  concurrency=1 if sqlite else CONCURRENT_CHATS)
+    allowed = app.dp.resolve_used_update_types()
     try:
-        await app.sweep()  # catch up at once on what fell due while the bot was down
-        await app.dp.start_polling(app.bot, allowed_updates=app.dp.resolve_used_update_types(),
-                                   handle_signals=True, close_bot_session=False)
+        await inbox.process_pending()  # what was received but not handled before a stop
+        await app.sweep()  # and what fell due while the bot was down
+        scheduler.start()
+        await asyncio.gather(
+            inbox.poll(stop, allowed),
+            inbox.process(stop),
+            app.delivery.run(stop, also=app.tick),
+        )
     finally:
         stop.set()
-        app.delivery.wake()
-        await sender
-        scheduler.shutdown(wait=False)
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
         await app.close()

@@ -1,8 +1,9 @@
-"""The outbox sender: delivers owed messages to Telegram, retrying what failed.
+"""The outbox sender: delivers owed messages to Telegram, within its limits, retrying faults.
 
 This is the one place that turns outbox rows into Bot API calls. A row is marked sent in its
-own transaction right after Telegram accepted it; rows for a chat go out in order, and a chat
-that answers "retry later" holds back only its own rows.
+own transaction right after Telegram accepted it, so a crash can repeat at most that one
+message. Rows for a chat go out in order: a row waiting to be retried holds back the later
+rows of its chat, and only of its chat.
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ from aiogram.types import (
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.context import Ctx
+from bot import notify
+from bot.context import Ctx, NotConfigured, begin
 from bot.outbox import enqueue
+from bot.ratelimit import Limits, Pacer
 from bot.texts import CAPTION_LIMIT, TEXT_LIMIT
 from storage.models import Case, Node, Outbox, Person
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=1)
+MEDIA_GROUP = 10
+# Waits for the rate limits shorter than this are slept through; longer ones skip the chat.
+SHORT_WAIT = 0.2
 
 
 def backoff(attempts: int, rnd: Callable[[], float] = random.random) -> timedelta:
@@ -48,7 +54,10 @@ def backoff(attempts: int, rnd: Callable[[], float] = random.random) -> timedelt
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """Cut a long text at line breaks (else spaces) into pieces Telegram accepts."""
+    """Cut a long text at line breaks (else spaces) into pieces Telegram accepts.
+
+    Never inside an HTML entity such as `&amp;`: user text reaches us escaped.
+    """
     pieces: list[str] = []
     while len(text) > limit:
         cut = text.rfind("\n", 0, limit)
@@ -56,6 +65,9 @@ def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
             cut = text.rfind(" ", 0, limit)
         if cut <= 0:
             cut = limit
+            amp = text.rfind("&", max(0, cut - 10), cut)
+            if amp > 0 and ";" not in text[amp:cut]:
+                cut = amp
         pieces.append(text[:cut])
         text = text[cut:].lstrip("\n")
     pieces.append(text)
@@ -70,11 +82,21 @@ def keyboard(buttons: list[list[dict[str, str]]]) -> InlineKeyboardMarkup | None
     )
 
 
+def parts_of(row: Outbox) -> int:
+    """How many Bot API sends a row takes, for the rate limits."""
+    photos = len(row.photos)
+    if photos == 1 and len(row.text) <= CAPTION_LIMIT:
+        return 1
+    return -(-photos // MEDIA_GROUP) + len(split_text(row.text))
+
+
 class Delivery:
-    def __init__(self, bot: Bot, sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> None:
+    def __init__(self, bot: Bot, sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
+                 limits: Limits | None = None) -> None:
         self.bot = bot
         self.sessions = sessions
         self.ctx = ctx
+        self.pacer = Pacer(limits or Limits())
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -85,103 +107,147 @@ class Delivery:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         self._wake.clear()
 
-    async def flush(self, batch: int = 200) -> int:
+    async def flush(self, batch: int = 500) -> int:
         """Send what is due now; returns how many rows moved on (sent, held, failed, moved).
 
-        A row left to retry later does not count, so `while await flush()` ends.
+        A row left to retry later, or to wait for a rate limit, does not count, so
+        `while await flush()` ends.
         """
         now = self.ctx.clock.now()
         async with self.sessions() as db:
-            ids = list((await db.scalars(
-                select(Outbox.id)
+            due = (await db.execute(
+                select(Outbox.id, Outbox.chat_id, Outbox.retry_at)
                 .where(Outbox.status == "pending", Outbox.not_before <= now)
                 .order_by(Outbox.id)
                 .limit(batch)
-            )).all())
-        held_back: set[int] = set()
+            )).all()
+        waiting: set[int] = set()  # chats whose earlier row must go first
         progressed = 0
-        for row_id in ids:
+        for row_id, chat_id, retry_at in due:
+            if chat_id in waiting:
+                continue
+            if retry_at is not None and retry_at > now:
+                waiting.add(chat_id)
+                continue
             async with self.sessions() as db:
                 row = await db.get(Outbox, row_id)
-                if row is None or row.status != "pending" or row.chat_id in held_back:
+                if row is None or row.status != "pending":
                     continue
-                chat_id = row.chat_id
-                ok = await self._deliver(db, row)
+                person = await db.get(Person, row.person_id) if row.person_id else None
+                if person is not None and person.dm_ok is False:
+                    # Known not to have started the bot: no call, straight to the fallback.
+                    await self._unreachable(db, row, person)
+                    await db.commit()
+                    progressed += 1
+                    continue
+            # The session is closed while Telegram is called: no lock is held over the network.
+            pause = self.pacer.wait(row.chat_id, parts_of(row))
+            if pause > SHORT_WAIT:
+                waiting.add(row.chat_id)
+                continue
+            if pause > 0:
+                await asyncio.sleep(pause)
+            outcome: int | Exception
+            try:
+                outcome = await self._send(row)
+            except (TelegramRetryAfter, TelegramForbiddenError, TelegramMigrateToChat,
+                    TelegramBadRequest, TelegramServerError, TelegramNetworkError,
+                    TimeoutError, OSError) as exc:
+                outcome = exc
+            async with self.sessions() as db:
+                fresh = await db.get(Outbox, row_id)
+                if fresh is None:
+                    continue
+                ok = await self._record(db, fresh, outcome)
                 await db.commit()
-                if ok or row.status != "pending" or row.chat_id != chat_id:
+                if ok or fresh.status != "pending" or fresh.chat_id != chat_id:
                     progressed += 1
                 else:
-                    held_back.add(row.chat_id)
+                    waiting.add(chat_id)
         return progressed
 
-    async def _deliver(self, db: AsyncSession, row: Outbox) -> bool:
+    async def _record(self, db: AsyncSession, row: Outbox, outcome: int | Exception) -> bool:
+        """Write down what became of one send: sent, to retry, held, or given up."""
         now = self.ctx.clock.now()
         person = await db.get(Person, row.person_id) if row.person_id else None
-        if person is not None and person.dm_ok is False:
-            await self._unreachable(db, row, person)
-            return False
         row.attempts += 1
         try:
-            message_id = await self._send(row)
+            if isinstance(outcome, Exception):
+                raise outcome
+            message_id = outcome
         except TelegramRetryAfter as exc:
-            row.not_before = now + timedelta(seconds=exc.retry_after)
+            self.pacer.block(row.chat_id, exc.retry_after)
+            row.retry_at = now + timedelta(seconds=exc.retry_after)
             row.last_error = f"429 retry after {exc.retry_after}s"
             return False
         except TelegramForbiddenError as exc:
-            row.last_error = f"403 {exc.message}"
+            row.last_error = f"403 {exc.message}"[:500]
             if person is not None:
                 await self._unreachable(db, row, person)
             else:
                 row.status = "undeliverable"
-                log.warning("outbox %s: chat %s refuses the bot", row.id, row.chat_id)
+                log.warning("outbox %s: the group refuses the bot (removed or banned)", row.id)
+                await self._lost(db, row)
             return False
         except TelegramMigrateToChat as exc:
             await self._migrate(db, row.chat_id, exc.migrate_to_chat_id)
-            row.not_before = now
+            row.retry_at = None
             return False
         except TelegramBadRequest as exc:
-            row.last_error = f"400 {exc.message}"
-            if "chat not found" in exc.message.lower() and person is not None:
+            row.last_error = f"400 {exc.message}"[:500]
+            lowered = exc.message.lower()
+            if "chat not found" in lowered and person is not None:
                 await self._unreachable(db, row, person)
+            elif "chat not found" in lowered:
+                row.status = "undeliverable"
+                await self._lost(db, row)
             elif row.photos:
                 # A photo Telegram no longer knows: the text still goes out.
                 row.photos = []
-                row.not_before = now
+                row.retry_at = None
             else:
                 row.status = "failed"
                 log.error("outbox %s rejected by Telegram: %s", row.id, exc.message)
             return False
         except (TelegramServerError, TelegramNetworkError, TimeoutError, OSError) as exc:
-            row.not_before = now + backoff(row.attempts)
+            row.retry_at = now + backoff(row.attempts)
             row.last_error = f"{type(exc).__name__}: {exc}"[:500]
             return False
         row.status = "sent"
         row.sent_at = now
         row.sent_message_id = message_id
+        row.retry_at = None
         if person is not None and not person.dm_ok:
             person.dm_ok = True
         return True
 
     async def _send(self, row: Outbox) -> int:
+        """The Bot API calls for one row; returns the id of the message carrying the buttons."""
         markup = keyboard(row.buttons)
         reply = (ReplyParameters(message_id=row.reply_to_message_id,
                                  allow_sending_without_reply=True)
                  if row.reply_to_message_id else None)
         photos: list[str] = row.photos
         if len(photos) == 1 and len(row.text) <= CAPTION_LIMIT:
-            msg = await self.bot.send_photo(row.chat_id, photos[0], caption=row.text,
+            self.pacer.sent(row.chat_id)
+            msg = await self.bot.send_photo(row.chat_id, photos[0], caption=row.text or None,
                                             reply_markup=markup, reply_parameters=reply)
             return msg.message_id
-        if photos:
-            await self.bot.send_media_group(
-                row.chat_id, [InputMediaPhoto(media=p) for p in photos[:10]],
-                reply_parameters=reply,
-            )
+        for start in range(0, len(photos), MEDIA_GROUP):
+            chunk = photos[start:start + MEDIA_GROUP]
+            self.pacer.sent(row.chat_id)
+            if len(chunk) == 1:  # a media group needs two to ten items
+                await self.bot.send_photo(row.chat_id, chunk[0], reply_parameters=reply)
+            else:
+                await self.bot.send_media_group(
+                    row.chat_id, [InputMediaPhoto(media=p) for p in chunk],
+                    reply_parameters=reply)
             reply = None
         pieces = split_text(row.text)
         message_id = 0
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
+            self.pacer.sent(row.chat_id)
             msg = await self.bot.send_message(row.chat_id, piece,
                                               reply_markup=markup if last else None,
                                               reply_parameters=reply if i == 0 else None)
@@ -193,8 +259,7 @@ class Delivery:
         person.dm_ok = False
         row.status = "held"
         if row.fallback_chat_id is None:
-            log.warning("outbox %s held: person %s cannot be written to and has no fallback",
-                        row.id, person.id)
+            await self._lost(db, row)
             return
         if row.fallback_reply_to is not None:
             text = row.text
@@ -203,15 +268,29 @@ class Delivery:
                 "fallback_mention", user_id=person.id, name=person.name,
                 link=self.ctx.deep_link("start"),
             ) + "\n\n" + row.text
-        await enqueue(
+        fallback = await enqueue(
             db, f"{row.dedupe_key}:fallback", row.fallback_chat_id, text,
             self.ctx.clock.now(), case_id=row.case_id, photos=row.photos, buttons=row.buttons,
             reply_to=row.fallback_reply_to,
         )
+        if fallback is not None and row.kind == "reporter":
+            fallback.kind = "reporter_fallback"
+
+    async def _lost(self, db: AsyncSession, row: Outbox) -> None:
+        """Nothing reaches the reporter of a case: the grid leader is told, to call them."""
+        if row.kind not in ("reporter", "reporter_fallback") or row.case_id is None:
+            return
+        try:
+            tx = await begin(db, self.ctx)
+        except NotConfigured:
+            return
+        case = await db.get(Case, row.case_id)
+        if case is not None:
+            await notify.reporter_unreachable(tx, case)
 
     async def _migrate(self, db: AsyncSession, old: int, new: int) -> None:
         """A group became a supergroup: its id changed everywhere we keep it."""
-        log.info("chat %s migrated to %s", old, new)
+        log.info("a group moved to a new chat id")
         await db.execute(update(Node).where(Node.chat_id == old).values(chat_id=new))
         await db.execute(update(Case).where(Case.source_chat_id == old)
                          .values(source_chat_id=new))
@@ -228,7 +307,7 @@ class Delivery:
                     result = also()
                     if asyncio.iscoroutine(result):
                         await result
-                while await self.flush():
+                while await self.flush() and not stop.is_set():
                     pass
             except Exception:
                 log.exception("delivery pass failed; trying again")

@@ -19,6 +19,7 @@ from bot.app import App, build_app
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.fake_telegram import FakeTelegram, Sent, Updates
+from bot.ratelimit import Limits
 from bot.registry import apply_registry, parse_registry
 from storage.models import Case, Node, Person
 
@@ -114,7 +115,7 @@ async def run_demo(out: TextIO) -> None:
         settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp}/demo.db",
                             bot_token=None, _env_file=None)
         api, clock = FakeTelegram(), ManualClock(START)
-        app = await build_app(settings, clock=clock, session=api)
+        app = await build_app(settings, clock=clock, session=api, limits=Limits.unlimited())
         try:
             await app.identify()
             async with app.sessions() as db:

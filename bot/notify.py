@@ -14,7 +14,7 @@ from sqlalchemy import select
 from bot.buttons import Action, button
 from bot.context import Tx
 from bot.deadlines import light
-from bot.org import Actor, Level, Lineage, RoleName, handlers_at, holders
+from bot.org import Actor, Level, Lineage, RoleName, handlers_at, holders, lineage_of
 from bot.outbox import enqueue
 from storage.models import Case, CaseEvent, CasePhoto, Category, Person
 
@@ -86,6 +86,7 @@ async def send_to_person(
     photos: list[str] | None = None,
     buttons: Buttons | None = None,
     not_before: datetime | None = None,
+    kind: str = "",
 ) -> None:
     await enqueue(
         tx.db,
@@ -100,6 +101,7 @@ async def send_to_person(
         fallback_chat_id=fallback_chat_id,
         fallback_reply_to=fallback_reply_to,
         not_before=not_before,
+        kind=kind,
     )
 
 
@@ -237,7 +239,16 @@ async def tell_reporter(
         tx, key, case.reporter_id, text, case=case, buttons=buttons, photos=photos,
         fallback_chat_id=case.source_chat_id if in_group else None,
         fallback_reply_to=case.source_message_id if in_group else None,
+        kind="reporter",
     )
+
+
+async def reporter_unreachable(tx: Tx, case: Case) -> None:
+    """No notice reaches the reporter, privately or in their group: the grid is told."""
+    lin = await lineage_of(tx.db, case.building_id, case.unit_id)
+    people = await handlers_at(tx.db, lin, Level.GRID)
+    await tell_staff(tx, f"case:{case.id}:r{case.round}:unreachable", people, case, lin,
+                     "reporter_unreachable")
 
 
 async def acknowledge(tx: Tx, case: Case) -> None:

@@ -27,6 +27,7 @@ async def enqueue(
     fallback_chat_id: int | None = None,
     fallback_reply_to: int | None = None,
     not_before: datetime | None = None,
+    kind: str = "",
 ) -> Outbox | None:
     """Add a message unless one with the same dedupe key exists; return the new row or None."""
     pending = [o for o in db.new if isinstance(o, Outbox) and o.dedupe_key == key]
@@ -43,6 +44,7 @@ async def enqueue(
         reply_to_message_id=reply_to,
         fallback_chat_id=fallback_chat_id,
         fallback_reply_to=fallback_reply_to,
+        kind=kind,
         status="pending",
         not_before=not_before or now,
         attempts=0,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from aiogram.fsm.state import State
@@ -19,12 +21,29 @@ def _key(key: StorageKey) -> str:
     ))
 
 
+# The session of the update being handled. State changes then commit with what the handler
+# did (and SQLite, with one writer at a time, is not asked for a second transaction).
+current_session: ContextVar[AsyncSession | None] = ContextVar("current_session", default=None)
+
+
+@asynccontextmanager
+async def _session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    shared = current_session.get()
+    if shared is not None:
+        yield shared
+        await shared.flush()
+        return
+    async with sessions() as db:
+        yield db
+        await db.commit()
+
+
 class SqlStorage(BaseStorage):
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
     async def _save(self, key: StorageKey, *, state: Any = ..., data: Any = ...) -> None:
-        async with self.sessions() as db:
+        async with _session(self.sessions) as db:
             row = await db.get(FsmRecord, _key(key))
             new_state = state if state is not ... else (row.state if row else None)
             new_data = data if data is not ... else (row.data if row else {})
@@ -35,14 +54,13 @@ class SqlStorage(BaseStorage):
                 db.add(FsmRecord(key=_key(key), state=new_state, data=new_data))
             else:
                 row.state, row.data = new_state, new_data
-            await db.commit()
 
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
         value = state.state if isinstance(state, State) else state
         await self._save(key, state=value)
 
     async def get_state(self, key: StorageKey) -> str | None:
-        async with self.sessions() as db:
+        async with _session(self.sessions) as db:
             row = await db.get(FsmRecord, _key(key))
             return row.state if row else None
 
@@ -50,7 +68,7 @@ class SqlStorage(BaseStorage):
         await self._save(key, data=dict(data))
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
-        async with self.sessions() as db:
+        async with _session(self.sessions) as db:
             row = await db.get(FsmRecord, _key(key))
             return dict(row.data) if row else {}
 

@@ -49,6 +49,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON,
+        dict[str, Any] | None: JSON,
     }
 
 
@@ -246,8 +247,14 @@ class Outbox(Base):
     reply_to_message_id: Mapped[int | None] = mapped_column(BigInteger)
     fallback_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     fallback_reply_to: Mapped[int | None] = mapped_column(BigInteger)
+    # "reporter" for notices to a case's reporter, "reporter_fallback" for their group copy:
+    # if neither reaches them, the grid leader is told.
+    kind: Mapped[str] = mapped_column(String(24), default="")
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    # When it may first go out (quiet hours); a later row for the same chat may go first.
     not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When to try again after a failure; until then the chat's later rows wait behind it.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -264,6 +271,24 @@ class ReportPrompt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
     message_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class InboxUpdate(Base):
+    """Every update received, stored before Telegram is told it arrived.
+
+    `done` is set in the transaction of the handler that processed the update, so an update
+    is handled exactly once even if the bot is killed at any moment, and a redelivered update
+    is dropped.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (Index("ix_inbox_status", "status", "update_id"),)
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(8), default="new")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class FsmRecord(Base):

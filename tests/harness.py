@@ -15,6 +15,7 @@ from bot.app import App, build_app
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.fake_telegram import BOT_ID, FakeTelegram, Sent, Updates
+from bot.ratelimit import Limits
 from bot.registry import apply_registry, parse_registry
 from storage.models import Case, CaseEvent, Outbox
 
@@ -154,7 +155,7 @@ async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = 
                         locale=locale, bot_token=None, _env_file=None)  # type: ignore[call-arg]
     api = api or FakeTelegram()
     clock = clock or ManualClock(start)
-    app = await build_app(settings, clock=clock, session=api)
+    app = await build_app(settings, clock=clock, session=api, limits=Limits.unlimited())
     await app.identify()
     assert app.ctx.bot_id == BOT_ID
     if load:

@@ -1,0 +1,64 @@
+"""Telegram's sending limits, kept by the sender itself so bursts are spread, not refused.
+
+About 30 messages a second overall, one a second in a private chat, 20 a minute in a group
+(https://core.telegram.org/bots/faq#broadcasting-to-users). We stay a little under each.
+Time here is the event loop's monotonic clock: pacing is about real seconds on the wire, not
+the domain's (injectable) clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_second: int = 25  # all chats together
+    private_interval: float = 1.05  # seconds between two messages to one private chat
+    group_interval: float = 1.05  # ... to one group
+    group_per_minute: int = 19  # in any 60 seconds, to one group
+
+    @classmethod
+    def unlimited(cls) -> Limits:
+        return cls(per_second=10**9, private_interval=0, group_interval=0,
+                   group_per_minute=10**9)
+
+
+class Pacer:
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self.clock = clock
+        self._all: deque[float] = deque()
+        self._chat: dict[int, deque[float]] = defaultdict(deque)
+        self._blocked_until: dict[int, float] = {}
+
+    def wait(self, chat_id: int, parts: int = 1) -> float:
+        """Seconds until `parts` messages may go to `chat_id` (0: now)."""
+        now = self.clock()
+        lim = self.limits
+        delays = [self._blocked_until.get(chat_id, 0) - now]
+        while self._all and self._all[0] <= now - 1:
+            self._all.popleft()
+        if len(self._all) + parts > lim.per_second and self._all:
+            delays.append(self._all[0] + 1 - now)
+        sent = self._chat[chat_id]
+        while sent and sent[0] <= now - 60:
+            sent.popleft()
+        if sent:
+            interval = lim.private_interval if chat_id > 0 else lim.group_interval
+            delays.append(sent[-1] + interval - now)
+            if chat_id < 0 and len(sent) + parts > lim.group_per_minute:
+                delays.append(sent[0] + 60 - now)
+        return max(0.0, *delays)
+
+    def sent(self, chat_id: int) -> None:
+        now = self.clock()
+        self._all.append(now)
+        self._chat[chat_id].append(now)
+
+    def block(self, chat_id: int, seconds: float) -> None:
+        """Telegram said "retry after": nothing more to that chat until then."""
+        self._blocked_until[chat_id] = self.clock() + seconds
