@@ -111,5 +111,17 @@ async def _finish_one(db: AsyncSession, ctx: Ctx, chat_id: int, group_id: str) -
         photos=[p.file_id for p in parts], source_chat_id=chat_id,
         source_message_id=intent.message_id,
     )
-    await cases.report(tx, inp)
+    asked_in = intent.message_id
+    try:
+        await cases.report(tx, inp)
+    except cases.DomainError as err:
+        # Refused (too many reports, say): the album is answered and let go, not retried.
+        await db.rollback()
+        await db.execute(delete(PendingPhoto).where(
+            PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id))
+        await enqueue(db, f"album:{chat_id}:{group_id}:refused", chat_id,
+                      tx.texts.label(f"err_{err.code}", **err.context), now,
+                      reply_to=asked_in)
+        await db.commit()
+        return 0
     return 1

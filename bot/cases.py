@@ -4,12 +4,14 @@ audit event, writes the messages it makes owed, and commits once.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
 from bot import notify
 from bot.context import Tx
@@ -25,7 +27,7 @@ from bot.org import (
     level_below,
     lineage_of,
 )
-from storage.models import Case, CaseEvent, CasePhoto, Category, Node, Person
+from storage.models import Case, CaseEvent, CasePhoto, Category, Node, Person, Role
 
 
 class CaseStatus(StrEnum):
@@ -63,8 +65,20 @@ TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
 }
 # Actions that change nothing a button depends on keep the rev.
 _KEEPS_REV = {"category", "ack"}
+# Limits on what people write, measured as the text is sent: a markup character travels as
+# its HTML entity (`<` as `&lt;`) and counts as long as that, a character outside the BMP
+# counts twice (Telegram counts UTF-16 units). A card holding a description, two names and a
+# note then always fits Telegram's 4096, however much markup people type.
 TEXT_LIMIT = 2000
 REASON_LIMIT = 500
+NAME_LIMIT = 128
+CODE_LIMIT = 64
+# Case ids are 32-bit: anything else, typed or forged, is no case at all.
+MAX_CASE_ID = 2**31 - 1
+# A flood of reports from one account: at most REPORT_LIMIT in any REPORT_WINDOW, counted
+# from the cases table by who submitted them. Staff (anyone with a role) are exempt.
+REPORT_LIMIT = 5
+REPORT_WINDOW = timedelta(minutes=10)
 
 
 class DomainError(Exception):
@@ -91,15 +105,59 @@ class ReportInput:
     source_message_id: int | None = None
 
 
+# Letters that draw nothing: Hangul fillers and the blank Braille pattern.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Removed from what people write: bidirectional embeddings, overrides and isolates (they turn
+# the rest of a card's line around), control characters but line breaks and tabs, and lone
+# surrogates (which cannot even be stored).
+_UNWANTED = re.compile("[\u202a-\u202e\u2066-\u2069\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+_ENTITY_LENGTH = {"&": 5, "<": 4, ">": 4, '"': 5, "'": 5}
+
+
 def visible(text: str) -> bool:
-    """False for text made only of invisible characters (spaces, zero-width marks, controls)."""
-    return any(not unicodedata.category(ch).startswith(("Z", "C")) for ch in text)
+    """False for text made only of invisible characters (spaces, zero-width marks, controls,
+    lone combining marks, blank letters)."""
+    return any(not unicodedata.category(ch).startswith(("Z", "C", "M"))
+               and ch not in _BLANK_LETTERS for ch in text)
+
+
+def sanitize(text: str | None) -> str:
+    """User text without the characters that only do harm (see `_UNWANTED`)."""
+    text = (text or "").replace("\r\n", "\n").replace("\r", "\n")
+    return _UNWANTED.sub("", text)
+
+
+def _sent_length(ch: str) -> int:
+    return _ENTITY_LENGTH.get(ch) or (2 if ord(ch) > 0xFFFF else 1)
+
+
+def sent_length(text: str) -> int:
+    """How long `text` is once escaped for Telegram's HTML, in UTF-16 units."""
+    return sum(_sent_length(ch) for ch in text)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut so that its `sent_length` is at most `limit`, marked with … when cut."""
+    if sent_length(text) <= limit:
+        return text
+    total = 0
+    for i, ch in enumerate(text):
+        total += _sent_length(ch)
+        if total > limit - 1:
+            return text[:i].rstrip() + "…"
+    return text  # pragma: no cover - the loop always cuts
 
 
 def clean_text(text: str | None, limit: int = TEXT_LIMIT) -> str:
-    """User text with surrounding blank space removed, cut to `limit` characters."""
-    text = (text or "").strip()
-    return text[:limit]
+    """User text with harmful characters and surrounding blank space removed, cut to fit
+    `limit` (see `clip`)."""
+    return clip(sanitize(text).strip(), limit)
+
+
+def clean_name(name: str | None) -> str:
+    """A person's display name as we keep and show it."""
+    name = clean_text(name, NAME_LIMIT)
+    return name if visible(name) else ""
 
 
 def _record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,
@@ -166,13 +224,41 @@ def schedule(tx: Tx, case: Case) -> None:
 # --- loading and permission ----------------------------------------------------------------
 
 
-async def get_case(tx: Tx, case_id: int, rev: int | None = None) -> tuple[Case, Lineage]:
-    case = await tx.db.get(Case, case_id, with_for_update=True)
+async def get_case(tx: Tx, case_id: int, rev: int | None = None, *,
+                   claim: bool = False) -> tuple[Case, Lineage]:
+    """The case and its place; with `rev`, refused as stale unless the case is still there.
+
+    With `claim` (a transition is about to be made), the case is first claimed with
+    `UPDATE cases SET rev = rev WHERE id = :id AND rev = :rev`: a compare-and-lock that holds
+    the row (PostgreSQL) or the database (SQLite) until this transaction ends, so two people
+    pressing the same button at once make one transition, and the other is told it is stale.
+    """
+    if not 0 < case_id <= MAX_CASE_ID:
+        raise DomainError("no_case", case_id=case_id)
+    if rev is not None and not 0 < rev <= MAX_CASE_ID:
+        raise DomainError("stale", case_id=case_id)
+    if claim and rev is not None:
+        await _claim(tx, case_id, rev)
+    case = await tx.db.get(Case, case_id, with_for_update=True, populate_existing=True)
     if case is None:
         raise DomainError("no_case", case_id=case_id)
     if rev is not None and rev != case.rev:
         raise DomainError("stale", case_id=case_id)
     return case, await lineage_of(tx.db, case.building_id, case.unit_id)
+
+
+async def _claim(tx: Tx, case_id: int, rev: int) -> None:
+    try:
+        result = await tx.db.execute(
+            update(Case).where(Case.id == case_id, Case.rev == rev).values(rev=Case.rev)
+            .execution_options(synchronize_session=False))
+    except OperationalError as exc:
+        # SQLite gave up waiting for another writer: nothing was done; the person may retry.
+        await tx.db.rollback()
+        raise DomainError("busy", case_id=case_id) from exc
+    if getattr(result, "rowcount", 1) == 0:
+        exists = await tx.db.scalar(select(Case.id).where(Case.id == case_id))
+        raise DomainError("stale" if exists else "no_case", case_id=case_id)
 
 
 def _require(ok: bool) -> None:
@@ -216,7 +302,8 @@ def _permit(actor: Actor, case: Case, lin: Lineage, action: str) -> None:
         else:
             _require(actor.handles(lin, case.level))
     elif action in ("ack", "done"):
-        _require(case.assignee_id == actor.id)
+        # The task was handed to them as the building's head, and they must still be it.
+        _require(case.assignee_id == actor.id and _is_head(actor, lin))
     elif action in ("rate", "rate_bad"):
         _require(case.reporter_id == actor.id)
     else:  # pragma: no cover - a new action must be given its rule here
@@ -225,12 +312,28 @@ def _permit(actor: Actor, case: Case, lin: Lineage, action: str) -> None:
 
 async def _act(tx: Tx, actor: Actor, case_id: int, rev: int, action: str
                ) -> tuple[Case, Lineage]:
-    case, lin = await get_case(tx, case_id, rev)
+    case, lin = await get_case(tx, case_id, rev, claim=True)
     _permit(actor, case, lin, action)
     return case, lin
 
 
 # --- collect -------------------------------------------------------------------------------
+
+
+async def check_report_quota(tx: Tx, submitter_id: int) -> None:
+    """Refuse a report from someone who sent REPORT_LIMIT of them in the last REPORT_WINDOW.
+
+    Counted from the cases table, so it holds across restarts and whichever way the reports
+    came in (group, album, private chat). Staff report for others all day: they are exempt.
+    """
+    if await tx.db.scalar(select(Role.id).where(Role.person_id == submitter_id).limit(1)):
+        return
+    recent = await tx.db.scalar(
+        select(func.count()).select_from(Case).where(
+            Case.submitted_by_id == submitter_id, Case.reported_at > tx.now - REPORT_WINDOW))
+    if (recent or 0) >= REPORT_LIMIT:
+        raise DomainError("rate_limited", count=REPORT_LIMIT,
+                          limit=int(REPORT_WINDOW.total_seconds() // 60))
 
 
 async def report(tx: Tx, inp: ReportInput) -> Case:
@@ -239,6 +342,7 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
         description = ""
     if not description and not inp.photos:
         raise DomainError("empty_report")
+    await check_report_quota(tx, inp.submitted_by_id or inp.reporter_id)
     building = await tx.db.get(Node, inp.building_id)
     if building is None or building.kind != "building" or not building.active:
         raise DomainError("no_building")

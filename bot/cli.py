@@ -1,15 +1,20 @@
-"""The `gridbot` command: run, demo, registry load."""
+"""The `gridbot` command: run, demo, registry load, privacy export / erase, outbox."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import SystemClock
 from bot.config import Settings
@@ -55,6 +60,68 @@ async def _load_registry(settings: Settings, path: Path) -> str:
     if report.deactivated:
         summary += f"; no longer in the file (kept for old cases): {', '.join(report.deactivated)}"
     return summary
+
+
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[AsyncSession]:
+    from storage.db import create_schema, make_engine, make_sessionmaker
+
+    engine = make_engine(settings.database_url)
+    try:
+        await create_schema(engine)
+        async with make_sessionmaker(engine)() as db:
+            yield db
+    finally:
+        await engine.dispose()
+
+
+def _user_id(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise CliError(f"USER_ID must be a Telegram user id (a positive number), not {text!r}")
+    return int(text)
+
+
+async def _privacy(settings: Settings, action: str, user_id: int, out: Path | None) -> str:
+    from bot.privacy import PrivacyError, erase_person, export_person
+
+    try:
+        async with _database(settings) as db:
+            if action == "erase":
+                return (await erase_person(db, user_id)).summary()
+            data = await export_person(db, user_id, SystemClock().now())
+    except PrivacyError as exc:
+        raise CliError(str(exc)) from exc
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if out is None:
+        return text
+    try:
+        # Readable by its owner only: it is one person's data.
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror}") from exc
+    return f"wrote everything held about Telegram user {user_id} to {out}"
+
+
+async def _outbox(settings: Settings, action: str | None, row_id: str | None,
+                  status: str | None, limit: int) -> str:
+    from bot import outbox_admin
+
+    async with _database(settings) as db:
+        if action == "retry":
+            if row_id is not None and not row_id.isdigit():
+                raise CliError(f"ID must be an outbox message id (a number), not {row_id!r}")
+            try:
+                count = await outbox_admin.retry(db, SystemClock().now(),
+                                                 int(row_id) if row_id else None)
+            except outbox_admin.OutboxError as exc:
+                raise CliError(str(exc)) from exc
+            if row_id is not None:
+                return f"outbox message {row_id} requeued"
+            return f"{count} failed outbox message{'s' if count != 1 else ''} requeued"
+        found = await outbox_admin.listing(db, status=status, limit=limit)
+        return outbox_admin.render(found, await outbox_admin.local_zone(db))
 
 
 async def _run(settings: Settings, registry: Path | None) -> None:
@@ -106,6 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     reg_sub = reg.add_subparsers(dest="action", required=True)
     load = reg_sub.add_parser("load", help="load or update the registry from a YAML file")
     load.add_argument("file", type=Path)
+    priv = sub.add_parser("privacy", help="a person's data: export it, or erase it")
+    priv_sub = priv.add_subparsers(dest="action", required=True)
+    export = priv_sub.add_parser("export", help="everything held about a person, as JSON")
+    export.add_argument("user_id", metavar="USER_ID", help="their Telegram user id")
+    export.add_argument("--out", type=Path, help="write the JSON to this file, not stdout")
+    erase = priv_sub.add_parser("erase", help="remove a person's data; their cases stay, "
+                                "anonymised")
+    erase.add_argument("user_id", metavar="USER_ID", help="their Telegram user id")
+    box = sub.add_parser("outbox", help="messages waiting or stuck (no texts shown)")
+    box.add_argument("--status", choices=("pending", "held", "failed", "undeliverable"),
+                     help="only this status")
+    box.add_argument("--limit", type=int, default=100, help="list at most this many rows")
+    box_sub = box.add_subparsers(dest="action")
+    again = box_sub.add_parser("retry", help="requeue failed messages, or the one given")
+    again.add_argument("id", metavar="ID", nargs="?", help="one outbox message id")
     args = parser.parse_args(argv)
 
     level = logging.WARNING if args.command == "demo" else logging.INFO
@@ -118,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_demo(sys.stdout))
         elif args.command == "registry":
             print(asyncio.run(_load_registry(_settings(), args.file)))
+        elif args.command == "privacy":
+            user_id = _user_id(args.user_id)
+            print(asyncio.run(_privacy(_settings(), args.action, user_id,
+                                       getattr(args, "out", None))))
+        elif args.command == "outbox":
+            print(asyncio.run(_outbox(_settings(), args.action, getattr(args, "id", None),
+                                      args.status, args.limit)))
         else:
             asyncio.run(_run(_settings(), args.registry))
     except CliError as exc:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from aiogram import Bot
@@ -41,6 +41,9 @@ from bot.texts import CAPTION_LIMIT, TEXT_LIMIT
 from storage.models import Case, Node, Outbox, Person
 
 log = logging.getLogger(__name__)
+DELIVERY_ERRORS = (TelegramRetryAfter, TelegramForbiddenError, TelegramMigrateToChat,
+                   TelegramBadRequest, TelegramServerError, TelegramNetworkError,
+                   TimeoutError, OSError)
 MAX_BACKOFF = timedelta(hours=1)
 MEDIA_GROUP = 10
 # Waits for the rate limits shorter than this are slept through; longer ones skip the chat.
@@ -80,6 +83,15 @@ def keyboard(buttons: list[list[dict[str, str]]]) -> InlineKeyboardMarkup | None
     return InlineKeyboardMarkup(
         inline_keyboard=[[InlineKeyboardButton.model_validate(b) for b in row] for row in buttons]
     )
+
+
+class PartlySent(Exception):
+    """Call `done` of a row's calls failed with `error`; the calls before it went through."""
+
+    def __init__(self, done: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.done = done
+        self.error = error
 
 
 def parts_of(row: Outbox) -> int:
@@ -148,16 +160,18 @@ class Delivery:
             if pause > 0:
                 await asyncio.sleep(pause)
             outcome: int | Exception
+            parts_done = row.parts_done
             try:
                 outcome = await self._send(row)
-            except (TelegramRetryAfter, TelegramForbiddenError, TelegramMigrateToChat,
-                    TelegramBadRequest, TelegramServerError, TelegramNetworkError,
-                    TimeoutError, OSError) as exc:
-                outcome = exc
+            except PartlySent as partly:
+                if not isinstance(partly.error, DELIVERY_ERRORS):
+                    raise partly.error from None
+                outcome, parts_done = partly.error, partly.done
             async with self.sessions() as db:
                 fresh = await db.get(Outbox, row_id)
                 if fresh is None:
                     continue
+                fresh.parts_done = parts_done
                 ok = await self._record(db, fresh, outcome)
                 await db.commit()
                 if ok or fresh.status != "pending" or fresh.chat_id != chat_id:
@@ -222,37 +236,60 @@ class Delivery:
         return True
 
     async def _send(self, row: Outbox) -> int:
-        """The Bot API calls for one row; returns the id of the message carrying the buttons."""
+        """The Bot API calls for one row; returns the id of the message carrying the buttons.
+
+        A row may take several calls (photos, then text in pieces). They are paced like
+        separate messages, and a retry resumes after the last call that went through, so a
+        fault halfway never repeats the photos already sent.
+        """
         markup = keyboard(row.buttons)
         reply = (ReplyParameters(message_id=row.reply_to_message_id,
                                  allow_sending_without_reply=True)
                  if row.reply_to_message_id else None)
+        calls: list[Callable[[ReplyParameters | None], Awaitable[int]]] = []
         photos: list[str] = row.photos
+        chat = row.chat_id
         if len(photos) == 1 and len(row.text) <= CAPTION_LIMIT:
-            self.pacer.sent(row.chat_id)
-            msg = await self.bot.send_photo(row.chat_id, photos[0], caption=row.text or None,
-                                            reply_markup=markup, reply_parameters=reply)
-            return msg.message_id
-        for start in range(0, len(photos), MEDIA_GROUP):
-            chunk = photos[start:start + MEDIA_GROUP]
-            self.pacer.sent(row.chat_id)
-            if len(chunk) == 1:  # a media group needs two to ten items
-                await self.bot.send_photo(row.chat_id, chunk[0], reply_parameters=reply)
-            else:
-                await self.bot.send_media_group(
-                    row.chat_id, [InputMediaPhoto(media=p) for p in chunk],
-                    reply_parameters=reply)
-            reply = None
-        pieces = split_text(row.text)
+            async def captioned(rp: ReplyParameters | None) -> int:
+                msg = await self.bot.send_photo(chat, photos[0], caption=row.text or None,
+                                                reply_markup=markup, reply_parameters=rp)
+                return msg.message_id
+            calls.append(captioned)
+        else:
+            for start in range(0, len(photos), MEDIA_GROUP):
+                calls.append(self._photos_call(chat, photos[start:start + MEDIA_GROUP]))
+            pieces = split_text(row.text)
+            for i, piece in enumerate(pieces):
+                calls.append(self._text_call(chat, piece, markup if i == len(pieces) - 1
+                                             else None))
         message_id = 0
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            self.pacer.sent(row.chat_id)
-            msg = await self.bot.send_message(row.chat_id, piece,
-                                              reply_markup=markup if last else None,
-                                              reply_parameters=reply if i == 0 else None)
-            message_id = msg.message_id
+        for index in range(row.parts_done, len(calls)):
+            if index > row.parts_done:
+                await asyncio.sleep(self.pacer.wait(chat))
+            self.pacer.sent(chat)
+            try:
+                message_id = await calls[index](reply if index == 0 else None)
+            except Exception as exc:
+                raise PartlySent(index, exc) from exc
         return message_id
+
+    def _photos_call(self, chat: int, chunk: list[str]
+                     ) -> Callable[[ReplyParameters | None], Awaitable[int]]:
+        async def call(rp: ReplyParameters | None) -> int:
+            if len(chunk) == 1:  # a media group needs two to ten items
+                return (await self.bot.send_photo(chat, chunk[0], reply_parameters=rp)).message_id
+            sent = await self.bot.send_media_group(
+                chat, [InputMediaPhoto(media=p) for p in chunk], reply_parameters=rp)
+            return sent[-1].message_id
+        return call
+
+    def _text_call(self, chat: int, text: str, markup: InlineKeyboardMarkup | None
+                   ) -> Callable[[ReplyParameters | None], Awaitable[int]]:
+        async def call(rp: ReplyParameters | None) -> int:
+            msg = await self.bot.send_message(chat, text, reply_markup=markup,
+                                              reply_parameters=rp)
+            return msg.message_id
+        return call
 
     async def _unreachable(self, db: AsyncSession, row: Outbox, person: Person) -> None:
         """Hold a private message until the person starts the bot; meanwhile use the fallback."""
@@ -261,13 +298,14 @@ class Delivery:
         if row.fallback_chat_id is None:
             await self._lost(db, row)
             return
+        # The copy goes to a group: phone numbers in it are masked.
         if row.fallback_reply_to is not None:
-            text = row.text
+            text = notify.mask_phones(row.text)
         else:
             text = self.ctx.texts.render(
                 "fallback_mention", user_id=person.id, name=person.name,
                 link=self.ctx.deep_link("start"),
-            ) + "\n\n" + row.text
+            ) + "\n\n" + notify.mask_phones(row.text)
         fallback = await enqueue(
             db, f"{row.dedupe_key}:fallback", row.fallback_chat_id, text,
             self.ctx.clock.now(), case_id=row.case_id, photos=row.photos, buttons=row.buttons,

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.cases import clean_name
 from bot.context import Tx
 from bot.org import load_actor, node_by_chat
 from storage.models import Category, Node, Person
@@ -27,10 +28,14 @@ async def place_of_chat(db: AsyncSession, chat_id: int) -> tuple[Node, Node | No
 
 
 async def ensure_person(db: AsyncSession, user_id: int, name: str, now: datetime) -> Person:
-    """The person row for a Telegram user; registry names win over Telegram display names."""
+    """The person row for a Telegram user; registry names win over Telegram display names.
+
+    A display name is kept cleaned (no direction overrides or control characters) and short
+    enough for every card; one with nothing visible left is replaced by the user id.
+    """
     person = await db.get(Person, user_id)
     if person is None:
-        person = Person(id=user_id, name=(name or str(user_id))[:200], created_at=now)
+        person = Person(id=user_id, name=clean_name(name) or str(user_id), created_at=now)
         db.add(person)
         await db.flush()
     return person

@@ -48,6 +48,7 @@ async def enqueue(
         status="pending",
         not_before=not_before or now,
         attempts=0,
+        parts_done=0,
         created_at=now,
     )
     db.add(row)

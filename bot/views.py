@@ -7,13 +7,23 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import notify
-from bot.cases import OPEN_STATUSES, DomainError
+from bot.cases import CODE_LIMIT, OPEN_STATUSES, DomainError, clean_name, clean_text
 from bot.context import Tx
 from bot.deadlines import light
 from bot.org import Actor, RoleName, ancestors, lineage_of, node_by_code
+from bot.texts import TEXT_LIMIT
 from storage.models import Case, Node
 
 LIST_LIMIT = 30
+MY_LIMIT = 20
+# A case's history shown with long texts cut to this, when the whole of it does not fit.
+SHORT_TEXT = 200
+SHORT_NOTE = 80
+
+
+def fits(text: str) -> bool:
+    """Whether Telegram takes `text` as one message (it counts UTF-16 units)."""
+    return len(text.encode("utf-16-le")) // 2 <= TEXT_LIMIT
 
 
 async def _descendant_buildings(tx: Tx, node_ids: set[int]) -> set[int]:
@@ -50,7 +60,7 @@ async def staff_cases(tx: Tx, actor: Actor) -> str:
 
         rows = list((await tx.db.scalars(query.where(or_(*conditions)))).all())
     rows.sort(key=lambda c: c.deadline_at)
-    items = []
+    items: list[dict[str, Any]] = []
     for case in rows[:LIST_LIMIT]:
         lin = await lineage_of(tx.db, case.building_id, case.unit_id)
         items.append({
@@ -63,7 +73,12 @@ async def staff_cases(tx: Tx, actor: Actor) -> str:
             "urgent": case.urgent,
             "summary": _summary(case.description),
         })
-    return tx.texts.render("case_list", items=items, total=len(rows), limit=LIST_LIMIT)
+    text = tx.texts.render("case_list", items=items, total=len(rows), limit=LIST_LIMIT)
+    while not fits(text) and len(items) > 1:
+        # Long names and markup-heavy summaries: show fewer, most urgent first, and say so.
+        items.pop()
+        text = tx.texts.render("case_list", items=items, total=len(rows), limit=len(items))
+    return text
 
 
 def _summary(text: str, size: int = 30) -> str:
@@ -77,12 +92,35 @@ async def case_detail(tx: Tx, actor: Actor, case_id: int) -> str:
         raise DomainError("no_case", case_id=case_id)
     lin = await lineage_of(tx.db, case.building_id, case.unit_id)
     if actor.sees(lin):
-        view = await notify.case_view(tx, case, lin)
-        return tx.texts.render("case_detail", case=view, events=await notify.history(tx, case))
+        return _detail(tx, await notify.case_view(tx, case, lin), await notify.history(tx, case))
     if case.reporter_id == actor.id:
         return tx.texts.render("case_mine", case=await _resident_view(tx, case))
     # Say the same as for a missing case: existence is itself out of scope.
     raise DomainError("no_case", case_id=case_id)
+
+
+def _detail(tx: Tx, view: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    """The case with its history, in one message: when the whole does not fit (long texts, a
+    long overdue stretch), long texts are shortened, then the middle of the history is left
+    out, keeping the report and the latest events."""
+    text = tx.texts.render("case_detail", case=view, events=events)
+    if fits(text):
+        return text
+    view = {**view, "description": _summary(view["description"], SHORT_TEXT),
+            "result": _summary(view["result"], SHORT_TEXT) if view["result"] else None}
+    events = [{**e, "note": _summary(e["note"], SHORT_NOTE) if e["note"] else None}
+              for e in events]
+    for keep in range(len(events) - 1, -1, -1):
+        left_out = len(events) - 1 - keep
+        shown = events[:1]
+        if left_out:
+            shown.append({"at": events[1]["at"], "actor": "…", "note": None,
+                          "action": tx.texts.label("history_omitted", count=left_out)})
+        shown += events[len(events) - keep:] if keep else []
+        text = tx.texts.render("case_detail", case=view, events=shown)
+        if fits(text):
+            return text
+    return text  # pragma: no cover - a case without its history always fits
 
 
 async def _resident_view(tx: Tx, case: Case) -> dict[str, Any]:
@@ -100,10 +138,15 @@ async def _resident_view(tx: Tx, case: Case) -> dict[str, Any]:
 
 async def my_cases(tx: Tx, actor: Actor) -> str:
     rows = (await tx.db.scalars(
-        select(Case).where(Case.reporter_id == actor.id).order_by(Case.id.desc()).limit(20)
+        select(Case).where(Case.reporter_id == actor.id).order_by(Case.id.desc())
+        .limit(MY_LIMIT)
     )).all()
     items = [await _resident_view(tx, c) for c in rows]
-    return tx.texts.render("my_cases", items=items)
+    text = tx.texts.render("my_cases", items=items)
+    while not fits(text) and len(items) > 1:
+        items.pop()  # the oldest
+        text = tx.texts.render("my_cases", items=items)
+    return text
 
 
 async def whoami(tx: Tx, actor: Actor) -> str:
@@ -113,14 +156,15 @@ async def whoami(tx: Tx, actor: Actor) -> str:
         if node is not None:
             roles.append({"role": tx.texts.label(f"role_{role.value}"), "place": node.name,
                           "code": node.code})
-    return tx.texts.render("whoami", name=actor.name, user_id=actor.id, roles=roles)
+    return tx.texts.render("whoami", name=clean_name(actor.name) or str(actor.id),
+                           user_id=actor.id, roles=roles)
 
 
 async def bind_chat(tx: Tx, actor: Actor, chat_id: int, code: str) -> Node:
     """Bind a group chat to a grid (work chat), building or unit."""
     node = await node_by_code(tx.db, code.strip())
     if node is None or node.kind not in ("grid", "building", "unit"):
-        raise DomainError("bad_code", code=code)
+        raise DomainError("bad_code", code=clean_text(code, CODE_LIMIT))
     if not actor.may_bind(node, await ancestors(tx.db, node)):
         raise DomainError("not_allowed")
     previous = (await tx.db.scalars(select(Node).where(Node.chat_id == chat_id))).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiogram import Bot, F
 from aiogram.filters import (
     IS_MEMBER,
@@ -23,6 +25,8 @@ from storage.models import ReportPrompt
 
 router = RouterSpec("admin")
 PRIVATE_ONLY = {"cases", "case", "my"}
+# `/case 12` or `/case #12`: ASCII digits only (str.isdigit() also takes "²" and "١٢").
+_CASE_ARG = re.compile(r"#?([0-9]{1,9})")
 
 
 @router.message(Command(*PRIVATE_ONLY), F.chat.type != "private")
@@ -48,10 +52,11 @@ async def show_case(message: Message, command: CommandObject, db: AsyncSession, 
     tx = await open_tx(db, ctx, message)
     if tx is None:
         return
-    arg = (command.args or "").strip().lstrip("#")
-    if not arg.isdigit() or len(arg) > 9:
+    match = _CASE_ARG.fullmatch((command.args or "").strip())
+    if match is None:
         await message.reply(tx.texts.label("usage_case"))
         return
+    arg = match.group(1)
     try:
         text = await views.case_detail(tx, actor, int(arg))
     except DomainError as err:

@@ -8,7 +8,6 @@ presses, or one the case has moved past, changes nothing and says why.
 from __future__ import annotations
 
 import contextlib
-import html
 
 from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
@@ -22,6 +21,7 @@ from aiogram.types import (
     Message,
     ReplyKeyboardRemove,
 )
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cases, notify
@@ -102,14 +102,17 @@ async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession,
 async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
                  btn: CaseButton) -> None:
     a, cid, rev = btn.action, btn.case_id, btn.rev
-    if a in _ASKS:
-        action, st, label = _ASKS[a]
+    asks = _ASKS.get(a) or (("rate_bad", Prompt.rate_bad, "ask_bad_comment")
+                            if a == Action.RATE and btn.arg == "bad" else None)
+    if asks is not None:
+        action, st, label = asks
         await cases.check(tx, actor, cid, rev, action)
-        await _ask(query, state, st, btn, tx.texts.label(label, case_id=cid))
-        return
-    if a == Action.RATE and btn.arg == "bad":
-        await cases.check(tx, actor, cid, rev, "rate_bad")
-        await _ask(query, state, Prompt.rate_bad, btn, tx.texts.label("ask_bad_comment"))
+        if not isinstance(query.message, Message):
+            # No message to answer under (an inline or too old message): a prompt nobody
+            # sees would take their next words as the answer. Press it on a fresh card.
+            await query.answer(tx.texts.plain("flow_expired"), show_alert=True)
+            return
+        await _ask(query, state, st, btn, query.message, tx.texts.label(label, case_id=cid))
         return
     if a == Action.CATEGORY:
         case = await cases.check(tx, actor, cid, rev, "category")
@@ -140,15 +143,15 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
 
 
 async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButton,
-               text: str) -> None:
+               message: Message, text: str) -> None:
     await state.set_state(st)
     await state.set_data({"case_id": btn.case_id, "rev": btn.rev, "arg": btn.arg})
     await query.answer()
-    if isinstance(query.message, Message):
-        mention = ("" if query.message.chat.type == "private"
-                   else html.escape(query.from_user.full_name) + " ")
-        await query.message.answer(mention + text,
-                                   reply_markup=prompt_markup(query.message))
+    if message.chat.type != "private":
+        # Say whose prompt it is. Markup, so the name is escaped exactly once.
+        name = cases.clean_name(query.from_user.full_name) or str(query.from_user.id)
+        text = Markup("{} {}").format(name, text)
+    await message.answer(text, reply_markup=prompt_markup(message))
 
 
 # --- the prompts -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ confirm. `/cancel` leaves it at any step; the draft lives in the FSM storage (da
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiogram import F
@@ -44,6 +45,9 @@ router.callback_query.filter(F.message.chat.type == "private")
 
 PAGE_SIZE = 8
 MAX_PHOTOS = 10
+# A building link (`/start b12`) and the building buttons carry a node id: ASCII digits only
+# (str.isdigit() also takes "²", which int() refuses), and no more than an id can have.
+_ID = re.compile(r"[0-9]{1,9}")
 
 
 class ReportFlow(StatesGroup):
@@ -67,6 +71,19 @@ async def _person(db: AsyncSession, tx: Tx, message: Message) -> Person:
     return await ensure_person(db, message.from_user.id, display_name(message.from_user), tx.now)
 
 
+def _node_id(raw: str) -> int | None:
+    return int(raw) if _ID.fullmatch(raw) else None
+
+
+async def _gone(query: CallbackQuery, ctx: Ctx) -> bool:
+    """Answer and return True when the button's message can no longer be seen or edited
+    (an inline message, or one too old): the flow goes on from the message it last sent."""
+    if isinstance(query.message, Message):
+        return False
+    await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
+    return True
+
+
 @router.message(CommandStart())
 async def start(message: Message, command: CommandObject, state: FSMContext,
                 db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
@@ -76,12 +93,15 @@ async def start(message: Message, command: CommandObject, state: FSMContext,
     person = await _person(db, tx, message)
     payload = command.args or ""
     linked = None
-    if payload.startswith("b") and payload[1:].isdigit():
-        linked = await link_building(db, person, int(payload[1:]))
+    building_id = _node_id(payload[1:]) if payload.startswith("b") else None
+    if building_id is not None:
+        linked = await link_building(db, person, building_id)
         await db.commit()
     if actor.is_staff and linked is None:
         await state.clear()
         await message.answer(tx.texts.render("welcome_staff", name=actor.name))
+        return
+    if not await _may_report(message, state, tx, person):
         return
     place = await building_label(db, linked) if linked else None
     await message.answer(tx.texts.render("welcome_resident", place=place))
@@ -95,7 +115,22 @@ async def report(message: Message, command: CommandObject, state: FSMContext,
     if tx is None:
         return
     person = await _person(db, tx, message)
-    await _begin(message, state, db, tx, person, cases.clean_text(command.args) or None)
+    if not await _may_report(message, state, tx, person):
+        return
+    description = cases.clean_text(command.args)
+    await _begin(message, state, db, tx, person,
+                 description if cases.visible(description) else None)
+
+
+async def _may_report(message: Message, state: FSMContext, tx: Tx, person: Person) -> bool:
+    """Refuse at once, not after six steps, someone who has just sent many reports."""
+    try:
+        await cases.check_report_quota(tx, person.id)
+    except cases.DomainError as err:
+        await state.clear()
+        await refuse(message, tx, err)
+        return False
+    return True
 
 
 async def _begin(message: Message, state: FSMContext, db: AsyncSession, tx: Tx, person: Person,
@@ -141,24 +176,27 @@ async def _ask_category(message: Message, state: FSMContext, db: AsyncSession, t
 @router.callback_query(ReportFlow.building, F.data.startswith("rf:bp:"))
 async def building_page(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                         ctx: Ctx) -> None:
+    if await _gone(query, ctx):
+        return
     tx = await open_tx(db, ctx, query)
     if tx is None or not isinstance(query.message, Message) or query.data is None:
         return
-    page = query.data.removeprefix("rf:bp:")
+    page = _node_id(query.data.removeprefix("rf:bp:"))
     await query.answer()
-    await _ask_building(query.message, state, db, tx, int(page) if page.isdigit() else 0,
-                        edit=True)
+    await _ask_building(query.message, state, db, tx, page or 0, edit=True)
 
 
 @router.callback_query(ReportFlow.building, F.data.startswith("rf:b:"))
 async def building_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                           ctx: Ctx) -> None:
+    if await _gone(query, ctx):
+        return
     tx = await open_tx(db, ctx, query)
     if tx is None or not isinstance(query.message, Message) or query.data is None:
         return
-    raw = query.data.removeprefix("rf:b:")
+    building_id = _node_id(query.data.removeprefix("rf:b:"))
     person = await ensure_person(db, query.from_user.id, display_name(query.from_user), tx.now)
-    building = await link_building(db, person, int(raw)) if raw.isdigit() else None
+    building = await link_building(db, person, building_id) if building_id else None
     if building is None:
         await query.answer(tx.texts.plain("err_no_building"), show_alert=True)
         return
@@ -172,6 +210,8 @@ async def building_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
 @router.callback_query(ReportFlow.category, F.data.startswith("rf:c:"))
 async def category_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                           ctx: Ctx) -> None:
+    if await _gone(query, ctx):
+        return
     tx = await open_tx(db, ctx, query)
     if tx is None or not isinstance(query.message, Message) or query.data is None:
         return
@@ -229,7 +269,7 @@ async def photos_other(message: Message, ctx: Ctx) -> None:
 
 @router.callback_query(ReportFlow.photos, F.data == "rf:next")
 async def photos_done(query: CallbackQuery, state: FSMContext, ctx: Ctx) -> None:
-    if not isinstance(query.message, Message):
+    if await _gone(query, ctx) or not isinstance(query.message, Message):
         return
     await query.answer()
     await query.message.edit_reply_markup(reply_markup=None)
@@ -286,8 +326,14 @@ async def _ask_confirm(message: Message, state: FSMContext, db: AsyncSession, ct
 
 @router.callback_query(ReportFlow.confirm, F.data == "rf:ok")
 async def submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx) -> None:
+    if await _gone(query, ctx):
+        return
     tx = await open_tx(db, ctx, query)
     if tx is None or not isinstance(query.message, Message):
+        return
+    if await state.get_state() != ReportFlow.confirm.state:
+        # Pressed twice at once: the state the filter saw is gone, the first press took it.
+        await query.answer(tx.texts.plain("flow_expired"), show_alert=True)
         return
     data: dict[str, Any] = await state.get_data()
     person = await ensure_person(db, query.from_user.id, display_name(query.from_user), tx.now)

@@ -18,7 +18,9 @@ from storage.models import Base
 
 
 def make_engine(url: str) -> AsyncEngine:
-    kwargs: dict[str, Any] = {}
+    # A database error's text would otherwise carry the statement's values (what residents
+    # wrote, their ids) into tracebacks and logs.
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     if url.startswith("sqlite"):
         if ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:"):
             # One shared connection, or every session would see its own empty database.
@@ -29,7 +31,7 @@ def make_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-            conn.isolation_level = None  # type: ignore[attr-defined]  # we emit BEGIN below
+            conn.isolation_level = None  # we emit BEGIN ourselves, below
             cur = conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")

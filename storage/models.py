@@ -256,6 +256,8 @@ class Outbox(Base):
     # When to try again after a failure; until then the chat's later rows wait behind it.
     retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # How many of the row's Bot API calls (photos, text pieces) have gone through.
+    parts_done: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,116 @@
+"""Helpers for end-to-end tests over HTTP: a generated district and a running bot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import func, select
+
+from bot.app import App
+from bot.fake_telegram import FIXED_DATE, chat_json
+from storage.models import Case, Outbox
+
+TOKEN = "123456:TEST-token-for-the-local-fake-api"
+
+
+def district(grids: int) -> dict[str, Any]:
+    """A registry with `grids` grids of one building each; ids derived from the index."""
+    policy = {"verify_within": "2h", "remind_at": 0.75, "overdue_repeat": "4h",
+              "escalate_after": "24h", "rating_within": "3d", "quiet_hours": None}
+    return {
+        "timezone": "Asia/Shanghai", "locale": "zh_CN", "policy": policy,
+        "categories": [{"code": "other", "name": {"zh_CN": "其他", "en": "Other"},
+                        "sla": "72h"}],
+        "streets": [{"code": "S", "name": "测试街道", "supervisors": [{"id": 100, "name": "街道"}],
+                     "communities": [{
+                         "code": "C", "name": "测试社区",
+                         "supervisors": [{"id": 200, "name": "社区"}],
+                         "grids": [{
+                             "code": f"G{i:02d}", "name": f"第{i}网格",
+                             "leader": {"id": leader(i), "name": f"网格长{i}"},
+                             "chat": work_chat(i),
+                             "buildings": [{"code": f"G{i:02d}-B", "name": f"{i}号楼",
+                                            "chat": building_chat(i),
+                                            "head": {"id": head(i), "name": f"楼栋长{i}"}}],
+                         } for i in range(grids)],
+                     }]}],
+    }
+
+
+def leader(i: int) -> int:
+    return 10_000 + i
+
+
+def head(i: int) -> int:
+    return 20_000 + i
+
+
+def resident(i: int, n: int) -> int:
+    return 1_000_000 + i * 1000 + n
+
+
+def work_chat(i: int) -> int:
+    return -1_000_000_000_000 - i
+
+
+def building_chat(i: int) -> int:
+    return -1_000_000_100_000 - i
+
+
+def write_registry(path: Path, grids: int) -> Path:
+    path.write_text(yaml.safe_dump(district(grids), allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def report_update(chat_id: int, user_id: int, text: str, message_id: int) -> dict[str, Any]:
+    command = "/report"
+    return {"message": {
+        "message_id": message_id, "date": FIXED_DATE, "chat": chat_json(chat_id),
+        "from": {"id": user_id, "is_bot": False, "first_name": f"居民{user_id}"},
+        "text": f"{command} {text}",
+        "entities": [{"type": "bot_command", "offset": 0, "length": len(command)}],
+    }}
+
+
+def callback_update(user_id: int, data: str, chat_id: int, message_id: int) -> dict[str, Any]:
+    return {"callback_query": {
+        "id": f"{user_id}-{data}", "from": {"id": user_id, "is_bot": False,
+                                            "first_name": f"u{user_id}"},
+        "chat_instance": "ci", "data": data,
+        "message": {"message_id": message_id, "date": FIXED_DATE, "chat": chat_json(chat_id),
+                    "text": "."},
+    }}
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def count_cases(app: App, status: str | None = None) -> int:
+    async with app.sessions() as db:
+        q = select(func.count()).select_from(Case)
+        if status is not None:
+            q = q.where(Case.status == status)
+        return int(await db.scalar(q) or 0)
+
+
+async def outbox_settled(app: App) -> bool:
+    async with app.sessions() as db:
+        pending = await db.scalar(
+            select(func.count()).select_from(Outbox).where(Outbox.status == "pending"))
+    return not pending
+
+
+async def outbox_rows(app: App) -> list[Outbox]:
+    async with app.sessions() as db:
+        return list((await db.scalars(select(Outbox).order_by(Outbox.id))).all())
