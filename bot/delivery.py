@@ -174,8 +174,8 @@ class Delivery:
                 fresh.parts_done = parts_done
                 ok = await self._record(db, fresh, outcome)
                 await db.commit()
-                if ok or fresh.status != "pending" or fresh.chat_id != chat_id:
-                    progressed += 1
+                if ok or fresh.status != "pending" or fresh.retry_at is None:
+                    progressed += 1  # sent, settled, or to be tried again at once
                 else:
                     waiting.add(chat_id)
         return progressed

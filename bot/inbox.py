@@ -135,8 +135,11 @@ class Inbox:
                 for payload in payloads:
                     try:
                         await self.dp.feed_raw_update(self.bot, payload)
-                    except Exception:
-                        log.exception("update %s could not be handled", payload.get("update_id"))
+                    except Exception as exc:
+                        # The exception may quote the update's text: its type only, at INFO+.
+                        log.error("update %s could not be handled: %s",
+                                  payload.get("update_id"), type(exc).__name__)
+                        log.debug("update %s failed", payload.get("update_id"), exc_info=True)
 
         await asyncio.gather(*(run(p) for p in by_chat.values()))
         return len(rows)

@@ -180,7 +180,8 @@ async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons
     """The buttons `actor` may use on `case` now: what a live card shows them."""
     if case.status == "verifying" and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
         return verify_buttons(tx, case)
-    if case.status == "assigned" and case.assignee_id == actor.id:
+    if (case.status == "assigned" and case.assignee_id == actor.id
+            and actor.has(RoleName.BUILDING_HEAD, lin.building.id)):
         return task_buttons(tx, case)
     if case.status in ("open", "accepted", "assigned") and actor.handles(lin, case.level):
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)

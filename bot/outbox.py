@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Outbox
+from bot.buttons import CaseButton
+from storage.models import Case, Outbox
 
 
 async def enqueue(
@@ -56,10 +57,34 @@ async def enqueue(
 
 
 async def release_held(db: AsyncSession, person_id: int, now: datetime) -> int:
-    """A person who started the bot gets privately what was held for them."""
-    result = await db.execute(
-        update(Outbox)
-        .where(Outbox.person_id == person_id, Outbox.status == "held")
-        .values(status="pending", not_before=now)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    """A person who started the bot gets privately what was held for them.
+
+    Except cards whose buttons the case has moved past (they rated, or someone else acted,
+    on the copy in the group meanwhile): those would only say "this button is stale".
+    """
+    rows = (await db.scalars(
+        select(Outbox).where(Outbox.person_id == person_id, Outbox.status == "held")
+        .order_by(Outbox.id)
+    )).all()
+    released = 0
+    for row in rows:
+        rev = _button_rev(row)
+        case = await db.get(Case, row.case_id) if rev is not None and row.case_id else None
+        if case is not None and case.rev != rev:
+            row.status = "superseded"
+            continue
+        row.status = "pending"
+        row.not_before = now
+        row.retry_at = None
+        released += 1
+    return released
+
+
+def _button_rev(row: Outbox) -> int | None:
+    """The case rev the row's case buttons were made for, if it has any."""
+    for line in row.buttons:
+        for b in line:
+            parsed = CaseButton.unpack(str(b.get("callback_data", "")))
+            if parsed is not None:
+                return parsed.rev
+    return None

@@ -158,6 +158,8 @@ async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = 
     app = await build_app(settings, clock=clock, session=api, limits=Limits.unlimited())
     await app.identify()
     assert app.ctx.bot_id == BOT_ID
+    # Pacing follows the manual clock too, so a "retry after" is waited out by moving it.
+    app.delivery.pacer.clock = lambda: clock.now().timestamp()
     if load:
         async with app.sessions() as db:
             await apply_registry(db, parse_registry(SAMPLE.read_text("utf-8")), clock)
