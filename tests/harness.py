@@ -5,6 +5,7 @@ People in the sample registry (`examples/registry.yaml`) are named by their role
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,14 @@ STRANGER = 5559999
 
 # 2026-11-23 10:00 in Shanghai: a Monday morning, outside the quiet hours.
 MORNING = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+def isolate_env(monkeypatch: Any, folder: Path) -> None:
+    """No GRIDBOT_ variables from the outside, and no .env in reach: run from `folder`."""
+    for name in list(os.environ):
+        if name.startswith("GRIDBOT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(folder)
 
 
 class Harness:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from tests.harness import SAMPLE
+from tests.harness import SAMPLE, isolate_env
 
 SAMPLE_TEXT = SAMPLE.read_text("utf-8")
 TOKEN = "123456:TEST-token_for_gridbot"
@@ -23,10 +22,7 @@ TOKEN = "123456:TEST-token_for_gridbot"
 @pytest.fixture
 def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A clean environment: no GRIDBOT_ variables but the database, and no .env in reach."""
-    for name in list(os.environ):
-        if name.startswith("GRIDBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path)
     path = tmp_path / "cli.db"
     monkeypatch.setenv("GRIDBOT_DATABASE_URL", "sqlite+aiosqlite:///" + str(path))
     return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.harness import (
     RESIDENT,
     UNIT_CHAT,
     Harness,
+    isolate_env,
     make_harness,
 )
 
@@ -49,10 +49,7 @@ async def rows(db_file: Path) -> dict[int, Outbox]:
 
 @pytest.fixture
 def db_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("GRIDBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path)
 
     async def setup() -> None:
         h = await make_harness(tmp_path)

@@ -8,7 +8,6 @@ import asyncio
 import html
 import json
 import logging
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests.harness import (
     UNIT_HEAD,
     WORK_CHAT,
     Harness,
+    isolate_env,
     make_harness,
 )
 
@@ -260,10 +260,7 @@ def one_error_line(err: str) -> str:
 @pytest.fixture
 def told_story(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The story in a database file, which the `gridbot` command then opens."""
-    for name in list(os.environ):
-        if name.startswith("GRIDBOT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path)
 
     async def tell() -> None:
         h = await make_harness(tmp_path)
