@@ -30,15 +30,15 @@ from aiogram.types import (
     InputMediaPhoto,
     ReplyParameters,
 )
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import notify
 from bot.context import Ctx, NotConfigured, begin
-from bot.outbox import enqueue
+from bot.outbox import enqueue, follow_migration
 from bot.ratelimit import Limits, Pacer
 from bot.texts import CAPTION_LIMIT, TEXT_LIMIT
-from storage.models import Case, Node, Outbox, Person
+from storage.models import Case, Outbox, Person
 
 log = logging.getLogger(__name__)
 DELIVERY_ERRORS = (TelegramRetryAfter, TelegramForbiddenError, TelegramMigrateToChat,
@@ -204,7 +204,8 @@ class Delivery:
                 await self._lost(db, row)
             return False
         except TelegramMigrateToChat as exc:
-            await self._migrate(db, row.chat_id, exc.migrate_to_chat_id)
+            log.info("a group moved to a new chat id")
+            await follow_migration(db, row.chat_id, exc.migrate_to_chat_id)
             row.retry_at = None
             return False
         except TelegramBadRequest as exc:
@@ -325,16 +326,6 @@ class Delivery:
         case = await db.get(Case, row.case_id)
         if case is not None:
             await notify.reporter_unreachable(tx, case)
-
-    async def _migrate(self, db: AsyncSession, old: int, new: int) -> None:
-        """A group became a supergroup: its id changed everywhere we keep it."""
-        log.info("a group moved to a new chat id")
-        await db.execute(update(Node).where(Node.chat_id == old).values(chat_id=new))
-        await db.execute(update(Case).where(Case.source_chat_id == old)
-                         .values(source_chat_id=new))
-        for column in (Outbox.chat_id, Outbox.fallback_chat_id):
-            await db.execute(update(Outbox).where(column == old, Outbox.status == "pending")
-                             .values({column: new}))
 
     async def run(self, stop: asyncio.Event, tick: float = 1.0,
                   also: Callable[[], object] | None = None) -> None:

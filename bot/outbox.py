@@ -6,11 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.buttons import CaseButton
-from storage.models import Case, Outbox
+from storage.models import Case, Node, Outbox
+
+# Rows that may still go out: a chat id that changes must change in them too.
+UNSENT = ("pending", "held", "failed")
 
 
 async def enqueue(
@@ -88,3 +91,12 @@ def _button_rev(row: Outbox) -> int | None:
             if parsed is not None:
                 return parsed.rev
     return None
+
+
+async def follow_migration(db: AsyncSession, old: int, new: int) -> None:
+    """A group became a supergroup: its new id replaces the old one wherever we keep it."""
+    await db.execute(update(Node).where(Node.chat_id == old).values(chat_id=new))
+    await db.execute(update(Case).where(Case.source_chat_id == old).values(source_chat_id=new))
+    for column in (Outbox.chat_id, Outbox.fallback_chat_id):
+        await db.execute(update(Outbox).where(column == old, Outbox.status.in_(UNSENT))
+                         .values({column: new}))

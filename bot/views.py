@@ -86,15 +86,18 @@ def _summary(text: str, size: int = 30) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
-async def case_detail(tx: Tx, actor: Actor, case_id: int) -> str:
+async def case_detail(tx: Tx, actor: Actor, case_id: int) -> tuple[str, notify.Buttons]:
+    """One case as `actor` may see it, with the buttons they may use on it now."""
     case = await tx.db.get(Case, case_id)
     if case is None:
         raise DomainError("no_case", case_id=case_id)
     lin = await lineage_of(tx.db, case.building_id, case.unit_id)
+    buttons = await notify.buttons_for(tx, actor, case, lin)
     if actor.sees(lin):
-        return _detail(tx, await notify.case_view(tx, case, lin), await notify.history(tx, case))
+        view = await notify.case_view(tx, case, lin)
+        return _detail(tx, view, await notify.history(tx, case)), buttons
     if case.reporter_id == actor.id:
-        return tx.texts.render("case_mine", case=await _resident_view(tx, case))
+        return tx.texts.render("case_mine", case=await _resident_view(tx, case)), buttons
     # Say the same as for a missing case: existence is itself out of scope.
     raise DomainError("no_case", case_id=case_id)
 

@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import views
 from bot.cases import DomainError
 from bot.context import Ctx
+from bot.delivery import keyboard
 from bot.intake import place_of_chat
 from bot.org import Actor
+from bot.outbox import follow_migration
 from handlers.common import RouterSpec, open_tx, refuse
 from storage.models import ReportPrompt
 
@@ -56,23 +58,12 @@ async def show_case(message: Message, command: CommandObject, db: AsyncSession, 
     if match is None:
         await message.reply(tx.texts.label("usage_case"))
         return
-    arg = match.group(1)
     try:
-        text = await views.case_detail(tx, actor, int(arg))
+        text, buttons = await views.case_detail(tx, actor, int(match.group(1)))
     except DomainError as err:
         await refuse(message, tx, err)
         return
-    from bot import notify
-    from bot.delivery import keyboard
-    from bot.org import lineage_of
-    from storage.models import Case
-
-    case = await db.get(Case, int(arg))
-    markup = None
-    if case is not None:
-        lin = await lineage_of(db, case.building_id, case.unit_id)
-        markup = keyboard(await notify.buttons_for(tx, actor, case, lin))
-    await message.answer(text, reply_markup=markup)
+    await message.answer(text, reply_markup=keyboard(buttons))
 
 
 @router.message(Command("my"))
@@ -144,10 +135,5 @@ async def _group_help(chat_id: int, db: AsyncSession, ctx: Ctx, bot: Bot | None)
 async def migrated(message: Message, db: AsyncSession) -> None:
     """The group became a supergroup: follow it to its new id."""
     assert message.migrate_to_chat_id is not None
-    from sqlalchemy import update
-
-    from storage.models import Node
-
-    await db.execute(update(Node).where(Node.chat_id == message.chat.id)
-                     .values(chat_id=message.migrate_to_chat_id))
+    await follow_migration(db, message.chat.id, message.migrate_to_chat_id)
     await db.commit()
