@@ -4,8 +4,6 @@ audit event, writes the messages it makes owed, and commits once.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -27,6 +25,7 @@ from bot.org import (
     level_below,
     lineage_of,
 )
+from bot.user_text import REASON_LIMIT, clean_text, visible
 from storage.models import Case, CaseEvent, CasePhoto, Category, Node, Person, Role
 
 
@@ -65,14 +64,6 @@ TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
 }
 # Actions that change nothing a button depends on keep the rev.
 _KEEPS_REV = {"category", "ack"}
-# Limits on what people write, measured as the text is sent: a markup character travels as
-# its HTML entity (`<` as `&lt;`) and counts as long as that, a character outside the BMP
-# counts twice (Telegram counts UTF-16 units). A card holding a description, two names and a
-# note then always fits Telegram's 4096, however much markup people type.
-TEXT_LIMIT = 2000
-REASON_LIMIT = 500
-NAME_LIMIT = 128
-CODE_LIMIT = 64
 # Case ids are 32-bit: anything else, typed or forged, is no case at all.
 MAX_CASE_ID = 2**31 - 1
 # A flood of reports from one account: at most REPORT_LIMIT in any REPORT_WINDOW, counted
@@ -103,61 +94,6 @@ class ReportInput:
     longitude: float | None = None
     source_chat_id: int | None = None
     source_message_id: int | None = None
-
-
-# Letters that draw nothing: Hangul fillers and the blank Braille pattern.
-_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-# Removed from what people write: bidirectional embeddings, overrides and isolates (they turn
-# the rest of a card's line around), control characters but line breaks and tabs, and lone
-# surrogates (which cannot even be stored).
-_UNWANTED = re.compile("[\u202a-\u202e\u2066-\u2069\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
-_ENTITY_LENGTH = {"&": 5, "<": 4, ">": 4, '"': 5, "'": 5}
-
-
-def visible(text: str) -> bool:
-    """False for text made only of invisible characters (spaces, zero-width marks, controls,
-    lone combining marks, blank letters)."""
-    return any(not unicodedata.category(ch).startswith(("Z", "C", "M"))
-               and ch not in _BLANK_LETTERS for ch in text)
-
-
-def sanitize(text: str | None) -> str:
-    """User text without the characters that only do harm (see `_UNWANTED`)."""
-    text = (text or "").replace("\r\n", "\n").replace("\r", "\n")
-    return _UNWANTED.sub("", text)
-
-
-def _sent_length(ch: str) -> int:
-    return _ENTITY_LENGTH.get(ch) or (2 if ord(ch) > 0xFFFF else 1)
-
-
-def sent_length(text: str) -> int:
-    """How long `text` is once escaped for Telegram's HTML, in UTF-16 units."""
-    return sum(_sent_length(ch) for ch in text)
-
-
-def clip(text: str, limit: int) -> str:
-    """`text` cut so that its `sent_length` is at most `limit`, marked with … when cut."""
-    if sent_length(text) <= limit:
-        return text
-    total = 0
-    for i, ch in enumerate(text):
-        total += _sent_length(ch)
-        if total > limit - 1:
-            return text[:i].rstrip() + "…"
-    return text  # pragma: no cover - the loop always cuts
-
-
-def clean_text(text: str | None, limit: int = TEXT_LIMIT) -> str:
-    """User text with harmful characters and surrounding blank space removed, cut to fit
-    `limit` (see `clip`)."""
-    return clip(sanitize(text).strip(), limit)
-
-
-def clean_name(name: str | None) -> str:
-    """A person's display name as we keep and show it."""
-    name = clean_text(name, NAME_LIMIT)
-    return name if visible(name) else ""
 
 
 def _record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,

@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import clean_name
 from bot.context import Tx
 from bot.org import load_actor, node_by_chat
+from bot.user_text import clean_name
 from storage.models import Category, Node, Person
 
 

@@ -7,11 +7,12 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import notify
-from bot.cases import CODE_LIMIT, OPEN_STATUSES, DomainError, clean_name, clean_text
+from bot.cases import OPEN_STATUSES, DomainError
 from bot.context import Tx
 from bot.deadlines import light
 from bot.org import Actor, RoleName, ancestors, lineage_of, node_by_code
 from bot.texts import TEXT_LIMIT
+from bot.user_text import CODE_LIMIT, clean_name, clean_text
 from storage.models import Case, Node
 
 LIST_LIMIT = 30

@@ -24,7 +24,7 @@ from aiogram.types import (
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, notify
+from bot import cases, notify, user_text
 from bot.albums import count_draft_photos, hold_photo, take_draft_photos
 from bot.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
@@ -149,7 +149,7 @@ async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButt
     await query.answer()
     if message.chat.type != "private":
         # Say whose prompt it is. Markup, so the name is escaped exactly once.
-        name = cases.clean_name(query.from_user.full_name) or str(query.from_user.id)
+        name = user_text.clean_name(query.from_user.full_name) or str(query.from_user.id)
         text = Markup("{} {}").format(name, text)
     await message.answer(text, reply_markup=prompt_markup(message))
 
@@ -158,8 +158,8 @@ async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButt
 
 
 async def _text_or_again(message: Message, ctx: Ctx) -> str | None:
-    text = cases.clean_text(message_text(message), cases.REASON_LIMIT)
-    if not cases.visible(text):
+    text = user_text.clean_text(message_text(message), user_text.REASON_LIMIT)
+    if not user_text.visible(text):
         await message.reply(ctx.texts.label("ask_text_again"), reply_markup=prompt_markup(message))
         return None
     return text
@@ -239,9 +239,9 @@ async def result_given(message: Message, state: FSMContext, db: AsyncSession,
             file_id=message.photo[-1].file_id, caption=message.caption,
             received_at=ctx.clock.now(),
         ))
-    text = cases.clean_text(message_text(message))
+    text = user_text.clean_text(message_text(message))
     data = await state.get_data()
-    if cases.visible(text):
+    if user_text.visible(text):
         data = await state.update_data(result=text)
     if not data.get("result"):
         if message.photo and private:
@@ -250,7 +250,7 @@ async def result_given(message: Message, state: FSMContext, db: AsyncSession,
             return
         await message.reply(ctx.texts.label("ask_text_again"), reply_markup=prompt_markup(message))
         return
-    if message.media_group_id is not None and not cases.visible(text):
+    if message.media_group_id is not None and not user_text.visible(text):
         return  # further parts of an album; the preview came with the captioned part
     photos = await count_draft_photos(db, message.chat.id) if private else 0
     await message.answer(

@@ -13,7 +13,7 @@ from aiogram.types import Message, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases
+from bot import cases, user_text
 from bot.albums import hold_photo
 from bot.context import Ctx, Tx
 from bot.intake import place_of_chat, reporter_for
@@ -78,12 +78,12 @@ async def report_command(message: Message, command: CommandObject, db: AsyncSess
     photos = [message.photo[-1].file_id] if message.photo else []
     behalf = _behalf(message)
     replied = message.reply_to_message
-    if replied is not None and not cases.visible(text):
+    if replied is not None and not user_text.visible(text):
         # `/report` in answer to a message reports that message.
         text = replied.text or replied.caption or ""
         if replied.photo and not photos:
             photos = [replied.photo[-1].file_id]
-    if not cases.visible(text) and not photos:
+    if not user_text.visible(text) and not photos:
         sent = await message.reply(tx.texts.render("report_prompt"))
         db.add(ReportPrompt(chat_id=sent.chat.id, message_id=sent.message_id))
         await db.commit()
@@ -106,7 +106,7 @@ async def reply_to_prompt(message: Message, db: AsyncSession, ctx: Ctx) -> None:
         return
     text = message.text or message.caption or ""
     photos = [message.photo[-1].file_id] if message.photo else []
-    if not cases.visible(text) and not photos:
+    if not user_text.visible(text) and not photos:
         await message.reply(tx.texts.render("report_prompt"))
         return
     await _report(message, tx, text, photos, None)

@@ -22,7 +22,7 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases
+from bot import cases, user_text
 from bot.albums import count_draft_photos, hold_photo, take_draft_photos
 from bot.context import Ctx, Tx
 from bot.intake import (
@@ -117,9 +117,9 @@ async def report(message: Message, command: CommandObject, state: FSMContext,
     person = await _person(db, tx, message)
     if not await _may_report(message, state, tx, person):
         return
-    description = cases.clean_text(command.args)
+    description = user_text.clean_text(command.args)
     await _begin(message, state, db, tx, person,
-                 description if cases.visible(description) else None)
+                 description if user_text.visible(description) else None)
 
 
 async def _may_report(message: Message, state: FSMContext, tx: Tx, person: Person) -> bool:
@@ -232,8 +232,8 @@ async def category_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
 
 @router.message(ReportFlow.description)
 async def description_given(message: Message, state: FSMContext, ctx: Ctx) -> None:
-    text = cases.clean_text(message.text)
-    if not cases.visible(text):
+    text = user_text.clean_text(message.text)
+    if not user_text.visible(text):
         await message.answer(ctx.texts.label("ask_description_again"))
         return
     await state.update_data(description=text)
