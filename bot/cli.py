@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
 
     level = logging.WARNING if args.command == "demo" else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    # Their INFO lines are one per update or sweep: noise in a log kept for years.
+    for noisy in ("aiogram.event", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "demo":
             from bot.demo import run_demo
