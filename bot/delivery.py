@@ -297,6 +297,9 @@ class Delivery:
         person.dm_ok = False
         row.status = "held"
         if row.fallback_chat_id is None:
+            # Kept as held (`gridbot outbox` lists it) until the person starts the bot.
+            log.warning("outbox %s held: its person cannot be written to and there is no "
+                        "group to fall back on", row.id)
             await self._lost(db, row)
             return
         # The copy goes to a group: phone numbers in it are masked.
