@@ -209,7 +209,7 @@ def _is_head(actor: Actor, lin: Lineage) -> bool:
 async def check(tx: Tx, actor: Actor, case_id: int, rev: int, action: str) -> Case:
     """Whether `actor` may start `action` now; for buttons that first ask for text."""
     case, lin = await get_case(tx, case_id, rev)
-    _permit(actor, case, lin, action)
+    await _permit(tx, actor, case, lin, action)
     allowed, _ = TRANSITIONS["reopen" if action == "rate_bad" else action]
     if case.status not in allowed:
         raise DomainError("stale", case_id=case.id)
@@ -220,7 +220,7 @@ async def check(tx: Tx, actor: Actor, case_id: int, rev: int, action: str) -> Ca
     return case
 
 
-def _permit(actor: Actor, case: Case, lin: Lineage, action: str) -> None:
+async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage, action: str) -> None:
     if action in ("confirm", "reject"):
         _require(_is_head(actor, lin))
     elif action == "category":
@@ -232,9 +232,12 @@ def _permit(actor: Actor, case: Case, lin: Lineage, action: str) -> None:
         _require(actor.handles(lin, case.level))
     elif action == "escalate":
         if case.level == Level.GRID:
-            # Grid members help handle cases; taking one up a level is the leader's call.
+            # Grid members help handle cases; taking one up a level is the leader's call,
+            # or theirs while the grid has no leader.
+            leaderless = not await holders(tx.db, RoleName.GRID_LEADER, lin.grid.id)
             _require(actor.has(RoleName.GRID_LEADER, lin.grid.id)
-                     or actor.handles(lin, Level.COMMUNITY))
+                     or actor.handles(lin, Level.COMMUNITY)
+                     or (leaderless and actor.has(RoleName.GRID_MEMBER, lin.grid.id)))
         else:
             _require(actor.handles(lin, case.level))
     elif action in ("ack", "done"):
@@ -249,7 +252,7 @@ def _permit(actor: Actor, case: Case, lin: Lineage, action: str) -> None:
 async def _act(tx: Tx, actor: Actor, case_id: int, rev: int, action: str
                ) -> tuple[Case, Lineage]:
     case, lin = await get_case(tx, case_id, rev, claim=True)
-    _permit(actor, case, lin, action)
+    await _permit(tx, actor, case, lin, action)
     return case, lin
 
 

@@ -396,3 +396,19 @@ async def test_added_to_group_posts_help(h: Harness) -> None:
     assert "/report" in help_text and "start=b" in help_text
     await h.feed(h.updates.added_to_group(-100888, LEADER))
     assert "/bind" in h.last(-100888).text
+
+
+async def test_grid_without_leader_cards_go_to_members_who_may_escalate(h: Harness) -> None:
+    from bot.registry import apply_registry, parse_registry
+    from tests.harness import SAMPLE
+
+    text = SAMPLE.read_text("utf-8").replace(
+        "            leader: {id: 920001, name: 网格长甲}\n", "")
+    async with h.app.sessions() as db:
+        await apply_registry(db, parse_registry(text), h.clock)
+    case = await confirmed(h)
+    card = h.card(MEMBER, case.id)
+    assert h.texts(LEADER) == []
+    await h.press(MEMBER, card, "上报")
+    await h.private(MEMBER, "网格长空缺，请社区协调")
+    assert (await h.case(case.id)).level == "community"
