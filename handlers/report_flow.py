@@ -347,13 +347,15 @@ async def submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx:
         photos=photos, latitude=data.get("latitude"), longitude=data.get("longitude"),
         source_chat_id=query.message.chat.id, source_message_id=None,
     )
+    # The draft ends in the transaction that makes the case: a second press waiting on the
+    # draft's lock then finds no draft (and a refused report rolls back to the draft).
+    await state.clear()
     try:
         await cases.report(tx, inp)
     except cases.DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return
-    await state.clear()
     await query.answer()
     await query.message.edit_reply_markup(reply_markup=None)
 

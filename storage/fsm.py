@@ -38,13 +38,20 @@ async def _session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[
         await db.commit()
 
 
+async def _locked(db: AsyncSession, key: StorageKey) -> FsmRecord | None:
+    """The conversation's row, locked until the update's transaction ends: two updates of one
+    conversation (a button pressed twice at once) are then handled one after the other, and
+    the second sees the state the first left."""
+    return await db.get(FsmRecord, _key(key), with_for_update=True, populate_existing=True)
+
+
 class SqlStorage(BaseStorage):
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
     async def _save(self, key: StorageKey, *, state: Any = ..., data: Any = ...) -> None:
         async with _session(self.sessions) as db:
-            row = await db.get(FsmRecord, _key(key))
+            row = await _locked(db, key)
             new_state = state if state is not ... else (row.state if row else None)
             new_data = data if data is not ... else (row.data if row else {})
             if new_state is None and not new_data:
@@ -61,7 +68,7 @@ class SqlStorage(BaseStorage):
 
     async def get_state(self, key: StorageKey) -> str | None:
         async with _session(self.sessions) as db:
-            row = await db.get(FsmRecord, _key(key))
+            row = await _locked(db, key)
             return row.state if row else None
 
     async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
@@ -69,7 +76,7 @@ class SqlStorage(BaseStorage):
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
         async with _session(self.sessions) as db:
-            row = await db.get(FsmRecord, _key(key))
+            row = await _locked(db, key)
             return dict(row.data) if row else {}
 
     async def close(self) -> None:

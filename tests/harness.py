@@ -18,7 +18,8 @@ from bot.config import Settings
 from bot.fake_telegram import BOT_ID, FakeTelegram, Sent, Updates
 from bot.ratelimit import Limits
 from bot.registry import apply_registry, parse_registry
-from storage.models import Case, CaseEvent, Outbox
+from storage.db import make_engine
+from storage.models import Base, Case, CaseEvent, Outbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "registry.yaml"
@@ -156,11 +157,22 @@ class Harness:
         return (await self.cases())[-1]
 
 
+async def _empty(url: str) -> None:
+    """A fresh schema in the server database named by GRIDBOT_TEST_DATABASE_URL."""
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+    await engine.dispose()
+
+
 async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = "t.db",
                        start: datetime = MORNING, load: bool = True,
                        api: FakeTelegram | None = None,
                        clock: ManualClock | None = None) -> Harness:
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / db_name}",
+    url = os.environ.get("GRIDBOT_TEST_DATABASE_URL")
+    if url and load:
+        await _empty(url)
+    settings = Settings(database_url=url or f"sqlite+aiosqlite:///{tmp_path / db_name}",
                         locale=locale, bot_token=None, _env_file=None)  # type: ignore[call-arg]
     api = api or FakeTelegram()
     clock = clock or ManualClock(start)

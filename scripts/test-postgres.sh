@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The case loop against PostgreSQL, the production database: installs Debian's server if it
+# is missing (needs root), starts a throwaway cluster on a local port, runs the tests that
+# exercise the database (transitions, concurrency, outbox), then removes the cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "PostgreSQL is not installed: run 'apt-get install postgresql' as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test,postgres]'
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+dir=$(mktemp -d)
+port=${GRIDBOT_TEST_PG_PORT:-55433}
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then su postgres -c "$*"; else bash -c "$*"; fi
+}
+[ "$(id -u)" = 0 ] && chown postgres "$dir"
+as_pg "$bin/initdb -D $dir/data -A trust -U postgres" >/dev/null
+as_pg "$bin/pg_ctl -D $dir/data -w -l $dir/log -o '-p $port -k $dir -c listen_addresses=127.0.0.1' start" >/dev/null
+trap 'as_pg "$bin/pg_ctl -D $dir/data -m fast stop" >/dev/null; rm -rf "$dir"' EXIT
+"$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -c 'CREATE DATABASE gridbot_test'
+set +e
+GRIDBOT_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$port/gridbot_test" \
+  python3 -m pytest -p no:cacheprovider tests/test_collect.py tests/test_handle.py \
+  tests/test_delivery.py tests/test_hostile.py -k "not test_hostile or once or twice" "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$status"
