@@ -6,12 +6,4 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 python3 -m ruff check .
 python3 -m mypy
-set +e
-python3 -m pytest "$@"
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-  echo "pytest collected no tests: failing" >&2
-  exit 1
-fi
-exit "$status"
+bash scripts/pytest.sh "$@"
