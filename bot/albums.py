@@ -120,7 +120,7 @@ async def _finish_one(db: AsyncSession, ctx: Ctx, chat_id: int, group_id: str) -
         await db.execute(delete(PendingPhoto).where(
             PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id))
         await enqueue(db, f"album:{chat_id}:{group_id}:refused", chat_id,
-                      tx.texts.label(f"err_{err.code}", **err.context), now,
+                      err.explain(tx.texts), now,
                       reply_to=asked_in)
         await db.commit()
         return 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from markupsafe import Markup
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
@@ -25,6 +26,7 @@ from bot.org import (
     level_below,
     lineage_of,
 )
+from bot.texts import Texts
 from bot.user_text import REASON_LIMIT, clean_text, visible
 from storage.models import Case, CaseEvent, CasePhoto, Category, Node, Person, Role
 
@@ -79,6 +81,10 @@ class DomainError(Exception):
         super().__init__(code)
         self.code = code
         self.context = context
+
+    def explain(self, texts: Texts) -> Markup:
+        """What the person is told, as HTML (`.unescape()` for a button's alert)."""
+        return texts.label(f"err_{self.code}", **self.context)
 
 
 @dataclass

@@ -8,11 +8,12 @@ from typing import Any
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallbackType
 from aiogram.types import CallbackQuery, ForceReply, Message
-from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.albums import hold_photo
 from bot.cases import DomainError
 from bot.context import Ctx, NotConfigured, Tx, begin
+from storage.models import PendingPhoto
 
 
 async def open_tx(db: AsyncSession, ctx: Ctx, event: Message | CallbackQuery) -> Tx | None:
@@ -27,14 +28,10 @@ async def open_tx(db: AsyncSession, ctx: Ctx, event: Message | CallbackQuery) ->
         return None
 
 
-def refusal(tx: Tx, err: DomainError) -> str:
-    return tx.texts.label(f"err_{err.code}", **err.context)
-
-
 async def refuse(event: Message | CallbackQuery, tx: Tx, err: DomainError) -> None:
-    text = refusal(tx, err)
+    text = err.explain(tx.texts)
     if isinstance(event, CallbackQuery):
-        await event.answer(Markup(text).unescape(), show_alert=True)
+        await event.answer(text.unescape(), show_alert=True)
     else:
         await event.reply(text)
 
@@ -93,3 +90,13 @@ class RouterSpec:
             for handler, filters in spec.handlers:
                 observer.register(handler, *filters)
         return router
+
+
+async def hold_draft_photo(db: AsyncSession, message: Message, ctx: Ctx) -> None:
+    """Keep a photo sent in a private conversation until the draft it belongs to is filed."""
+    assert message.photo is not None and message.from_user is not None
+    await hold_photo(db, PendingPhoto(
+        chat_id=message.chat.id, message_id=message.message_id, user_id=message.from_user.id,
+        media_group_id=message.media_group_id, file_id=message.photo[-1].file_id,
+        caption=message.caption, received_at=ctx.clock.now(),
+    ))

@@ -18,7 +18,7 @@ from bot.albums import hold_photo
 from bot.context import Ctx, Tx
 from bot.intake import place_of_chat, reporter_for
 from bot.org import node_by_chat
-from handlers.common import RouterSpec, open_tx, refuse
+from handlers.common import RouterSpec, message_text, open_tx, refuse
 from handlers.middlewares import display_name
 from storage.models import PendingPhoto, ReportPrompt
 
@@ -80,7 +80,7 @@ async def report_command(message: Message, command: CommandObject, db: AsyncSess
     replied = message.reply_to_message
     if replied is not None and not user_text.visible(text):
         # `/report` in answer to a message reports that message.
-        text = replied.text or replied.caption or ""
+        text = message_text(replied)
         if replied.photo and not photos:
             photos = [replied.photo[-1].file_id]
     if not user_text.visible(text) and not photos:
@@ -104,7 +104,7 @@ async def reply_to_prompt(message: Message, db: AsyncSession, ctx: Ctx) -> None:
     tx = await open_tx(db, ctx, message)
     if tx is None or await _not_reportable(message, tx):
         return
-    text = message.text or message.caption or ""
+    text = message_text(message)
     photos = [message.photo[-1].file_id] if message.photo else []
     if not user_text.visible(text) and not photos:
         await message.reply(tx.texts.render("report_prompt"))
