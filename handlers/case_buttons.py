@@ -25,14 +25,21 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cases, notify, user_text
-from bot.albums import count_draft_photos, hold_photo, take_draft_photos
+from bot.albums import count_draft_photos, take_draft_photos
 from bot.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
 from bot.delivery import keyboard
 from bot.intake import active_categories
 from bot.org import Actor, lineage_of
-from handlers.common import RouterSpec, message_text, open_tx, prompt_markup, refuse
-from storage.models import Case, PendingPhoto
+from handlers.common import (
+    RouterSpec,
+    hold_draft_photo,
+    message_text,
+    open_tx,
+    prompt_markup,
+    refuse,
+)
+from storage.models import Case
 
 router = RouterSpec("case_buttons")
 
@@ -233,12 +240,7 @@ async def result_given(message: Message, state: FSMContext, db: AsyncSession,
     """The result: text, and in a private chat photos too; submitted with a button."""
     private = message.chat.type == "private"
     if message.photo and private and message.from_user is not None:
-        await hold_photo(db, PendingPhoto(
-            chat_id=message.chat.id, message_id=message.message_id,
-            user_id=message.from_user.id, media_group_id=message.media_group_id,
-            file_id=message.photo[-1].file_id, caption=message.caption,
-            received_at=ctx.clock.now(),
-        ))
+        await hold_draft_photo(db, message, ctx)
     text = user_text.clean_text(message_text(message))
     data = await state.get_data()
     if user_text.visible(text):

@@ -23,7 +23,7 @@ from aiogram.types import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cases, user_text
-from bot.albums import count_draft_photos, hold_photo, take_draft_photos
+from bot.albums import count_draft_photos, take_draft_photos
 from bot.context import Ctx, Tx
 from bot.intake import (
     active_categories,
@@ -35,9 +35,9 @@ from bot.intake import (
 from bot.notify import category_name
 from bot.org import Actor
 from bot.texts import Texts
-from handlers.common import RouterSpec, message_text, open_tx, refuse
+from handlers.common import RouterSpec, hold_draft_photo, message_text, open_tx, refuse
 from handlers.middlewares import display_name
-from storage.models import Node, PendingPhoto, Person
+from storage.models import Node, Person
 
 router = RouterSpec("report_flow")
 router.message.filter(F.chat.type == "private")
@@ -248,15 +248,10 @@ async def _ask_photos(message: Message, state: FSMContext, texts: Texts) -> None
 
 @router.message(ReportFlow.photos, F.photo)
 async def photo_given(message: Message, db: AsyncSession, ctx: Ctx) -> None:
-    assert message.photo is not None and message.from_user is not None
     if await count_draft_photos(db, message.chat.id) >= MAX_PHOTOS:
         await message.answer(ctx.texts.label("too_many_photos", limit=MAX_PHOTOS))
         return
-    await hold_photo(db, PendingPhoto(
-        chat_id=message.chat.id, message_id=message.message_id, user_id=message.from_user.id,
-        media_group_id=message.media_group_id, file_id=message.photo[-1].file_id,
-        caption=message.caption, received_at=ctx.clock.now(),
-    ))
+    await hold_draft_photo(db, message, ctx)
     if message.media_group_id is None:
         count = await count_draft_photos(db, message.chat.id)
         await message.answer(ctx.texts.label("photo_received", count=count))
