@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiogram import Bot, Dispatcher
@@ -13,13 +13,13 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramUnauthorizedError
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllGroupChats,
     BotCommandScopeAllPrivateChats,
     ErrorEvent,
 )
-from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.albums import finish_albums
@@ -28,8 +28,11 @@ from bot.config import LOCALES, Settings
 from bot.context import Ctx
 from bot.delivery import Delivery
 from bot.inbox import CONCURRENT_CHATS, Inbox, prune
+from bot.outbox import prune_sent
+from bot.polling import every, run_loops
 from bot.ratelimit import Limits
 from bot.sweep import sweep
+from bot.telegram_session import PacedSends
 from bot.texts import Texts
 from handlers import build_router
 from handlers.middlewares import DbMiddleware
@@ -61,12 +64,14 @@ class App:
         self.ctx.bot_username = me.username or self.ctx.bot_username
 
     async def tick(self) -> None:
-        """What runs every second: albums that have settled become cases."""
+        """What runs every second: albums that have settled become cases. The only loop that
+        finishes albums (the sweep does not), and each album is claimed atomically."""
         await finish_albums(self.sessions, self.ctx)
 
     async def sweep(self) -> int:
         steps = await sweep(self.sessions, self.ctx)
         await prune(self.sessions, self.ctx.clock.now())
+        await prune_sent(self.sessions, self.ctx.clock.now(), self.settings.outbox_retention_days)
         return steps
 
     async def close(self) -> None:
@@ -98,6 +103,8 @@ async def build_app(settings: Settings, *, clock: Clock | None = None,
     dp = Dispatcher(storage=SqlStorage(sessions))
     dp["ctx"] = ctx
     delivery = Delivery(bot, sessions, ctx, limits)
+    # Every send a handler makes is paced like the outbox, and queued there if it fails.
+    bot.session.middleware(PacedSends(delivery.pacer, ctx.clock.now))
     dp.update.outer_middleware(DbMiddleware(sessions, ctx, delivery))
     dp.include_router(build_router())
     dp.errors.register(_on_error)
@@ -135,33 +142,38 @@ async def register_commands(app: App) -> None:
 
 
 async def run_polling(app: App) -> None:
-    """Long polling into the inbox, its processor, the outbox sender and the sweep."""
+    """Long polling into the inbox, its processor, the outbox sender and the sweep.
+
+    Returns after SIGTERM or SIGINT; raises TelegramUnauthorizedError when the Bot API
+    refuses the token. Any other failure (network, database) is waited out by the loop it
+    hit.
+    """
     await app.identify()
-    await register_commands(app)
-    await app.bot.delete_webhook(drop_pending_updates=False)
+    steps: list[Callable[[], Awaitable[object]]] = [
+        lambda: register_commands(app),
+        lambda: app.bot.delete_webhook(drop_pending_updates=False)]
+    for step in steps:
+        try:
+            await step()
+        except TelegramUnauthorizedError:
+            raise
+        except Exception as exc:  # the menus or the webhook can be set another time
+            log.warning("start-up call failed (%s); going on", type(exc).__name__)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    scheduler = AsyncIOScheduler(timezone="UTC")
-    scheduler.add_job(app.sweep, "interval", seconds=app.settings.sweep_seconds,
-                      max_instances=1, coalesce=True, id="sweep")
     # SQLite has one writer at a time: chats side by side would only queue for it.
     sqlite = app.settings.database_url.startswith("sqlite")
     inbox = Inbox(app.bot, app.dp, app.sessions, app.ctx.clock.now,
                   concurrency=1 if sqlite else CONCURRENT_CHATS)
     allowed = app.dp.resolve_used_update_types()
     try:
-        await inbox.process_pending()  # what was received but not handled before a stop
-        await app.sweep()  # and what fell due while the bot was down
-        scheduler.start()
-        await asyncio.gather(
-            inbox.poll(stop, allowed),
-            inbox.process(stop),
-            app.delivery.run(stop, also=app.tick),
-        )
+        # The processor first handles what was received but not handled before a stop, and
+        # the sweep runs at once for what fell due while the bot was down.
+        await run_loops({
+            "polling": inbox.poll(stop, allowed),
+            "handling": inbox.process(stop),
+            "delivery": app.delivery.run(stop, also=app.tick),
+            "sweep": every(app.settings.sweep_seconds, app.sweep, stop, "the sweep"),
+        }, stop)
     finally:
         stop.set()
-        if scheduler.running:
-            scheduler.shutdown(wait=False)
         await app.close()

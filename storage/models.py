@@ -131,9 +131,20 @@ class OrgSettings(Base):
     quiet_end: Mapped[str | None] = mapped_column(String(5))
 
 
+def _clock_start_default(context: Any) -> Any:
+    """A case's clock starts at its report unless the insert says otherwise."""
+    return context.get_current_parameters()["reported_at"]
+
+
 class Case(Base):
     __tablename__ = "cases"
-    __table_args__ = (Index("ix_cases_due", "next_check_at"),)
+    __table_args__ = (
+        Index("ix_cases_due", "next_check_at"),
+        # The flood check counts one submitter's recent reports on every report.
+        Index("ix_cases_submitter", "submitted_by_id", "reported_at"),
+        # Staff lists: open cases of some buildings, soonest deadline first.
+        Index("ix_cases_building_status", "building_id", "status", "deadline_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -153,8 +164,11 @@ class Case(Base):
     source_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     source_message_id: Mapped[int | None] = mapped_column(BigInteger)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The case's clock: its report, and again each reopening. Every timer counts from it.
+    clock_started_at: Mapped[datetime] = mapped_column(UTCDateTime,
+                                                       default=_clock_start_default)
+    # Derived: clock start + the current category's SLA, kept in sync by cases.schedule().
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    verify_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
     assignee_ack_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
@@ -166,15 +180,30 @@ class Case(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     close_reason: Mapped[str | None] = mapped_column(String(32))
     reject_reason: Mapped[str | None] = mapped_column(Text)
-    # Timer bookkeeping for the sweep: what has been sent, and when to look again.
+    # Derived: when the sweep must look at the case next (its earliest timer step not taken).
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    verify_reminded: Mapped[bool] = mapped_column(Boolean, default=False)
-    due_soon_sent: Mapped[bool] = mapped_column(Boolean, default=False)
-    overdue_count: Mapped[int] = mapped_column(Integer, default=0)
-    last_overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    auto_escalations: Mapped[int] = mapped_column(Integer, default=0)
     # Counts reopenings, so notices of a later round get dedupe keys of their own.
     round: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class CaseTimerStep(Base):
+    """A timer step taken for a case: a reminder sent, a timeout or escalation made.
+
+    `basis` is what the step was counted from (the clock start, or the deadline it belonged
+    to), so a new deadline (a category change) has steps of its own while a step already
+    taken for the same deadline is never taken twice; nothing needs resetting.
+    """
+
+    __tablename__ = "case_timer_steps"
+    __table_args__ = (UniqueConstraint("case_id", "round", "step", "n", "basis"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(24))
+    n: Mapped[int] = mapped_column(Integer, default=1)
+    basis: Mapped[datetime] = mapped_column(UTCDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class CasePhoto(Base):
@@ -234,7 +263,12 @@ class Outbox(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "not_before"),
+        # The sender walks one chat's rows in order; retention deletes by age within a status.
+        Index("ix_outbox_chat", "chat_id", "status", "id"),
+        Index("ix_outbox_age", "status", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
@@ -244,6 +278,9 @@ class Outbox(Base):
     text: Mapped[str] = mapped_column(Text)
     photos: Mapped[list[Any]] = mapped_column(JSON, default=list)
     buttons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # A reply keyboard (or its removal) of an answer a handler could not send at once; inline
+    # buttons live in `buttons`.
+    markup: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reply_to_message_id: Mapped[int | None] = mapped_column(BigInteger)
     fallback_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     fallback_reply_to: Mapped[int | None] = mapped_column(BigInteger)
@@ -280,17 +317,30 @@ class InboxUpdate(Base):
 
     `done` is set in the transaction of the handler that processed the update, so an update
     is handled exactly once even if the bot is killed at any moment, and a redelivered update
-    is dropped.
+    is dropped. Telegram restarts `update_id` from a random number after a quiet week, so it
+    is not a key: a redelivery is the same `update_id` received again within a few days.
+    Statuses: `new` (to handle), `done`, `skipped` (nothing acts on it: no payload kept),
+    `set_aside` (the installed client cannot read it), `failed` (its handler kept failing),
+    `erased` (its person's data was erased before it was handled).
     """
 
     __tablename__ = "inbox"
-    __table_args__ = (Index("ix_inbox_status", "status", "update_id"),)
+    __table_args__ = (
+        Index("ix_inbox_status", "status", "id"),
+        Index("ix_inbox_update_id", "update_id", "received_at"),
+        Index("ix_inbox_prune", "status", "received_at"),
+    )
 
-    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # None only for an item of a getUpdates answer that carries no usable update_id.
+    update_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str | None] = mapped_column(String(40))
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(8), default="new")
+    status: Mapped[str] = mapped_column(String(16), default="new")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Why it was set aside or failed: an exception type and field path, never a value.
+    reason: Mapped[str | None] = mapped_column(String(200))
 
 
 class FsmRecord(Base):
@@ -301,3 +351,22 @@ class FsmRecord(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     state: Mapped[str | None] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class BindRequest(Base):
+    """A `/bind` that would take a chat or a place from its binding, waiting for the person
+    who asked to confirm it with a button. The row lives only until it is answered or stale:
+    what the chat and the place were bound to when asked is kept, so a button pressed after
+    either changed does nothing.
+    """
+
+    __tablename__ = "bind_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    # The place bound to the chat, and the chat bound to the place, when it was asked.
+    old_node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    old_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -15,6 +15,7 @@ import json
 import random
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from aiohttp import web
 from bot.fake_telegram import BOT_ID, BOT_USERNAME, FIXED_DATE, chat_json
 
 SEND_METHODS = {"sendmessage", "sendphoto", "sendmediagroup", "sendlocation"}
+Rule = Callable[[str, int, dict[str, Any]], "web.StreamResponse | None"]
 
 
 @dataclass
@@ -60,11 +62,23 @@ class FakeBotApi:
     limit_violations: list[str] = field(default_factory=list)
     injected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     call_times: list[tuple[float, str, Any]] = field(default_factory=list)
+    # Every n-th send is accepted (recorded as received) but answered `ok: true` with a
+    # result the client cannot read (no `chat`, no `date`); 1: every send, 0: none.
+    unreadable_every: int = 0
+    # Answers chosen by the test: each rule sees (method, chat_id, params) before the send is
+    # accepted and returns a response to answer instead (nothing is received), or None.
+    rules: list[Rule] = field(default_factory=list)
+    # How long getUpdates holds a long poll with nothing to return (Telegram: the whole
+    # `timeout` the bot asked for).
+    long_poll_cap: float = 2.0
+    # The token was revoked: every call is answered 401 Unauthorized.
+    revoked: bool = False
 
     def __post_init__(self) -> None:
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(5000)
+        self._accepted = 0
         self._new_update = asyncio.Event()
         self._rng = random.Random(self.faults.seed)
         self._all: deque[float] = deque()
@@ -87,18 +101,24 @@ class FakeBotApi:
         return f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
+        self._new_update.set()  # a long poll still open answers now
         if self.runner is not None:
             await self.runner.cleanup()
 
     # --- updates ---------------------------------------------------------------------------
 
-    def push(self, update: dict[str, Any]) -> int:
-        """Queue an update (its update_id is assigned here) for getUpdates."""
+    def push(self, update: dict[str, Any], update_id: int | None = None) -> int:
+        """Queue an update (its update_id is assigned here, or given) for getUpdates."""
         update = dict(update)
-        update["update_id"] = next(self._update_ids)
+        update["update_id"] = next(self._update_ids) if update_id is None else update_id
         self._updates.append(update)
         self._new_update.set()
         return int(update["update_id"])
+
+    def restart_ids(self, start: int) -> None:
+        """Number the next updates from `start`, as Telegram does (from a random, possibly
+        lower, number) after a week without updates."""
+        self._update_ids = itertools.count(start)
 
     @property
     def unconfirmed(self) -> int:
@@ -116,6 +136,8 @@ class FakeBotApi:
         params = await self._params(request)
         self.calls.append((method, params))
         self.call_times.append((time.monotonic(), method, params.get("chat_id")))
+        if self.revoked:
+            return _error(401, "Unauthorized")
         if method == "getme":
             return _ok({"id": BOT_ID, "is_bot": True, "first_name": "Gridbot",
                         "username": BOT_USERNAME})
@@ -148,7 +170,8 @@ class FakeBotApi:
         if not self._updates and timeout:
             self._new_update.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._new_update.wait(), timeout=min(timeout, 2.0))
+                await asyncio.wait_for(self._new_update.wait(),
+                                       timeout=min(timeout, self.long_poll_cap))
         return _ok(self._updates[:100])
 
     async def _send(self, request: web.Request, method: str,
@@ -177,12 +200,21 @@ class FakeBotApi:
         if chat_id in self.migrate:
             return _error(400, "Bad Request: group chat was upgraded to a supergroup chat",
                           migrate_to_chat_id=self.migrate[chat_id])
+        for rule in self.rules:
+            answer = rule(method, chat_id, params)
+            if answer is not None:
+                self.injected["rule"] += 1
+                return answer
         violation = self._check_limits(chat_id)
         if violation:
             self.limit_violations.append(violation)
             if self.enforce_limits:
                 return _error(429, f"Too Many Requests: {violation}", retry_after=1)
         result = self._accept(method, chat_id, params)
+        self._accepted += 1
+        if self.unreadable_every and self._accepted % self.unreadable_every == 0:
+            self.injected["unreadable"] += 1
+            return _ok(_unreadable(result))
         if slow:
             # Accepted on arrival, answered late: the sender must wait, not send again.
             self.injected["slow"] += 1
@@ -240,6 +272,24 @@ def _message(chat_id: int, message_id: int, text: str, photos: list[str]) -> dic
     else:
         msg["text"] = text or "."
     return msg
+
+
+def _unreadable(result: Any) -> Any:
+    """A send result as a Bot API server of another version might give it: no chat, no date."""
+    if isinstance(result, list):
+        return [_unreadable(r) for r in result]
+    return {k: v for k, v in result.items() if k not in ("chat", "date")}
+
+
+def html_page(status: int = 502) -> web.Response:
+    """What a proxy in front of the Bot API answers when it cannot reach it."""
+    return web.Response(status=status, content_type="text/html",
+                        text="<html><body><h1>502 Bad Gateway</h1></body></html>")
+
+
+def error(status: int, description: str, **parameters: Any) -> web.Response:
+    """A Bot API error answer, for rules."""
+    return _error(status, description, **parameters)
 
 
 def _ok(result: Any) -> web.Response:
