@@ -1,4 +1,4 @@
-"""The `gridbot` command: run, demo, registry load, privacy export / erase, outbox."""
+"""The `gridbot` command: run, demo, registry load, privacy export / erase, inbox, outbox."""
 
 from __future__ import annotations
 
@@ -124,6 +124,25 @@ async def _outbox(settings: Settings, action: str | None, row_id: str | None,
         return outbox_admin.render(found, await outbox_admin.local_zone(db))
 
 
+async def _inbox(settings: Settings, action: str | None, row_id: str | None,
+                 status: str | None, limit: int) -> str:
+    from bot import inbox_admin, outbox_admin
+
+    async with _database(settings) as db:
+        if action == "retry":
+            if row_id is not None and not row_id.isdigit():
+                raise CliError(f"ID must be an inbox row id (a number), not {row_id!r}")
+            try:
+                count = await inbox_admin.retry(db, int(row_id) if row_id else None)
+            except inbox_admin.InboxError as exc:
+                raise CliError(str(exc)) from exc
+            if row_id is not None:
+                return f"inbox row {row_id} requeued"
+            return f"{count} update{'s' if count != 1 else ''} requeued"
+        found = await inbox_admin.listing(db, status=status, limit=limit)
+        return inbox_admin.render(found, await outbox_admin.local_zone(db))
+
+
 async def _run(settings: Settings, registry: Path | None) -> None:
     from aiogram.exceptions import (
         ClientDecodeError,
@@ -159,7 +178,11 @@ async def _run(settings: Settings, registry: Path | None) -> None:
         raise CliError(f"{settings.api_url} did not answer like the Bot API: "
                        f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from exc
     logging.getLogger("gridbot").info("running as @%s", app.ctx.bot_username)
-    await run_polling(app)
+    try:
+        await run_polling(app)
+    except TelegramUnauthorizedError as exc:
+        raise CliError("the Bot API refused GRIDBOT_BOT_TOKEN while running (revoked? check "
+                       "it with @BotFather)") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     box_sub = box.add_subparsers(dest="action")
     again = box_sub.add_parser("retry", help="requeue failed messages, or the one given")
     again.add_argument("id", metavar="ID", nargs="?", help="one outbox message id")
+    inbox = sub.add_parser("inbox", help="updates set aside or failed (no texts shown)")
+    inbox.add_argument("--status", choices=("set_aside", "failed", "new"),
+                       help="only this status")
+    inbox.add_argument("--limit", type=int, default=100, help="list at most this many rows")
+    inbox_sub = inbox.add_subparsers(dest="action")
+    requeue = inbox_sub.add_parser("retry", help="hand set-aside and failed updates to the "
+                                   "handlers again, or the one given")
+    requeue.add_argument("id", metavar="ID", nargs="?", help="one inbox row id")
     args = parser.parse_args(argv)
 
     level = logging.WARNING if args.command == "demo" else logging.INFO
@@ -206,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             user_id = _user_id(args.user_id)
             print(asyncio.run(_privacy(_settings(), args.action, user_id,
                                        getattr(args, "out", None))))
+        elif args.command == "inbox":
+            print(asyncio.run(_inbox(_settings(), args.action, getattr(args, "id", None),
+                                     args.status, args.limit)))
         elif args.command == "outbox":
             print(asyncio.run(_outbox(_settings(), args.action, getattr(args, "id", None),
                                       args.status, args.limit)))

@@ -8,15 +8,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
+from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import Chat, TelegramObject, Update, User
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.context import Ctx
 from bot.delivery import Delivery
-from bot.inbox import MAX_ATTEMPTS
+from bot.inbox import MAX_ATTEMPTS, REDELIVERY_WINDOW, Attempt
 from bot.intake import ensure_person
 from bot.org import load_actor
+from bot.outage import is_transient
 from bot.outbox import release_held
 from storage.fsm import current_session
 from storage.models import InboxUpdate
@@ -34,6 +36,12 @@ class DbMiddleware(BaseMiddleware):
     The update is marked done in that same session before the handler runs, so the domain's
     commit records "this update is handled" together with what handling it changed. An update
     already done (Telegram delivered it again) is dropped here.
+
+    The inbox processor passes its row as `inbox_id` and an `inbox_attempt` to report back
+    on: a database outage is then not the update's fault (no attempt is counted, nobody is
+    told anything went wrong) and the update is tried again once the database is back. Fed
+    straight to the Dispatcher (tests, the demo), an update is deduplicated by its
+    `update_id` among recent ones.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
@@ -45,58 +53,89 @@ class DbMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject,
                        data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
+        attempt: Attempt | None = data.get("inbox_attempt")
+        try:
+            return await self._handle(handler, event, data, attempt)
+        except Exception as exc:
+            if attempt is not None and is_transient(exc):
+                attempt.transient = exc
+                return None
+            raise
+
+    async def _handle(self, handler: Handler, event: Update, data: dict[str, Any],
+                      attempt: Attempt | None) -> Any:
         async with self.sessions() as db:
-            if not await self._claim(db, event.update_id):
+            row_id = await self._claim(db, event.update_id, data.get("inbox_id"))
+            if row_id is None:
                 return None
             data["db"] = db
             data["ctx"] = self.ctx
             token = current_session.set(db)
-            user: User | None = data.get("event_from_user")
-            chat: Chat | None = data.get("event_chat")
-            if user is not None and not user.is_bot:
-                if chat is not None and chat.type == "private":
-                    await self._reachable(db, user)
-                data["actor"] = await load_actor(db, user.id, display_name(user))
             try:
+                user: User | None = data.get("event_from_user")
+                chat: Chat | None = data.get("event_chat")
+                if user is not None and not user.is_bot:
+                    if chat is not None and chat.type == "private":
+                        await self._reachable(db, user)
+                    data["actor"] = await load_actor(db, user.id, display_name(user))
                 result = await handler(event, data)
-            except Exception:
+            except Exception as exc:
                 await db.rollback()
-                await self._failed(event.update_id)
+                if attempt is None or not is_transient(exc):
+                    await self._failed(row_id, event.update_id, exc)
+                    if attempt is not None:
+                        attempt.recorded = True
                 raise
             finally:
                 current_session.reset(token)
                 if self.delivery is not None:
                     self.delivery.wake()
             # The handler may have committed nothing (or rolled back): record it now.
-            await db.execute(update(InboxUpdate).where(InboxUpdate.update_id == event.update_id)
-                             .values(status="done"))
+            values: dict[str, Any] = {"status": "done"}
+            if result is UNHANDLED:
+                values["payload"] = None  # nothing acted on it: keep none of what it said
+            await db.execute(update(InboxUpdate).where(InboxUpdate.id == row_id)
+                             .values(**values))
             await db.commit()
             return result
 
-    async def _claim(self, db: AsyncSession, update_id: int) -> bool:
-        row = await db.get(InboxUpdate, update_id)
-        if row is None:
-            # Fed straight to the Dispatcher (not through the inbox): remember it all the same.
-            db.add(InboxUpdate(update_id=update_id, payload=None, status="done", attempts=1,
-                               received_at=self.ctx.clock.now()))
-            await db.flush()
-            return True
-        if row.status != "new":
-            return False
+    async def _claim(self, db: AsyncSession, update_id: int, inbox_id: int | None) -> int | None:
+        """The inbox row this handling settles, or None when the update is not to be handled."""
+        if inbox_id is not None:
+            row = await db.get(InboxUpdate, inbox_id, with_for_update=True)
+        else:
+            since = self.ctx.clock.now() - REDELIVERY_WINDOW
+            row = await db.scalar(
+                select(InboxUpdate).where(InboxUpdate.update_id == update_id,
+                                          InboxUpdate.received_at >= since)
+                .order_by(InboxUpdate.id.desc()).limit(1).with_for_update())
+            if row is None:
+                # Fed straight to the Dispatcher: remember it all the same.
+                row = InboxUpdate(update_id=update_id, payload=None, status="done", attempts=1,
+                                  received_at=self.ctx.clock.now())
+                db.add(row)
+                await db.flush()
+                return row.id
+        if row is None or row.status != "new":
+            return None
         row.status = "done"
         row.attempts += 1
-        return True
+        return row.id
 
-    async def _failed(self, update_id: int) -> None:
+    async def _failed(self, row_id: int, update_id: int, exc: BaseException) -> None:
         """A handler failed: try the update again later, a few times, then give up on it."""
+        reason = type(exc).__name__
         async with self.sessions() as db:
-            row = await db.get(InboxUpdate, update_id)
+            row = await db.get(InboxUpdate, row_id)
             if row is None:
                 db.add(InboxUpdate(update_id=update_id, payload=None, status="failed",
-                                   attempts=1, received_at=self.ctx.clock.now()))
+                                   attempts=1, received_at=self.ctx.clock.now(),
+                                   reason=reason))
             else:
                 row.attempts += 1
-                row.status = "failed" if row.attempts >= MAX_ATTEMPTS else "new"
+                failed = row.attempts >= MAX_ATTEMPTS
+                row.status = "failed" if failed else "new"
+                row.reason = reason if failed else None
             await db.commit()
 
     async def _reachable(self, db: AsyncSession, user: User) -> None:
