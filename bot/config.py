@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///gridbot.db"
     locale: str = "zh_CN"
     sweep_seconds: float = Field(default=30, gt=0)
+    # Sent outbox messages (names, texts) are deleted this many days after they were written.
+    outbox_retention_days: float = Field(default=90, gt=0)
     templates_dir: Path = DEFAULT_TEMPLATES
 
     @field_validator("locale")

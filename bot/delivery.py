@@ -2,22 +2,33 @@
 
 This is the one place that turns outbox rows into Bot API calls. A row is marked sent in its
 own transaction right after Telegram accepted it, so a crash can repeat at most that one
-message. Rows for a chat go out in order: a row waiting to be retried holds back the later
-rows of its chat, and only of its chat.
+message. Chats are served side by side, each by one worker at a time, so every chat gets its
+rows strictly in order while no chat waits for another: a row waiting to be retried, or a
+chat waiting for its rate limit, holds back the later rows of its chat and only of its chat.
+Whatever Telegram (or a proxy before it) answers, the outcome belongs to one row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import functools
+import html
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramBadRequest,
+    TelegramEntityTooLarge,
     TelegramForbiddenError,
     TelegramMigrateToChat,
     TelegramNetworkError,
@@ -25,29 +36,69 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 from aiogram.types import (
+    ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
     ReplyParameters,
 )
-from sqlalchemy import select
+from sqlalchemy import case as sql_case
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import notify
 from bot.context import Ctx, NotConfigured, begin
+from bot.outage import Outage, is_transient
 from bot.outbox import enqueue, follow_migration
 from bot.ratelimit import Limits, Pacer
+from bot.telegram_session import (
+    DIRECT_KIND,
+    OUTBOX_CALL,
+    accepted,
+    accepted_result,
+    describe,
+    message_id_of,
+    reply_markup_of,
+)
 from bot.texts import CAPTION_LIMIT, TEXT_LIMIT
-from storage.models import Case, Outbox, Person
+from storage.models import Case, Outbox, Person, ReportPrompt
 
 log = logging.getLogger(__name__)
-DELIVERY_ERRORS = (TelegramRetryAfter, TelegramForbiddenError, TelegramMigrateToChat,
-                   TelegramBadRequest, TelegramServerError, TelegramNetworkError,
-                   TimeoutError, OSError)
 MAX_BACKOFF = timedelta(hours=1)
 MEDIA_GROUP = 10
-# Waits for the rate limits shorter than this are slept through; longer ones skip the chat.
+# In `flush`, waits for the rate limits shorter than this are slept through; longer ones
+# leave the chat for a later pass.
 SHORT_WAIT = 0.2
+# In `run`, a chat's worker sleeps through waits up to this long (one message a second to a
+# private chat); longer ones end its turn, and the chat is picked up again when it is free.
+RUN_WAIT = 1.5
+# Between the calls of one row (photos, then text): how long to wait for a slot before the
+# rest of the row is left for its next turn.
+PART_WAIT = 5.0
+# Chats served at once, and rows one chat sends before the others get their turn.
+CONCURRENT_CHATS = 32
+ROWS_PER_TURN = 20
+# Answers nobody can explain (an HTML page, 404, an unknown exception): this many tries of a
+# row in all, then it ends `failed` with the reason. 5xx and lost connections are Telegram
+# being away and are retried for as long as it takes.
+MAX_UNEXPECTED = 8
+# Tries to write down what Telegram answered before the row is left pending (to be resent).
+RECORD_TRIES = 6
+TAG = re.compile(r"<[^>]*>")
+TRANSIENT = (TelegramServerError, TelegramNetworkError, TimeoutError, OSError)
+
+
+class Step(enum.Enum):
+    """What became of one turn of one row, for the chat's worker."""
+
+    SENT = "sent"
+    SETTLED = "settled"  # held, failed, undeliverable: it will not hold the chat back
+    AGAIN = "again"  # changed (moved to a new chat id, a part dropped): try again at once
+    LATER = "later"  # to be retried after a while: the chat waits
+    PAUSED = "paused"  # the rate limit says not now: the chat waits
+    GONE = "gone"  # no longer pending (sent or erased meanwhile)
 
 
 def backoff(attempts: int, rnd: Callable[[], float] = random.random) -> timedelta:
@@ -85,31 +136,70 @@ def keyboard(buttons: list[list[dict[str, str]]]) -> InlineKeyboardMarkup | None
     )
 
 
-class PartlySent(Exception):
-    """Call `done` of a row's calls failed with `error`; the calls before it went through."""
+def without_formatting(text: str) -> str:
+    """The text with its HTML tags taken out, still valid for the HTML parse mode."""
+    return html.escape(html.unescape(TAG.sub("", text)), quote=False)
 
-    def __init__(self, done: int, error: Exception) -> None:
-        super().__init__(str(error))
-        self.done = done
-        self.error = error
+
+@dataclass(frozen=True)
+class Part:
+    """One Bot API call of a row: a photo with the text as caption, photos, or a text piece."""
+
+    kind: str  # "captioned", "photos" or "text"
+    photos: tuple[str, ...] = ()
+    text: str = ""
+    markup: bool = False  # the row's buttons go on this call
+
+
+def plan(row: Outbox) -> list[Part]:
+    """The calls a row takes. Stable while the row is resumed: `parts_done` counts into it."""
+    photos, text = list(row.photos), row.text
+    # A single photo carries a short text as its caption; not once the row is partly sent
+    # (its photos went out alone, and a photo dropped since must not shift the text).
+    if len(photos) == 1 and len(text) <= CAPTION_LIMIT and row.parts_done == 0:
+        return [Part("captioned", (photos[0],), text, markup=True)]
+    parts = [Part("photos", tuple(photos[i:i + MEDIA_GROUP]))
+             for i in range(0, len(photos), MEDIA_GROUP)]
+    pieces = split_text(text) if text.strip() or not photos else []
+    parts += [Part("text", text=p, markup=i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    return parts
 
 
 def parts_of(row: Outbox) -> int:
-    """How many Bot API sends a row takes, for the rate limits."""
-    photos = len(row.photos)
-    if photos == 1 and len(row.text) <= CAPTION_LIMIT:
-        return 1
-    return -(-photos // MEDIA_GROUP) + len(split_text(row.text))
+    """How many Bot API sends are left of a row, for the rate limits."""
+    return max(1, len(plan(row)) - row.parts_done)
+
+
+class PartlySent(Exception):
+    """Call `done` of a row's calls failed with `error`; the calls before it went through."""
+
+    def __init__(self, done: int, error: Exception, part: Part | None = None) -> None:
+        super().__init__(str(error))
+        self.done = done
+        self.error = error
+        self.part = part
+
+
+class NoSlot(Exception):
+    """The rate limit of the chat leaves no slot for the rest of a row for `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"rate limit: {seconds:.1f}s")
+        self.seconds = seconds
 
 
 class Delivery:
     def __init__(self, bot: Bot, sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, concurrency: int = CONCURRENT_CHATS) -> None:
         self.bot = bot
         self.sessions = sessions
         self.ctx = ctx
         self.pacer = Pacer(limits or Limits())
+        self.concurrency = concurrency
+        self.outage = Outage(log, "outbox delivery")
         self._wake = asyncio.Event()
+        # When each chat last had a turn: chats not served for longest go first.
+        self._served: dict[int, float] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -119,178 +209,289 @@ class Delivery:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         self._wake.clear()
 
-    async def flush(self, batch: int = 500) -> int:
-        """Send what is due now; returns how many rows moved on (sent, held, failed, moved).
+    # --- choosing chats --------------------------------------------------------------------
 
-        A row left to retry later, or to wait for a rate limit, does not count, so
-        `while await flush()` ends.
+    async def due_chats(self, now: datetime, exclude: Iterable[int] = (),
+                        limit: int = 1000) -> list[int]:
+        """Chats with a row to send now whose rows are not waiting for a retry.
+
+        Chats, not rows: however many rows one chat has queued, the others are seen.
         """
-        now = self.ctx.clock.now()
+        in_backoff = func.max(sql_case((Outbox.retry_at > now, 1), else_=0))
+        query = (select(Outbox.chat_id, func.min(Outbox.id))
+                 .where(Outbox.status == "pending", Outbox.not_before <= now)
+                 .group_by(Outbox.chat_id).having(in_backoff == 0)
+                 .order_by(func.min(Outbox.id)).limit(limit))
+        skip = list(exclude)
+        if skip:
+            query = query.where(Outbox.chat_id.not_in(skip))
         async with self.sessions() as db:
-            due = (await db.execute(
-                select(Outbox.id, Outbox.chat_id, Outbox.retry_at)
-                .where(Outbox.status == "pending", Outbox.not_before <= now)
-                .order_by(Outbox.id)
-                .limit(batch)
-            )).all()
-        waiting: set[int] = set()  # chats whose earlier row must go first
-        progressed = 0
-        for row_id, chat_id, retry_at in due:
-            if chat_id in waiting:
-                continue
-            if retry_at is not None and retry_at > now:
-                waiting.add(chat_id)
-                continue
-            async with self.sessions() as db:
-                row = await db.get(Outbox, row_id)
-                if row is None or row.status != "pending":
-                    continue
-                person = await db.get(Person, row.person_id) if row.person_id else None
-                if person is not None and person.dm_ok is False:
-                    # Known not to have started the bot: no call, straight to the fallback.
-                    await self._unreachable(db, row, person)
-                    await db.commit()
-                    progressed += 1
-                    continue
-            # The session is closed while Telegram is called: no lock is held over the network.
-            pause = self.pacer.wait(row.chat_id, parts_of(row))
-            if pause > SHORT_WAIT:
-                waiting.add(row.chat_id)
-                continue
-            if pause > 0:
-                await asyncio.sleep(pause)
-            outcome: int | Exception
-            parts_done = row.parts_done
-            try:
-                outcome = await self._send(row)
-            except PartlySent as partly:
-                if not isinstance(partly.error, DELIVERY_ERRORS):
-                    raise partly.error from None
-                outcome, parts_done = partly.error, partly.done
-            async with self.sessions() as db:
-                fresh = await db.get(Outbox, row_id)
-                if fresh is None:
-                    continue
-                fresh.parts_done = parts_done
-                ok = await self._record(db, fresh, outcome)
-                await db.commit()
-                if ok or fresh.status != "pending" or fresh.retry_at is None:
-                    progressed += 1  # sent, settled, or to be tried again at once
-                else:
-                    waiting.add(chat_id)
-        return progressed
+            found = (await db.execute(query)).all()
+        chats = [int(chat) for chat, _ in found]
+        # Never served first, then those served longest ago; the oldest row breaks ties.
+        order = {chat: i for i, chat in enumerate(chats)}
+        return sorted(chats, key=lambda c: (self._served.get(c, 0.0), order[c]))
 
-    async def _record(self, db: AsyncSession, row: Outbox, outcome: int | Exception) -> bool:
+    async def flush(self, batch: int = 500) -> int:
+        """One pass over what is due now, chats side by side; returns how many rows moved on
+        (sent, held, failed, moved). Rows left to retry later, or to wait for a rate limit,
+        do not count, so `while await flush()` ends."""
+        chats = await self.due_chats(self.ctx.clock.now(), limit=batch)
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def turn(chat: int) -> int:
+            async with gate:
+                return await self.serve(chat, SHORT_WAIT)
+
+        results = await asyncio.gather(*(turn(c) for c in chats), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
+
+    async def serve(self, chat_id: int, max_pause: float,
+                    stop: asyncio.Event | None = None) -> int:
+        """One turn of one chat: its due rows in order, until one must wait, the turn is
+        over or `stop` is set. Returns how many rows moved on."""
+        self._served[chat_id] = time.monotonic()
+        moved = 0
+        for _ in range(ROWS_PER_TURN):
+            if stop is not None and stop.is_set():
+                break
+            now = self.ctx.clock.now()
+            async with self.sessions() as db:
+                head = (await db.execute(
+                    select(Outbox.id, Outbox.retry_at)
+                    .where(Outbox.chat_id == chat_id, Outbox.status == "pending",
+                           Outbox.not_before <= now)
+                    .order_by(Outbox.id).limit(1))).first()
+            if head is None:
+                break
+            row_id, retry_at = head
+            if retry_at is not None and retry_at > now:
+                break
+            step = await self._deliver(row_id, max_pause)
+            self.outage.ok()
+            if step in (Step.SENT, Step.SETTLED, Step.AGAIN):
+                moved += 1
+            if step in (Step.LATER, Step.PAUSED):
+                break
+        return moved
+
+    # --- one row ---------------------------------------------------------------------------
+
+    async def _deliver(self, row_id: int, max_pause: float) -> Step:
+        async with self.sessions() as db:
+            row = await db.get(Outbox, row_id)
+            if row is None or row.status != "pending":
+                return Step.GONE
+            person = await db.get(Person, row.person_id) if row.person_id else None
+            if person is not None and person.dm_ok is False:
+                # Known not to have started the bot: no call, straight to the fallback.
+                await self._unreachable(db, row, person)
+                await db.commit()
+                return Step.SETTLED
+        # The session is closed while Telegram is called: no lock is held over the network.
+        if not await self.pacer.acquire(row.chat_id, parts_of(row), max_pause):
+            return Step.PAUSED
+        parts_done = row.parts_done
+        outcome: int | Exception | None
+        part: Part | None = None
+        token = OUTBOX_CALL.set(True)
+        try:
+            outcome = await self._send(row)
+        except PartlySent as partly:
+            outcome, parts_done, part = partly.error, partly.done, partly.part
+        finally:
+            OUTBOX_CALL.reset(token)
+        # Telegram has answered: a short database outage now must not make us send again.
+        for _ in range(RECORD_TRIES - 1):
+            try:
+                return await self._write(row_id, parts_done, outcome, part)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await asyncio.sleep(self.outage.failed(exc))
+        return await self._write(row_id, parts_done, outcome, part)
+
+    async def _write(self, row_id: int, parts_done: int, outcome: int | Exception | None,
+                     part: Part | None) -> Step:
+        async with self.sessions() as db:
+            fresh = await db.get(Outbox, row_id)
+            if fresh is None:
+                return Step.GONE  # erased while it was being sent
+            fresh.parts_done = parts_done
+            step = await self._record(db, fresh, outcome, part)
+            await db.commit()
+        return step
+
+    async def _record(self, db: AsyncSession, row: Outbox, outcome: int | Exception | None,
+                      part: Part | None) -> Step:
         """Write down what became of one send: sent, to retry, held, or given up."""
         now = self.ctx.clock.now()
         person = await db.get(Person, row.person_id) if row.person_id else None
+        if isinstance(outcome, NoSlot):
+            row.retry_at = now + timedelta(seconds=outcome.seconds)
+            return Step.PAUSED
         row.attempts += 1
-        try:
-            if isinstance(outcome, Exception):
-                raise outcome
-            message_id = outcome
-        except TelegramRetryAfter as exc:
+        if not isinstance(outcome, Exception):
+            await self._sent(db, row, outcome, person, now)
+            return Step.SENT
+        exc = outcome
+        if isinstance(exc, TelegramRetryAfter):
             self.pacer.block(row.chat_id, exc.retry_after)
             row.retry_at = now + timedelta(seconds=exc.retry_after)
             row.last_error = f"429 retry after {exc.retry_after}s"
-            return False
-        except TelegramForbiddenError as exc:
+            return Step.LATER
+        if isinstance(exc, TelegramForbiddenError):
             row.last_error = f"403 {exc.message}"[:500]
             if person is not None:
                 await self._unreachable(db, row, person)
             else:
                 row.status = "undeliverable"
-                log.warning("outbox %s: the group refuses the bot (removed or banned)", row.id)
+                log.warning("outbox %s: the chat refuses the bot (removed or banned)", row.id)
                 await self._lost(db, row)
-            return False
-        except TelegramMigrateToChat as exc:
+            return Step.SETTLED
+        if isinstance(exc, TelegramMigrateToChat):
             log.info("a group moved to a new chat id")
             await follow_migration(db, row.chat_id, exc.migrate_to_chat_id)
             row.retry_at = None
-            return False
-        except TelegramBadRequest as exc:
-            row.last_error = f"400 {exc.message}"[:500]
-            lowered = exc.message.lower()
-            if "chat not found" in lowered and person is not None:
-                await self._unreachable(db, row, person)
-            elif "chat not found" in lowered:
-                row.status = "undeliverable"
-                await self._lost(db, row)
-            elif row.photos:
-                # A photo Telegram no longer knows: the text still goes out.
-                row.photos = []
-                row.retry_at = None
-            else:
-                row.status = "failed"
-                log.error("outbox %s rejected by Telegram: %s", row.id, exc.message)
-            return False
-        except (TelegramServerError, TelegramNetworkError, TimeoutError, OSError) as exc:
+            return Step.AGAIN
+        if isinstance(exc, TelegramEntityTooLarge):
+            return self._give_up(row, f"413 {exc.message}")
+        if isinstance(exc, TelegramBadRequest):
+            return await self._bad_request(db, row, exc, part, person)
+        if isinstance(exc, TRANSIENT):
             row.retry_at = now + backoff(row.attempts)
-            row.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            return False
+            row.last_error = describe(exc)[:500]
+            return Step.LATER
+        # Nobody can say what this answer means: a failed try of this row alone.
+        reason = describe(exc)
+        if row.attempts >= MAX_UNEXPECTED:
+            return self._give_up(row, reason)
+        row.retry_at = now + backoff(row.attempts)
+        row.last_error = reason[:500]
+        log.warning("outbox %s: unexpected answer (%s); try %d, retrying later", row.id,
+                    reason, row.attempts)
+        return Step.LATER
+
+    async def _sent(self, db: AsyncSession, row: Outbox, message_id: int | None,
+                    person: Person | None, now: datetime) -> None:
         row.status = "sent"
         row.sent_at = now
         row.sent_message_id = message_id
         row.retry_at = None
         if person is not None and not person.dm_ok:
             person.dm_ok = True
-        return True
+        if row.kind == DIRECT_KIND and message_id is not None:
+            # A handler that queued this answer kept its stand-in id (e.g. a report prompt
+            # a reply to which is a report): it now names the real message.
+            await db.execute(update(ReportPrompt).where(
+                ReportPrompt.chat_id == row.chat_id, ReportPrompt.message_id == -row.id)
+                .values(message_id=message_id))
 
-    async def _send(self, row: Outbox) -> int:
+    def _give_up(self, row: Outbox, reason: str) -> Step:
+        row.status = "failed"
+        row.retry_at = None
+        row.last_error = reason[:500]
+        log.error("outbox %s failed for good: %s", row.id, reason)
+        return Step.SETTLED
+
+    async def _bad_request(self, db: AsyncSession, row: Outbox, exc: TelegramBadRequest,
+                           part: Part | None, person: Person | None) -> Step:
+        """A 400: drop what Telegram refuses, one thing at a time, and send the rest.
+
+        A photo it no longer knows is dropped, then the buttons, then (if it cannot parse
+        it) the formatting; the text itself is never dropped, so a row whose photos went out
+        is never marked sent without its text: it goes without the failing part, or fails.
+        """
+        reason = f"400 {exc.message}"
+        row.last_error = reason[:500]
+        lowered = exc.message.lower()
+        if "chat not found" in lowered:
+            if person is not None:
+                await self._unreachable(db, row, person)
+            else:
+                row.status = "undeliverable"
+                await self._lost(db, row)
+            return Step.SETTLED
+        row.retry_at = None
+        if part is not None and part.kind == "photos":
+            dropped = list(part.photos)
+            # Only this call's photos: earlier calls went through, later ones keep their place.
+            start = row.parts_done * MEDIA_GROUP
+            row.photos = row.photos[:start] + row.photos[start + len(dropped):]
+            log.warning("outbox %s: %d photo(s) refused (%s), sending without them", row.id,
+                        len(dropped), reason)
+            return Step.AGAIN
+        if part is not None and part.kind == "captioned":
+            row.photos = []
+            log.warning("outbox %s: its photo was refused (%s), sending the text alone",
+                        row.id, reason)
+            return Step.AGAIN
+        if row.buttons or row.markup:
+            row.buttons, row.markup = [], None
+            log.warning("outbox %s: refused with its buttons (%s), sending without them",
+                        row.id, reason)
+            return Step.AGAIN
+        plain = without_formatting(row.text)
+        if plain != row.text and ("entit" in lowered or "tag" in lowered):
+            row.text = plain
+            log.warning("outbox %s: refused with its formatting (%s), sending it plain",
+                        row.id, reason)
+            return Step.AGAIN
+        return self._give_up(row, reason)
+
+    async def _send(self, row: Outbox) -> int | None:
         """The Bot API calls for one row; returns the id of the message carrying the buttons.
 
         A row may take several calls (photos, then text in pieces). They are paced like
         separate messages, and a retry resumes after the last call that went through, so a
         fault halfway never repeats the photos already sent.
         """
-        markup = keyboard(row.buttons)
+        markup: InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | ForceReply \
+            | None = keyboard(row.buttons) or reply_markup_of(row.markup)
         reply = (ReplyParameters(message_id=row.reply_to_message_id,
                                  allow_sending_without_reply=True)
                  if row.reply_to_message_id else None)
-        calls: list[Callable[[ReplyParameters | None], Awaitable[int]]] = []
-        photos: list[str] = row.photos
+        parts = plan(row)
         chat = row.chat_id
-        if len(photos) == 1 and len(row.text) <= CAPTION_LIMIT:
-            async def captioned(rp: ReplyParameters | None) -> int:
-                msg = await self.bot.send_photo(chat, photos[0], caption=row.text or None,
-                                                reply_markup=markup, reply_parameters=rp)
-                return msg.message_id
-            calls.append(captioned)
-        else:
-            for start in range(0, len(photos), MEDIA_GROUP):
-                calls.append(self._photos_call(chat, photos[start:start + MEDIA_GROUP]))
-            pieces = split_text(row.text)
-            for i, piece in enumerate(pieces):
-                calls.append(self._text_call(chat, piece, markup if i == len(pieces) - 1
-                                             else None))
-        message_id = 0
-        for index in range(row.parts_done, len(calls)):
-            if index > row.parts_done:
-                await asyncio.sleep(self.pacer.wait(chat))
+        message_id: int | None = None
+        for index in range(row.parts_done, len(parts)):
+            part = parts[index]
+            if index > row.parts_done and not await self.pacer.acquire(chat,
+                                                                       max_pause=PART_WAIT):
+                raise PartlySent(index, NoSlot(self.pacer.wait(chat)), part)
             self.pacer.sent(chat)
             try:
-                message_id = await calls[index](reply if index == 0 else None)
+                result = await self._call(chat, part, markup if part.markup else None,
+                                          reply if index == 0 else None)
+            except ClientDecodeError as exc:
+                # Read by the session middleware already, unless the bot was built without it.
+                if not accepted(exc):
+                    raise PartlySent(index, exc, part) from exc
+                result = accepted_result(None, exc)
             except Exception as exc:
-                raise PartlySent(index, exc) from exc
+                raise PartlySent(index, exc, part) from exc
+            finally:
+                self.pacer.finished(chat)
+            message_id = message_id_of(result) or message_id
         return message_id
 
-    def _photos_call(self, chat: int, chunk: list[str]
-                     ) -> Callable[[ReplyParameters | None], Awaitable[int]]:
-        async def call(rp: ReplyParameters | None) -> int:
-            if len(chunk) == 1:  # a media group needs two to ten items
-                return (await self.bot.send_photo(chat, chunk[0], reply_parameters=rp)).message_id
-            sent = await self.bot.send_media_group(
-                chat, [InputMediaPhoto(media=p) for p in chunk], reply_parameters=rp)
-            return sent[-1].message_id
-        return call
+    async def _call(self, chat: int, part: Part, markup: Any,
+                    reply: ReplyParameters | None) -> Any:
+        if part.kind == "captioned":
+            return await self.bot.send_photo(chat, part.photos[0], caption=part.text or None,
+                                             reply_markup=markup, reply_parameters=reply)
+        if part.kind == "photos":
+            if len(part.photos) == 1:  # a media group needs two to ten items
+                return await self.bot.send_photo(chat, part.photos[0], reply_parameters=reply)
+            return await self.bot.send_media_group(
+                chat, [InputMediaPhoto(media=p) for p in part.photos], reply_parameters=reply)
+        return await self.bot.send_message(chat, part.text, reply_markup=markup,
+                                           reply_parameters=reply)
 
-    def _text_call(self, chat: int, text: str, markup: InlineKeyboardMarkup | None
-                   ) -> Callable[[ReplyParameters | None], Awaitable[int]]:
-        async def call(rp: ReplyParameters | None) -> int:
-            msg = await self.bot.send_message(chat, text, reply_markup=markup,
-                                              reply_parameters=rp)
-            return msg.message_id
-        return call
+    # --- nobody to reach -------------------------------------------------------------------
 
     async def _unreachable(self, db: AsyncSession, row: Outbox, person: Person) -> None:
         """Hold a private message until the person starts the bot; meanwhile use the fallback."""
@@ -330,17 +531,65 @@ class Delivery:
         if case is not None:
             await notify.reporter_unreachable(tx, case)
 
+    # --- the loop --------------------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event, tick: float = 1.0,
                   also: Callable[[], object] | None = None) -> None:
-        """Deliver until `stop` is set; wakes at once when a handler has written messages."""
-        while not stop.is_set():
-            try:
-                if also is not None:
-                    result = also()
-                    if asyncio.iscoroutine(result):
-                        await result
-                while await self.flush() and not stop.is_set():
-                    pass
-            except Exception:
-                log.exception("delivery pass failed; trying again")
-            await self.wait(tick)
+        """Deliver until `stop` is set: a worker per chat with due rows, up to `concurrency`
+        at once; wakes at once when a handler has written messages.
+
+        A database outage ends no worker's chat and not the loop: every try backs off, and
+        the outage is logged when it starts and when it is over.
+        """
+        workers: dict[int, asyncio.Task[int]] = {}
+        try:
+            while not stop.is_set():
+                pause = tick
+                try:
+                    if also is not None:
+                        result = also()
+                        if isinstance(result, Awaitable):
+                            await result
+                    self._start_workers(workers, stop, await self.due_chats(
+                        self.ctx.clock.now(), exclude=list(workers)))
+                    self.outage.ok()
+                except Exception as exc:
+                    if not is_transient(exc):
+                        log.exception("delivery pass failed; trying again")
+                    else:
+                        pause = self.outage.failed(exc)
+                if self.outage.active:
+                    # Workers ending would wake us at once: back off for the outage instead.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=pause)
+                else:
+                    await self.wait(pause)
+        finally:
+            # Each worker ends after the row it is sending; one stuck longer is cancelled.
+            if workers:
+                _, late = await asyncio.wait(list(workers.values()), timeout=PART_WAIT)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+
+    def _start_workers(self, workers: dict[int, asyncio.Task[int]], stop: asyncio.Event,
+                       chats: list[int]) -> None:
+        for chat in chats:
+            if len(workers) >= self.concurrency:
+                return
+            if self.pacer.wait(chat) > RUN_WAIT:
+                continue  # its limit is far off; picked up again once it is free
+            task = asyncio.create_task(self.serve(chat, RUN_WAIT, stop))
+            workers[chat] = task
+            task.add_done_callback(functools.partial(self._worker_done, workers, chat))
+
+    def _worker_done(self, workers: dict[int, asyncio.Task[int]], chat: int,
+                     task: asyncio.Task[int]) -> None:
+        workers.pop(chat, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if is_transient(exc):
+                self.outage.failed(exc)
+            else:
+                log.error("delivery to one chat failed; trying again", exc_info=exc)
+        self.wake()  # a slot is free, and the chat may have more
+

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.buttons import CaseButton
 from storage.models import Case, Node, Outbox
 
 # Rows that may still go out: a chat id that changes must change in them too.
 UNSENT = ("pending", "held", "failed")
+# Rows done with: kept for the retention period (each holds names and texts), then deleted.
+DONE = ("sent", "superseded")
+PRUNE_BATCH = 1000
 
 
 async def enqueue(
@@ -100,3 +103,25 @@ async def follow_migration(db: AsyncSession, old: int, new: int) -> None:
     for column in (Outbox.chat_id, Outbox.fallback_chat_id):
         await db.execute(update(Outbox).where(column == old, Outbox.status.in_(UNSENT))
                          .values({column: new}))
+
+
+async def prune_sent(sessions: async_sessionmaker[AsyncSession], now: datetime,
+                     retention_days: float, batch: int = PRUNE_BATCH) -> int:
+    """Delete sent and superseded rows created more than `retention_days` ago; returns how
+    many. In batches, each its own short transaction, so the sender is never held up long.
+
+    Rows not sent (held, failed, undeliverable) stay: `gridbot outbox` shows them until an
+    operator acts, and a person who starts the bot still gets what was held for them.
+    """
+    cutoff = now - timedelta(days=retention_days)
+    total = 0
+    while True:
+        async with sessions() as db:
+            ids = select(Outbox.id).where(Outbox.status.in_(DONE), Outbox.created_at < cutoff) \
+                .order_by(Outbox.created_at).limit(batch).scalar_subquery()
+            result = await db.execute(delete(Outbox).where(Outbox.id.in_(ids)))
+            await db.commit()
+        count = int(getattr(result, "rowcount", 0) or 0)
+        total += count
+        if count < batch:
+            return total

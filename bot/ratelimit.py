@@ -8,6 +8,8 @@ the domain's (injectable) clock.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -54,10 +56,35 @@ class Pacer:
                 delays.append(sent[0] + 60 - now)
         return max(0.0, *delays)
 
+    async def acquire(self, chat_id: int, parts: int = 1, max_pause: float = math.inf) -> bool:
+        """Wait until `parts` messages may go to `chat_id`; False (at once) if that is further
+        off than `max_pause`, or if waiting has taken longer than `max_pause` of real time.
+
+        Returning True is the slot: the caller must call `sent` before its next `await`, so
+        that concurrent senders never both take the same slot.
+        """
+        started = time.monotonic()
+        while (pause := self.wait(chat_id, parts)) > 0:
+            # The second test matters when `clock` is not real time (tests move it by hand).
+            if pause > max_pause or time.monotonic() - started + pause > max_pause:
+                return False
+            await asyncio.sleep(pause)
+        return True
+
     def sent(self, chat_id: int) -> None:
         now = self.clock()
         self._all.append(now)
         self._chat[chat_id].append(now)
+
+    def finished(self, chat_id: int) -> None:
+        """The last call to `chat_id` got its answer: count the interval from now.
+
+        A call may reach Telegram later than it was started (a busy event loop, a new
+        connection); it has surely arrived once answered, so the next one waits from here.
+        """
+        sent = self._chat.get(chat_id)
+        if sent:
+            sent[-1] = max(sent[-1], self.clock())
 
     def block(self, chat_id: int, seconds: float) -> None:
         """Telegram said "retry after": nothing more to that chat until then."""
