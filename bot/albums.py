@@ -9,9 +9,9 @@ whose parts straddle a restart still makes one case.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -53,21 +53,31 @@ async def count_draft_photos(db: AsyncSession, chat_id: int) -> int:
 
 
 async def finish_albums(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
-    """Turn every settled group album that asked for a report into one case."""
+    """Turn every settled group album that asked for a report into one case.
+
+    Runs from one loop (`App.tick`), but is safe with any number: each album is claimed by
+    deleting its parts in the transaction that files its case (see `_finish_one`).
+    """
     now = ctx.clock.now()
+    asked = func.sum(case((PendingPhoto.intent.is_(True), 1), else_=0))
+    last = func.max(PendingPhoto.received_at)
     async with sessions() as db:
         settled = (await db.execute(
-            select(PendingPhoto.chat_id, PendingPhoto.media_group_id)
+            select(PendingPhoto.chat_id, PendingPhoto.media_group_id, asked)
             .where(PendingPhoto.chat_id < 0, PendingPhoto.media_group_id.is_not(None))
             .group_by(PendingPhoto.chat_id, PendingPhoto.media_group_id)
-            .having(func.max(PendingPhoto.received_at) <= now - ALBUM_SETTLE)
+            .having(or_(and_(asked > 0, last <= now - ALBUM_SETTLE),
+                        last <= now - STALE_PARTS))
         )).all()
     made = 0
-    for chat_id, group_id in settled:
+    for chat_id, group_id, intents in settled:
         assert group_id is not None
         try:
             async with sessions() as db:
-                made += await _finish_one(db, ctx, chat_id, group_id)
+                if intents:
+                    made += await _finish_one(db, ctx, chat_id, group_id)
+                else:
+                    await _drop_stale(db, chat_id, group_id, now)
         except NotConfigured:
             return made
         except Exception:
@@ -75,25 +85,41 @@ async def finish_albums(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) ->
     return made
 
 
-async def _finish_one(db: AsyncSession, ctx: Ctx, chat_id: int, group_id: str) -> int:
-    parts = (await db.scalars(
-        select(PendingPhoto)
-        .where(PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id)
-        .order_by(PendingPhoto.message_id)
-    )).all()
-    intent = next((p for p in parts if p.intent), None)
-    now = ctx.clock.now()
-    if intent is None:
-        # Nobody asked for a report (yet): keep the parts a while in case the captioned
-        # part is still on its way, then let them go.
-        if parts and max(p.received_at for p in parts) <= now - STALE_PARTS:
-            await db.execute(delete(PendingPhoto).where(
-                PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id))
-            await db.commit()
-        return 0
-    tx = await begin(db, ctx)
+async def _drop_stale(db: AsyncSession, chat_id: int, group_id: str, now: datetime) -> None:
+    """Nobody asked for a report within STALE_PARTS: the parts are let go."""
     await db.execute(delete(PendingPhoto).where(
-        PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id))
+        PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id,
+        PendingPhoto.intent.is_(False), PendingPhoto.received_at <= now - STALE_PARTS))
+    await db.commit()
+
+
+async def _claim(db: AsyncSession, chat_id: int, group_id: str) -> list[PendingPhoto]:
+    """Take the album's parts out of the holding table: `DELETE … RETURNING`, so of two
+    loops or workers finishing the same album only one gets its parts (the other's delete
+    waits for the first to commit and then finds nothing)."""
+    rows = await db.execute(
+        delete(PendingPhoto)
+        .where(PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id)
+        .returning(PendingPhoto.message_id, PendingPhoto.file_id, PendingPhoto.intent,
+                   PendingPhoto.user_id, PendingPhoto.user_name, PendingPhoto.caption,
+                   PendingPhoto.on_behalf_of_id, PendingPhoto.on_behalf_of_name)
+        .execution_options(synchronize_session=False))
+    parts = [PendingPhoto(message_id=r.message_id, file_id=r.file_id, intent=r.intent,
+                          user_id=r.user_id, user_name=r.user_name, caption=r.caption,
+                          on_behalf_of_id=r.on_behalf_of_id,
+                          on_behalf_of_name=r.on_behalf_of_name) for r in rows.all()]
+    return sorted(parts, key=lambda p: p.message_id)
+
+
+async def _finish_one(db: AsyncSession, ctx: Ctx, chat_id: int, group_id: str) -> int:
+    parts = await _claim(db, chat_id, group_id)
+    intent = next((p for p in parts if p.intent), None)
+    if intent is None:
+        # Another loop filed it first (or its asking part is gone): nothing to do here.
+        await db.rollback()
+        return 0
+    now = ctx.clock.now()
+    tx = await begin(db, ctx)
     place = await place_of_chat(db, chat_id)
     if place is None:
         await enqueue(db, f"album:{chat_id}:{group_id}:unbound", chat_id,
@@ -116,9 +142,11 @@ async def _finish_one(db: AsyncSession, ctx: Ctx, chat_id: int, group_id: str) -
         await cases.report(tx, inp)
     except cases.DomainError as err:
         # Refused (too many reports, say): the album is answered and let go, not retried.
+        # The rollback gave its parts back: claim them again, unless another loop did.
         await db.rollback()
-        await db.execute(delete(PendingPhoto).where(
-            PendingPhoto.chat_id == chat_id, PendingPhoto.media_group_id == group_id))
+        if not await _claim(db, chat_id, group_id):
+            await db.rollback()
+            return 0
         await enqueue(db, f"album:{chat_id}:{group_id}:refused", chat_id,
                       err.explain(tx.texts), now,
                       reply_to=asked_in)

@@ -5,7 +5,7 @@ audit event, writes the messages it makes owed, and commits once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 
 from markupsafe import Markup
@@ -14,7 +14,15 @@ from sqlalchemy.exc import OperationalError
 
 from bot import notify
 from bot.context import Tx
-from bot.deadlines import due_soon_at, escalation_at, verify_remind_at
+from bot.deadlines import (
+    Phase,
+    SentKey,
+    Step,
+    StepName,
+    due_now,
+    next_check,
+    pending_steps,
+)
 from bot.org import (
     Actor,
     Level,
@@ -28,7 +36,16 @@ from bot.org import (
 )
 from bot.texts import Texts
 from bot.user_text import REASON_LIMIT, clean_text, visible
-from storage.models import Case, CaseEvent, CasePhoto, Category, Node, Person, Role
+from storage.models import (
+    Case,
+    CaseEvent,
+    CasePhoto,
+    CaseTimerStep,
+    Category,
+    Node,
+    Person,
+    Role,
+)
 
 
 class CaseStatus(StrEnum):
@@ -45,6 +62,15 @@ S = CaseStatus
 HANDLING = frozenset({S.OPEN, S.ACCEPTED, S.ASSIGNED})
 OPEN_STATUSES = frozenset({S.VERIFYING, *HANDLING, S.RESOLVED})
 FINAL_STATUSES = frozenset({S.CLOSED, S.REJECTED})
+# Which timers each status has; a status missing here (final ones) has none.
+TIMER_PHASE: dict[str, Phase] = {
+    S.VERIFYING: Phase.VERIFY,
+    **{s: Phase.HANDLE for s in HANDLING},
+    S.RESOLVED: Phase.RATE,
+}
+# A sweep takes at most this many steps of one case at once (a timeout, an overdue alert
+# and both escalations after a long stop); the rest wait for the next sweep.
+STEPS_PER_PASS = 8
 
 # action -> (statuses it may start from, status it leads to; None keeps the status)
 TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
@@ -132,35 +158,41 @@ async def _category(tx: Tx, code: str | None) -> Category:
     return cat
 
 
-def _reset_timers(case: Case) -> None:
-    case.verify_reminded = False
-    case.due_soon_sent = False
-    case.overdue_count = 0
-    case.last_overdue_at = None
-    case.auto_escalations = 0
+async def _sync_deadline(tx: Tx, case: Case) -> None:
+    """The deadline is the clock start plus the current category's SLA, always."""
+    cat = await tx.db.get(Category, case.category)
+    if cat is not None:
+        case.deadline_at = case.clock_started_at + timedelta(seconds=cat.sla_seconds)
 
 
-def schedule(tx: Tx, case: Case) -> None:
-    """Set when the sweep must look at the case next."""
-    p = tx.policy
-    times: list[datetime | None] = []
-    if case.status == S.VERIFYING:
-        if not case.verify_reminded:
-            times.append(verify_remind_at(case, p))
-        times.append(case.verify_due_at)
-    elif case.status in HANDLING:
-        if not case.due_soon_sent and case.overdue_count == 0:
-            times.append(due_soon_at(case, p))
-        if case.overdue_count == 0:
-            times.append(case.deadline_at)
-        elif p.overdue_repeat is not None and case.last_overdue_at is not None:
-            times.append(case.last_overdue_at + p.overdue_repeat)
-        if case.auto_escalations < 2:
-            times.append(escalation_at(case, p, case.auto_escalations + 1))
-    elif case.status == S.RESOLVED and case.resolved_at and p.rating_within:
-        times.append(case.resolved_at + p.rating_within)
-    due = [t for t in times if t is not None]
-    case.next_check_at = min(due) if due else None
+async def _steps_taken(tx: Tx, case: Case) -> set[SentKey]:
+    rows = await tx.db.execute(
+        select(CaseTimerStep.step, CaseTimerStep.n, CaseTimerStep.basis)
+        .where(CaseTimerStep.case_id == case.id, CaseTimerStep.round == case.round))
+    return {(step, n, basis) for step, n, basis in rows.all()}
+
+
+def _pending(tx: Tx, case: Case, taken: set[SentKey]) -> list[Step]:
+    return pending_steps(TIMER_PHASE.get(case.status), case, tx.policy, tx.now, taken)
+
+
+async def schedule(tx: Tx, case: Case) -> None:
+    """Derive the deadline and the next check from the one timer model.
+
+    Called by every transition and by the sweep, so no change of status, category or round
+    can leave a timer behind.
+    """
+    await _sync_deadline(tx, case)
+    if case.id is None or case.status not in TIMER_PHASE:
+        taken: set[SentKey] = set()
+    else:
+        taken = await _steps_taken(tx, case)
+    case.next_check_at = next_check(_pending(tx, case, taken), case, tx.policy, tx.now)
+
+
+async def _save(tx: Tx, case: Case) -> None:
+    await schedule(tx, case)
+    await tx.db.commit()
 
 
 # --- loading and permission ----------------------------------------------------------------
@@ -311,12 +343,10 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
         source_chat_id=inp.source_chat_id,
         source_message_id=inp.source_message_id,
         reported_at=tx.now,
+        clock_started_at=tx.now,
         deadline_at=tx.now + timedelta(seconds=cat.sla_seconds),
-        verify_due_at=(tx.now + tx.policy.verify_within
-                       if heads and not cat.urgent and tx.policy.verify_within else None),
         round=1,
     )
-    _reset_timers(case)
     tx.db.add(case)
     await tx.db.flush()
     for file_id in inp.photos[:10]:
@@ -336,8 +366,7 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
     else:
         kind = "urgent" if case.urgent else "unverified"
         await notify.handler_card(tx, case, lin, kind)
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -349,8 +378,7 @@ async def confirm(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     _transition(tx, case, "confirm", actor.id)
     case.verified = "confirmed"
     await notify.handler_card(tx, case, lin, "new")
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -368,8 +396,7 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
         tx, f"case:{case.id}:rejected", case,
         tx.texts.render("rejected", case_id=case.id, reason=reason),
     )
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -383,7 +410,6 @@ async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) 
     old = await notify.category_name(tx, case.category)
     _transition(tx, case, "category", actor.id, f"{old} → {await notify.category_name(tx, code)}")
     case.category = cat.code
-    case.deadline_at = case.reported_at + timedelta(seconds=cat.sla_seconds)
     if cat.urgent and not case.urgent:
         case.urgent = True
         if case.status == S.VERIFYING:
@@ -391,8 +417,7 @@ async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) 
             _transition(tx, case, "confirm", actor.id)
             case.verified = "skipped" if not _is_head(actor, lin) else "confirmed"
             await notify.handler_card(tx, case, lin, "urgent")
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -403,8 +428,7 @@ async def accept(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     case, _ = await _act(tx, actor, case_id, rev, "accept")
     _transition(tx, case, "accept", actor.id)
     case.accepted_by_id = actor.id
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -419,8 +443,7 @@ async def assign(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     case.assignee_id = head.id
     case.assignee_ack_at = None
     await notify.task_card(tx, case, lin, head, note=await notify.person_name(tx, actor.id))
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -429,7 +452,7 @@ async def acknowledge_task(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case
     if case.assignee_ack_at is None:
         _transition(tx, case, "ack", actor.id)
         case.assignee_ack_at = tx.now
-        await tx.db.commit()
+        await _save(tx, case)
     return case
 
 
@@ -438,8 +461,7 @@ async def task_done(tx: Tx, actor: Actor, case_id: int, rev: int, note: str = ""
     _transition(tx, case, "done", actor.id, clean_text(note, REASON_LIMIT) or None)
     case.assignee_id = None
     await notify.handler_card(tx, case, lin, "task_done", note=actor.name)
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -453,7 +475,7 @@ async def escalate(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) ->
         raise DomainError("top_level", case_id=case.id)
     _transition(tx, case, "escalate", actor.id, reason)
     await _move(tx, case, lin, target, "escalated", reason)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -467,7 +489,7 @@ async def send_back(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -
         raise DomainError("bottom_level", case_id=case.id)
     _transition(tx, case, "send_back", actor.id, reason)
     await _move(tx, case, lin, target, "returned", reason)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -481,8 +503,6 @@ async def _move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
         above = level_above(target)
         if above is not None:
             await _move(tx, case, lin, above, kind, note, deferrable=deferrable)
-            return
-    schedule(tx, case)
 
 
 async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
@@ -506,8 +526,7 @@ async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
         buttons=notify.rating_buttons(tx, case), photos=(photos or [])[:10],
     )
     await notify.public_notice(tx, case, lin)
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -532,9 +551,8 @@ async def rate(tx: Tx, actor: Actor, case_id: int, rev: int, score: str,
         case.result = None
         case.resolved_at = None
         case.resolved_by_id = None
-        cat = await _category(tx, case.category)
-        case.deadline_at = tx.now + timedelta(seconds=cat.sla_seconds)
-        _reset_timers(case)
+        # A new round: the clock starts again, and with it every timer of the case.
+        case.clock_started_at = tx.now
         await notify.handler_card(tx, case, lin, "reopened", note=comment)
     else:
         _transition(tx, case, "rate", actor.id, tx.texts.plain(f"rating_{score}"))
@@ -547,8 +565,7 @@ async def rate(tx: Tx, actor: Actor, case_id: int, rev: int, score: str,
                 tx, f"case:{case.id}:r{case.round}:rated", [await _person(tx, resolver)],
                 case, lin, "rated", rating=tx.texts.label(f"rating_{score}"),
             )
-    schedule(tx, case)
-    await tx.db.commit()
+    await _save(tx, case)
     return case
 
 
@@ -562,68 +579,73 @@ async def _person(tx: Tx, person_id: int) -> Person:
 
 
 async def advance_timers(tx: Tx, case: Case) -> list[str]:
-    """Do what has fallen due for `case` by now; returns the names of what was done."""
-    p, now = tx.policy, tx.now
+    """Take the timer steps that have fallen due for `case` by now; returns what was done.
+
+    Each step is recorded in `case_timer_steps` in this transaction, with the messages it
+    makes owed, so a step is never taken twice and a crash forgets none. After a step that
+    changes the case (a verification timeout, an escalation), the steps of its new status
+    are derived again: a report nobody verified reaches the grid leader at its deadline and
+    is overdue at once, as any case would be.
+    """
     done: list[str] = []
+    await _sync_deadline(tx, case)
+    taken = await _steps_taken(tx, case) if case.status in TIMER_PHASE else set()
     lin = await lineage_of(tx.db, case.building_id, case.unit_id)
-    if case.status == S.VERIFYING:
-        heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
-        if case.verify_due_at is not None and now >= case.verify_due_at:
-            _transition(tx, case, "verify_timeout", None)
-            case.verified = "unverified"
-            await notify.tell_staff(tx, f"case:{case.id}:verify_timeout", heads, case, lin,
-                                    "verify_timeout", deferrable=True)
-            await notify.handler_card(tx, case, lin, "unverified", deferrable=True)
-            done.append("verify_timeout")
-        else:
-            remind = verify_remind_at(case, p)
-            if not case.verify_reminded and remind is not None and now >= remind:
-                case.verify_reminded = True
-                await notify.tell_staff(tx, f"case:{case.id}:verify_remind", heads, case, lin,
-                                        "verify_remind", deferrable=True)
-                done.append("verify_remind")
-    elif case.status in HANDLING:
-        owners = await _owners(tx, case, lin)
-        soon = due_soon_at(case, p)
-        if not case.due_soon_sent and soon is not None and now >= soon:
-            case.due_soon_sent = True
-            if now < case.deadline_at:
-                await notify.tell_staff(tx, f"case:{case.id}:r{case.round}:due_soon", owners,
-                                        case, lin, "due_soon", deferrable=True)
-                done.append("due_soon")
-        repeat_due = (case.last_overdue_at is not None and p.overdue_repeat is not None
-                      and now >= case.last_overdue_at + p.overdue_repeat)
-        if now >= case.deadline_at and (case.overdue_count == 0 or repeat_due):
-            case.overdue_count += 1
-            case.due_soon_sent = True
-            sent_at = notify.quiet_delay(tx, case) or now
-            case.last_overdue_at = sent_at
-            _record(tx, case, "overdue", None, str(case.overdue_count))
-            await notify.tell_staff(
-                tx, f"case:{case.id}:r{case.round}:overdue:{case.overdue_count}", owners,
-                case, lin, "overdue", deferrable=True, count=case.overdue_count,
-            )
-            done.append("overdue")
-        for step, target in ((1, Level.COMMUNITY), (2, Level.STREET)):
-            at = escalation_at(case, p, step)
-            if case.auto_escalations < step and at is not None and now >= at:
-                case.auto_escalations = step
-                if _rank(case.level) < _rank(target):
-                    _transition(tx, case, "auto_escalate", None)
-                    await _move(tx, case, lin, target, "escalated",
-                                tx.texts.plain("overdue_note"), deferrable=True)
-                    done.append(f"escalate_{target.value}")
-    elif (case.status == S.RESOLVED and p.rating_within and case.resolved_at
-          and now >= case.resolved_at + p.rating_within):
-            _transition(tx, case, "rating_timeout", None)
-            case.closed_at = now
-            case.close_reason = "no_feedback"
-            done.append("rating_timeout")
-    schedule(tx, case)
-    if not done and case.next_check_at is not None and case.next_check_at <= now:
-        # A safety net: never let a case be picked up again and again with nothing to do.
-        case.next_check_at = now + timedelta(minutes=1)
+    for _ in range(STEPS_PER_PASS):
+        due = due_now(_pending(tx, case, taken), case, tx.policy, tx.now)
+        if not due:
+            break
+        step = due[0]
+        what = await _take(tx, case, lin, step, taken)
+        tx.db.add(CaseTimerStep(case_id=case.id, round=case.round, step=step.name.value,
+                                n=step.n, basis=step.basis, at=tx.now))
+        taken.add(step.key)
+        done.append(what)
+    await tx.db.flush()
+    await schedule(tx, case)
     return done
+
+
+def _step_key(case: Case, step: Step) -> str:
+    """The dedupe key of a step's messages: one per round, step and deadline."""
+    return (f"case:{case.id}:r{case.round}:{step.name.value}:{step.n}"
+            f":{int(step.basis.timestamp())}")
+
+
+async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey]) -> str:
+    key = _step_key(case, step)
+    if step.name == StepName.VERIFY_REMIND:
+        heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+        await notify.tell_staff(tx, key, heads, case, lin, "verify_remind", deferrable=True)
+    elif step.name == StepName.VERIFY_TIMEOUT:
+        heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+        _transition(tx, case, "verify_timeout", None)
+        case.verified = "unverified"
+        await notify.tell_staff(tx, key, heads, case, lin, "verify_timeout", deferrable=True)
+        await notify.handler_card(tx, case, lin, "unverified", deferrable=True)
+    elif step.name == StepName.DUE_SOON:
+        await notify.tell_staff(tx, key, await _owners(tx, case, lin), case, lin, "due_soon",
+                                deferrable=True)
+    elif step.name == StepName.OVERDUE:
+        # The count people read is of the alerts they got for this deadline.
+        count = 1 + sum(1 for name, _, basis in taken
+                        if name == StepName.OVERDUE and basis == step.basis)
+        _record(tx, case, "overdue", None, str(count))
+        await notify.tell_staff(tx, key, await _owners(tx, case, lin), case, lin, "overdue",
+                                deferrable=True, count=count)
+    elif step.name == StepName.ESCALATE:
+        target = Level.COMMUNITY if step.n == 1 else Level.STREET
+        if _rank(case.level) >= _rank(target):
+            return f"escalate_{target.value}_not_needed"
+        _transition(tx, case, "auto_escalate", None)
+        await _move(tx, case, lin, target, "escalated", tx.texts.plain("overdue_note"),
+                    deferrable=True)
+        return f"escalate_{target.value}"
+    elif step.name == StepName.RATING_TIMEOUT:
+        _transition(tx, case, "rating_timeout", None)
+        case.closed_at = tx.now
+        case.close_reason = "no_feedback"
+    return step.name.value
 
 
 def _rank(level: str) -> int:

@@ -1,10 +1,15 @@
-"""Deadline arithmetic: when each reminder of a case falls due, and the quiet hours.
+"""The one timer model of a case: when each of its steps falls due, and the quiet hours.
 
-Pure functions over a case's columns and the policy, so the sweep and the tests share them.
+A case's clock starts at its report and again at a reopening; its deadline is the clock start
+plus its current category's SLA. Every timer step (verification reminder and timeout, due
+soon, overdue and its repeats, each escalation, the rating timeout) is derived here from the
+clock start, the phase of the status, the policy and the steps already taken. Pure functions
+over a case's columns, so the sweep, the transitions and the tests share them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -68,16 +73,136 @@ class Policy:
         return datetime.combine(end_day, end, tzinfo=tz).astimezone(now.tzinfo)
 
 
+class Phase(StrEnum):
+    """Which timers a status has; a status with no phase (final ones) has none."""
+
+    VERIFY = "verify"  # the building head's window, ending at the latest at the deadline
+    HANDLE = "handle"  # due soon, overdue and its repeats, escalations
+    RATE = "rate"  # the reporter's window to rate
+
+
+class StepName(StrEnum):
+    VERIFY_REMIND = "verify_remind"
+    VERIFY_TIMEOUT = "verify_timeout"
+    DUE_SOON = "due_soon"
+    OVERDUE = "overdue"
+    ESCALATE = "escalate"
+    RATING_TIMEOUT = "rating_timeout"
+
+
+# Steps that only remind someone: they wait for the end of the quiet hours. The others
+# change the case and are made on time (their cards wait instead).
+REMINDERS = frozenset({StepName.VERIFY_REMIND, StepName.DUE_SOON, StepName.OVERDUE})
+# (step, n, basis): what identifies a step taken, as recorded in case_timer_steps.
+SentKey = tuple[str, int, datetime]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: StepName
+    due_at: datetime
+    # What the step is counted from: the clock start, the deadline, or the resolution.
+    basis: datetime
+    # Which overdue alert or which escalation (1: community, 2: street).
+    n: int = 1
+
+    @property
+    def key(self) -> SentKey:
+        return (self.name.value, self.n, self.basis)
+
+    @property
+    def reminder(self) -> bool:
+        return self.name in REMINDERS
+
+
+def deadline_of(clock_started_at: datetime, sla: timedelta) -> datetime:
+    return clock_started_at + sla
+
+
 def due_soon_at(case: Case, policy: Policy) -> datetime | None:
     if policy.remind_at is None:
         return None
-    return case.reported_at + (case.deadline_at - case.reported_at) * policy.remind_at
+    start = case.clock_started_at
+    return start + (case.deadline_at - start) * policy.remind_at
 
 
-def verify_remind_at(case: Case, policy: Policy) -> datetime | None:
-    if policy.remind_at is None or case.verify_due_at is None or policy.verify_within is None:
-        return None
-    return case.reported_at + policy.verify_within * policy.remind_at
+def verify_ends_at(case: Case, policy: Policy) -> datetime:
+    """The building head's window closes after `verify_within`, and at the latest at the
+    deadline: a report nobody verifies still reaches the grid leader in time to be overdue."""
+    end = case.deadline_at
+    if policy.verify_within is not None:
+        end = min(end, case.clock_started_at + policy.verify_within)
+    return end
+
+
+def overdue_alerts_owed(case: Case, policy: Policy, now: datetime) -> int:
+    """How many red-light alerts the deadline has called for by `now` (0 before it)."""
+    if now < case.deadline_at:
+        return 0
+    repeat = policy.overdue_repeat
+    if repeat is None or repeat <= timedelta(0):
+        return 1
+    return (now - case.deadline_at) // repeat + 1
+
+
+def pending_steps(phase: Phase | None, case: Case, policy: Policy, now: datetime,
+                  sent: Set[SentKey]) -> list[Step]:
+    """The steps of the case not taken yet, soonest first: those due by `now` and the next
+    ones. A pure function of the clock start, the deadline, the phase, the policy and what
+    was taken, so no transition has anything to reset.
+
+    Of reminders overtaken by time only the latest is owed: no due-soon reminder once the
+    deadline has passed, no verification reminder once the window has closed, and of the
+    overdue alerts missed while the bot was down, only the last.
+    """
+    steps: list[Step] = []
+    if phase == Phase.VERIFY:
+        start, end = case.clock_started_at, verify_ends_at(case, policy)
+        if policy.remind_at is not None and now < end:
+            steps.append(Step(StepName.VERIFY_REMIND, start + (end - start) * policy.remind_at,
+                              start))
+        steps.append(Step(StepName.VERIFY_TIMEOUT, end, start))
+    elif phase == Phase.HANDLE:
+        deadline = case.deadline_at
+        soon = due_soon_at(case, policy)
+        if soon is not None and now < deadline:
+            steps.append(Step(StepName.DUE_SOON, soon, deadline))
+        owed = overdue_alerts_owed(case, policy, now)
+        repeat = policy.overdue_repeat
+        if owed:
+            steps.append(Step(StepName.OVERDUE, _overdue_at(deadline, repeat, owed), deadline,
+                              owed))
+        if owed == 0 or (repeat is not None and repeat > timedelta(0)):
+            steps.append(Step(StepName.OVERDUE, _overdue_at(deadline, repeat, owed + 1),
+                              deadline, owed + 1))
+        if policy.escalate_after is not None:
+            for n in (1, 2):
+                steps.append(Step(StepName.ESCALATE, deadline + policy.escalate_after * n,
+                                  deadline, n))
+    elif phase == Phase.RATE and case.resolved_at is not None and policy.rating_within:
+        steps.append(Step(StepName.RATING_TIMEOUT, case.resolved_at + policy.rating_within,
+                          case.resolved_at))
+    return sorted((s for s in steps if s.key not in sent), key=lambda s: s.due_at)
+
+
+def _overdue_at(deadline: datetime, repeat: timedelta | None, n: int) -> datetime:
+    return deadline + (repeat or timedelta(0)) * (n - 1)
+
+
+def due_now(steps: list[Step], case: Case, policy: Policy, now: datetime) -> list[Step]:
+    """The steps to take now: reminders of a case that is not urgent wait out quiet hours."""
+    quiet = None if case.urgent else policy.quiet_until(now)
+    return [s for s in steps if s.due_at <= now and not (s.reminder and quiet is not None)]
+
+
+def next_check(steps: list[Step], case: Case, policy: Policy, now: datetime
+               ) -> datetime | None:
+    """When the sweep must look at the case again: its first step, a reminder falling in the
+    current quiet hours counted at their end."""
+    quiet = None if case.urgent else policy.quiet_until(now)
+    times = [max(s.due_at, quiet) if s.reminder and quiet is not None else s.due_at
+             for s in steps]
+    return min(times, default=None)
 
 
 def light(case: Case, policy: Policy, now: datetime) -> Light:
@@ -87,10 +212,3 @@ def light(case: Case, policy: Policy, now: datetime) -> Light:
     if soon is not None and now >= soon:
         return Light.YELLOW
     return Light.GREEN
-
-
-def escalation_at(case: Case, policy: Policy, step: int) -> datetime | None:
-    """When automatic escalation number `step` (1: community, 2: street) falls due."""
-    if policy.escalate_after is None:
-        return None
-    return case.deadline_at + policy.escalate_after * step

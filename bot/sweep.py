@@ -1,5 +1,7 @@
 """The periodic sweep: reminders, escalations, timeouts that have fallen due.
 
+Albums are not finished here but in `App.tick` alone: one loop for them.
+
 Each due case is handled in a transaction of its own, so one bad case cannot hold back the
 rest, and what a case has been sent is recorded with the messages in the same commit: a
 restart repeats nothing and forgets nothing.
@@ -12,7 +14,6 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import cases
-from bot.albums import finish_albums
 from bot.context import Ctx, NotConfigured, begin
 from storage.models import Case
 
@@ -42,5 +43,4 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
                     log.info("case #%s: %s", case_id, ", ".join(done))
         except Exception:
             log.exception("sweep failed for case #%s; it is retried on the next sweep", case_id)
-    steps += await finish_albums(sessions, ctx)
     return steps

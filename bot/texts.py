@@ -20,9 +20,14 @@ CAPTION_LIMIT = 1024
 
 
 class Texts:
-    def __init__(self, templates_dir: Path, locale: str, timezone: str = "Asia/Shanghai") -> None:
+    def __init__(self, templates_dir: Path, locale: str, timezone: str = "Asia/Shanghai",
+                 *, _zones: dict[str, Texts] | None = None) -> None:
+        self.templates_dir = templates_dir
         self.locale = locale
         self.tz = ZoneInfo(timezone)
+        # The `local` filter and the `label` global are bound to this object, so each time
+        # zone needs an environment of its own: a copy sharing the environment would still
+        # render times in the zone of the first.
         self._env = Environment(
             loader=FileSystemLoader(str(templates_dir / locale)),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -33,14 +38,16 @@ class Texts:
         )
         self._env.filters["local"] = self.local_time
         self._env.globals["label"] = self.label
+        # One Texts per time zone, made once and shared, so templates compile once per zone.
+        self._zones = _zones if _zones is not None else {}
+        self._zones[timezone] = self
 
     def with_timezone(self, timezone: str) -> Texts:
-        if timezone == str(self.tz):
-            return self
-        clone = object.__new__(Texts)
-        clone.__dict__.update(self.__dict__)
-        clone.tz = ZoneInfo(timezone)
-        return clone
+        """These texts with times shown in `timezone` (the registry's)."""
+        found = self._zones.get(timezone)
+        if found is None:
+            found = Texts(self.templates_dir, self.locale, timezone, _zones=self._zones)
+        return found
 
     def local_time(self, when: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
         if when is None:
