@@ -70,3 +70,42 @@ def button(text: str, action: Action, case_id: int, rev: int, arg: str = "") -> 
 
 def url_button(text: str, url: str) -> dict[str, Any]:
     return {"text": text, "url": url}
+
+
+BIND_PREFIX = "b1"
+
+
+class BindAnswer(StrEnum):
+    CONFIRM = "y"  # move the chat (or the place) to the new binding
+    CANCEL = "n"
+
+
+@dataclass(frozen=True)
+class BindButton:
+    """`b1:<bind request id>:<answer>`: the answer to a `/bind` that asked for confirmation.
+
+    The request is kept in the database with what it would change; the button names it only.
+    """
+
+    request_id: int
+    answer: BindAnswer
+
+    def pack(self) -> str:
+        return f"{BIND_PREFIX}:{self.request_id}:{self.answer.value}"
+
+    @classmethod
+    def unpack(cls, data: str) -> BindButton | None:
+        parts = data.split(":")
+        if len(parts) != 3 or parts[0] != BIND_PREFIX or not parts[1].isascii():
+            return None
+        try:
+            request_id, answer = int(parts[1]), BindAnswer(parts[2])
+        except ValueError:
+            return None
+        if request_id <= 0:
+            return None
+        return cls(request_id, answer)
+
+
+def bind_button(text: str, request_id: int, answer: BindAnswer) -> dict[str, Any]:
+    return {"text": text, "callback_data": BindButton(request_id, answer).pack()}

@@ -5,21 +5,31 @@ Every function here runs inside the transaction of the change that makes the mes
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
+from bot import phones
 from bot.buttons import Action, button
 from bot.context import Tx
 from bot.deadlines import light
-from bot.org import Actor, Level, Lineage, RoleName, handlers_at, holders, lineage_of
+from bot.org import (
+    Actor,
+    Level,
+    Lineage,
+    RoleName,
+    handlers_at,
+    holders,
+    lineage_of,
+    node_by_chat,
+    works_in_grid,
+)
 from bot.outbox import enqueue
 from storage.models import Case, CaseEvent, CasePhoto, Category, Person
 
 Buttons = list[list[dict[str, Any]]]
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 
 
 async def category_name(tx: Tx, code: str) -> str:
@@ -36,6 +46,15 @@ async def person_name(tx: Tx, person_id: int | None) -> str:
     return person.name if person else str(person_id)
 
 
+async def names_of(tx: Tx, ids: Iterable[int | None]) -> dict[int, str]:
+    """People's names in one query, however many are asked for."""
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = await tx.db.execute(select(Person.id, Person.name).where(Person.id.in_(wanted)))
+    return {pid: name for pid, name in rows.all()}
+
+
 async def photos_of(tx: Tx, case: Case, kind: str = "report") -> list[str]:
     rows = await tx.db.scalars(
         select(CasePhoto.file_id)
@@ -45,8 +64,20 @@ async def photos_of(tx: Tx, case: Case, kind: str = "report") -> list[str]:
     return list(rows.all())
 
 
-async def case_view(tx: Tx, case: Case, lin: Lineage) -> dict[str, Any]:
-    """What templates may show of a case to staff."""
+async def case_view(tx: Tx, case: Case, lin: Lineage,
+                    photos: list[str] | None = None) -> dict[str, Any]:
+    """What templates may show of a case to staff: built with one query for the names and
+    one for the photos (none when the caller has them), whatever the case holds."""
+    if photos is None:
+        photos = await photos_of(tx, case)
+    on_behalf = case.submitted_by_id if case.submitted_by_id != case.reporter_id else None
+    names = await names_of(tx, (case.reporter_id, on_behalf, case.assignee_id))
+
+    def name(person_id: int | None) -> str:
+        if person_id is None:
+            return tx.texts.label("anonymous")
+        return names.get(person_id, str(person_id))
+
     return {
         "id": case.id,
         "status": tx.texts.label(f"status_{case.status}"),
@@ -57,20 +88,16 @@ async def case_view(tx: Tx, case: Case, lin: Lineage) -> dict[str, Any]:
         "place": lin.place,
         "grid": lin.grid.name,
         "description": case.description,
-        "reporter": await person_name(tx, case.reporter_id),
-        "submitted_by": (
-            await person_name(tx, case.submitted_by_id)
-            if case.submitted_by_id and case.submitted_by_id != case.reporter_id
-            else None
-        ),
+        "reporter": name(case.reporter_id),
+        "submitted_by": name(on_behalf) if on_behalf else None,
         "reported_at": case.reported_at,
         "deadline_at": case.deadline_at,
         "light": light(case, tx.policy, tx.now).value,
         "latitude": case.latitude,
         "longitude": case.longitude,
         "result": case.result,
-        "photo_count": len(await photos_of(tx, case)),
-        "assignee": await person_name(tx, case.assignee_id) if case.assignee_id else None,
+        "photo_count": len(photos),
+        "assignee": name(case.assignee_id) if case.assignee_id else None,
     }
 
 
@@ -88,6 +115,12 @@ async def send_to_person(
     not_before: datetime | None = None,
     kind: str = "",
 ) -> None:
+    """A private message; if Telegram will not let us write to the person, a copy goes to
+    `fallback_chat_id`: the reporter's own group for a notice to a reporter, and for staff
+    only the work chat of a grid they work in (see `staff_fallback`)."""
+    if fallback_chat_id is not None and kind != "reporter":
+        fallback_chat_id = await staff_fallback(tx, person_id, fallback_chat_id, case,
+                                                not_before)
     await enqueue(
         tx.db,
         key,
@@ -103,6 +136,30 @@ async def send_to_person(
         not_before=not_before,
         kind=kind,
     )
+
+
+async def staff_fallback(tx: Tx, person_id: int, chat_id: int, case: Case | None,
+                         not_before: datetime | None) -> int | None:
+    """Where a copy of a staff message may go when its person cannot be written to.
+
+    A staff card names the reporter and carries buttons, so a copy goes only to a grid's work
+    chat, and only for someone who works in that grid. A community or street supervisor may
+    not be in it: their messages are held until they start the bot (`gridbot outbox` lists
+    them), and the work chat is told, once per case, that the card waits for them, with the
+    link to start the bot to pass on; never the card itself.
+    """
+    grid = await node_by_chat(tx.db, chat_id)
+    if grid is None or grid.kind != "grid":
+        return None
+    if await works_in_grid(tx.db, person_id, grid.id):
+        return chat_id
+    person = await tx.db.get(Person, person_id)
+    if case is not None and (person is None or person.dm_ok is not True):
+        text = tx.texts.label("start_invite", name=person.name if person else str(person_id),
+                              case_id=case.id, link=tx.ctx.deep_link("start"))
+        await enqueue(tx.db, f"case:{case.id}:invite:{person_id}", chat_id, str(text), tx.now,
+                      case_id=case.id, not_before=not_before)
+    return None
 
 
 def category_buttons(tx: Tx, case: Case, categories: list[Category]) -> Buttons:
@@ -142,10 +199,10 @@ async def handler_card(
     """The case card to whoever handles the case's current level; returns who got it."""
     recipients = await handlers_at(tx.db, lin, case.level)
     heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
-    view = await case_view(tx, case, lin)
+    photos = await photos_of(tx, case)
+    view = await case_view(tx, case, lin, photos)
     text = tx.texts.render("case_card", case=view, kind=kind, note=note)
     buttons = handler_buttons(tx, case, lin, has_head=bool(heads))
-    photos = await photos_of(tx, case)
     not_before = quiet_delay(tx, case) if deferrable else None
     for person in recipients:
         await send_to_person(
@@ -193,23 +250,25 @@ async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons
 
 async def verify_card(tx: Tx, case: Case, lin: Lineage, head: Person) -> None:
     t = tx.texts
-    view = await case_view(tx, case, lin)
+    photos = await photos_of(tx, case)
+    view = await case_view(tx, case, lin, photos)
     buttons = verify_buttons(tx, case)
     await send_to_person(
         tx, f"case:{case.id}:verify:{head.id}", head.id,
         t.render("case_card", case=view, kind="verify", note=None), case=case,
-        fallback_chat_id=lin.grid.chat_id, photos=await photos_of(tx, case), buttons=buttons,
+        fallback_chat_id=lin.grid.chat_id, photos=photos, buttons=buttons,
     )
 
 
 async def task_card(tx: Tx, case: Case, lin: Lineage, head: Person, note: str | None) -> None:
     t = tx.texts
-    view = await case_view(tx, case, lin)
+    photos = await photos_of(tx, case)
+    view = await case_view(tx, case, lin, photos)
     buttons = task_buttons(tx, case)
     await send_to_person(
         tx, f"case:{case.id}:task:{case.rev}:{head.id}", head.id,
         t.render("case_card", case=view, kind="task", note=note), case=case,
-        fallback_chat_id=lin.grid.chat_id, photos=await photos_of(tx, case), buttons=buttons,
+        fallback_chat_id=lin.grid.chat_id, photos=photos, buttons=buttons,
     )
 
 
@@ -218,6 +277,8 @@ async def tell_staff(
     *, deferrable: bool = False, **context: Any,
 ) -> None:
     """A short notice (no buttons) to staff about a case."""
+    if not people:
+        return
     view = await case_view(tx, case, lin)
     text = tx.texts.render(template, case=view, **context)
     not_before = quiet_delay(tx, case) if deferrable else None
@@ -303,19 +364,20 @@ def quiet_delay(tx: Tx, case: Case) -> datetime | None:
 
 
 def mask_phones(text: str) -> str:
-    """Hide mainland mobile numbers in text posted to groups: 138****5678."""
-    return _PHONE.sub(r"\1****\2", text)
+    """Hide phone numbers, in any format people write them, in text posted to groups."""
+    return phones.mask_phones(text)
 
 
 async def history(tx: Tx, case: Case) -> list[dict[str, Any]]:
-    events = await tx.db.scalars(
+    events = (await tx.db.scalars(
         select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)
-    )
+    )).all()
+    names = await names_of(tx, (ev.actor_id for ev in events))
     rows = []
-    for ev in events.all():
+    for ev in events:
         rows.append({
             "at": ev.at,
-            "actor": await person_name(tx, ev.actor_id) if ev.actor_id else None,
+            "actor": names.get(ev.actor_id, str(ev.actor_id)) if ev.actor_id else None,
             "action": tx.texts.label(f"event_{ev.action}"),
             "note": ev.note,
         })

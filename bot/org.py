@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from storage.models import Node, Person, Role
 
@@ -161,6 +162,21 @@ async def handlers_at(db: AsyncSession, lineage: Lineage, level: str) -> list[Pe
         if people:
             return people
     return []
+
+
+async def works_in_grid(db: AsyncSession, person_id: int, grid_id: int) -> bool:
+    """Whether the person holds a role at the grid or at a building or unit in it: the people
+    a grid's work chat is for. Supervisors above the grid are not among them."""
+    parent = aliased(Node)
+    found = await db.scalar(
+        select(Role.id)
+        .join(Node, Node.id == Role.node_id)
+        .outerjoin(parent, parent.id == Node.parent_id)
+        .where(Role.person_id == person_id,
+               or_(Node.id == grid_id, Node.parent_id == grid_id, parent.parent_id == grid_id))
+        .limit(1)
+    )
+    return found is not None
 
 
 async def node_by_chat(db: AsyncSession, chat_id: int) -> Node | None:

@@ -1,19 +1,26 @@
-"""What people look up: their open cases, one case with its history, their roles; and /bind."""
+"""What people look up: their open cases, one case with its history, their roles; and the
+question a `/bind` asks."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from markupsafe import Markup
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import aliased, join
 
-from bot import notify
+from bot import binding, notify
 from bot.cases import OPEN_STATUSES, DomainError
 from bot.context import Tx
 from bot.deadlines import light
-from bot.org import Actor, RoleName, ancestors, lineage_of, node_by_code
-from bot.texts import TEXT_LIMIT
-from bot.user_text import CODE_LIMIT, clean_name, clean_text
-from storage.models import Case, Node
+from bot.org import Actor, RoleName, lineage_of
+from bot.phones import mask_phones
+from bot.texts import TEXT_LIMIT, Texts
+from bot.user_text import clean_name
+from storage.models import Case, Category, Node
+
+# Roles that see a case as staff; a unit head sees their unit's cases with less.
+STAFF_ROLES = tuple(r for r in RoleName if r != RoleName.UNIT_HEAD)
 
 LIST_LIMIT = 30
 MY_LIMIT = 20
@@ -27,58 +34,72 @@ def fits(text: str) -> bool:
     return len(text.encode("utf-16-le")) // 2 <= TEXT_LIMIT
 
 
-async def _descendant_buildings(tx: Tx, node_ids: set[int]) -> set[int]:
-    nodes = (await tx.db.scalars(select(Node))).all()
-    children: dict[int | None, list[Node]] = {}
-    for n in nodes:
-        children.setdefault(n.parent_id, []).append(n)
-    found: set[int] = set()
-    stack = [n for n in nodes if n.id in node_ids]
-    while stack:
-        n = stack.pop()
-        if n.kind == "building":
-            found.add(n.id)
-        if n.kind != "unit":
-            stack.extend(children.get(n.id, []))
-    return found
+def _page_note(tx: Tx, page: int, pages: int, cut: int | None) -> Markup:
+    """The line under a page of the list: what was left out, and how to see the next page."""
+    lines = []
+    if cut is not None:
+        lines.append(tx.texts.label("cases_cut", count=cut))
+    if page < pages:
+        lines.append(tx.texts.label("cases_next", count=page + 1))
+    elif pages > 1:
+        lines.append(tx.texts.label("cases_last_page"))
+    return Markup("\n").join(lines)
 
 
-async def staff_cases(tx: Tx, actor: Actor) -> str:
-    """Open cases in the actor's scope, most urgent first, with their traffic light."""
+async def staff_cases(tx: Tx, actor: Actor, page: int = 1) -> str:
+    """One page of the open cases in the actor's scope, most urgent first, with their traffic
+    light. Filtered, ordered, counted and paged by the database, with the place names joined
+    in: no case of the district is loaded beyond the page shown.
+    """
     if not actor.roles:
         raise DomainError("staff_only")
     unit_ids = actor.node_ids(RoleName.UNIT_HEAD)
-    buildings = await _descendant_buildings(tx, actor.node_ids() - unit_ids)
-    query = select(Case).where(Case.status.in_([s.value for s in OPEN_STATUSES]))
-    conditions = []
-    if buildings:
-        conditions.append(Case.building_id.in_(buildings))
-    if unit_ids:
-        conditions.append(Case.unit_id.in_(unit_ids))
-    rows: list[Case] = []
-    if conditions:
-        from sqlalchemy import or_
+    held = actor.node_ids() - unit_ids
+    building, grid, community, unit = (aliased(Node) for _ in range(4))
+    # The tree is street > community > grid > building > unit: a role at any of these levels
+    # covers the building's cases; a unit head sees their unit's cases only.
+    via_role = or_(building.id.in_(held), grid.id.in_(held), community.id.in_(held),
+                   community.parent_id.in_(held))
+    scope = or_(via_role, Case.unit_id.in_(unit_ids))
+    where = and_(Case.status.in_([s.value for s in OPEN_STATUSES]), scope)
 
-        rows = list((await tx.db.scalars(query.where(or_(*conditions)))).all())
-    rows.sort(key=lambda c: c.deadline_at)
+    tree = (join(Case, building, building.id == Case.building_id)
+            .join(grid, grid.id == building.parent_id)
+            .join(community, community.id == grid.parent_id))
+    total = int(await tx.db.scalar(select(func.count()).select_from(tree).where(where)) or 0)
+    pages = max(1, -(-total // LIST_LIMIT))
+    page = min(page, pages)
+    rows = (await tx.db.execute(
+        select(Case, community.name, building.name, unit.name, Category.name_zh,
+               Category.name_en, via_role)
+        .select_from(tree.outerjoin(unit, unit.id == Case.unit_id)
+                     .outerjoin(Category, Category.code == Case.category))
+        .where(where)
+        .order_by(Case.deadline_at, Case.id)
+        .limit(LIST_LIMIT).offset((page - 1) * LIST_LIMIT)
+    )).all()
+    zh = tx.texts.locale == "zh_CN"
     items: list[dict[str, Any]] = []
-    for case in rows[:LIST_LIMIT]:
-        lin = await lineage_of(tx.db, case.building_id, case.unit_id)
+    for case, community_name, building_name, unit_name, name_zh, name_en, staff_view in rows:
+        summary = _summary(case.description)
         items.append({
             "id": case.id,
             "light": light(case, tx.policy, tx.now).value if case.status != "resolved" else "",
             "status": tx.texts.label(f"status_{case.status}"),
-            "category": await notify.category_name(tx, case.category),
-            "place": lin.place,
+            "category": (name_zh if zh else name_en) or case.category,
+            "place": " ".join(n for n in (community_name, building_name, unit_name) if n),
             "deadline_at": case.deadline_at,
             "urgent": case.urgent,
-            "summary": _summary(case.description),
+            # A unit head is not staff: phone numbers in what residents wrote stay masked.
+            "summary": summary if staff_view else mask_phones(summary),
         })
-    text = tx.texts.render("case_list", items=items, total=len(rows), limit=LIST_LIMIT)
+    text = tx.texts.render("case_list", items=items, total=total,
+                           note=_page_note(tx, page, pages, None))
     while not fits(text) and len(items) > 1:
         # Long names and markup-heavy summaries: show fewer, most urgent first, and say so.
         items.pop()
-        text = tx.texts.render("case_list", items=items, total=len(rows), limit=len(items))
+        text = tx.texts.render("case_list", items=items, total=total,
+                               note=_page_note(tx, page, pages, len(items)))
     return text
 
 
@@ -96,11 +117,33 @@ async def case_detail(tx: Tx, actor: Actor, case_id: int) -> tuple[str, notify.B
     buttons = await notify.buttons_for(tx, actor, case, lin)
     if actor.sees(lin):
         view = await notify.case_view(tx, case, lin)
-        return _detail(tx, view, await notify.history(tx, case)), buttons
+        events = await notify.history(tx, case)
+        if not actor.node_ids(*STAFF_ROLES) & lin.ids:
+            view, events = await _unit_head_view(tx, actor, case, view, events)
+        return _detail(tx, view, events), buttons
     if case.reporter_id == actor.id:
         return tx.texts.render("case_mine", case=await _resident_view(tx, case)), buttons
     # Say the same as for a missing case: existence is itself out of scope.
     raise DomainError("no_case", case_id=case_id)
+
+
+async def _unit_head_view(tx: Tx, actor: Actor, case: Case, view: dict[str, Any],
+                          events: list[dict[str, Any]]
+                          ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A unit head sees their unit's cases, but is not staff: they do not handle them (no
+    buttons), the reporter is not named unless they reported it themselves or on the
+    reporter's behalf, and phone numbers in every text are masked."""
+    knows_reporter = actor.id in (case.reporter_id, case.submitted_by_id)
+    hidden = tx.texts.label("reporter_hidden")
+    reporter = view["reporter"]
+    view = {**view, "description": mask_phones(view["description"]),
+            "result": mask_phones(view["result"]) if view["result"] else None}
+    if not knows_reporter:
+        view["reporter"] = hidden
+    events = [{**e, "note": mask_phones(e["note"]) if e["note"] else None,
+               "actor": hidden if not knows_reporter and e["actor"] == reporter
+               else e["actor"]} for e in events]
+    return view, events
 
 
 def _detail(tx: Tx, view: dict[str, Any], events: list[dict[str, Any]]) -> str:
@@ -164,16 +207,26 @@ async def whoami(tx: Tx, actor: Actor) -> str:
                            user_id=actor.id, roles=roles)
 
 
-async def bind_chat(tx: Tx, actor: Actor, chat_id: int, code: str) -> Node:
-    """Bind a group chat to a grid (work chat), building or unit."""
-    node = await node_by_code(tx.db, code.strip())
-    if node is None or node.kind not in ("grid", "building", "unit"):
-        raise DomainError("bad_code", code=clean_text(code, CODE_LIMIT))
-    if not actor.may_bind(node, await ancestors(tx.db, node)):
-        raise DomainError("not_allowed")
-    previous = (await tx.db.scalars(select(Node).where(Node.chat_id == chat_id))).all()
-    for other in previous:
-        other.chat_id = None
-    node.chat_id = chat_id
-    await tx.db.commit()
-    return node
+def bind_question(texts: Texts, ask: binding.Ask) -> Markup:
+    """What a `/bind` that needs confirming asks: the old place and the new one, named."""
+    lines = []
+    if ask.old_node is not None:
+        lines.append(texts.label("bind_ask_from", place=binding.describe(texts, ask.old_node),
+                                 code=ask.old_node.code))
+    lines.append(texts.label("bind_ask_to", place=binding.describe(texts, ask.node),
+                             code=ask.node.code))
+    if ask.node_had_chat:
+        lines.append(texts.label("bind_ask_moves", place=binding.describe(texts, ask.node),
+                                 code=ask.node.code))
+    if ask.audience_changes:
+        work = binding.audience(ask.node) == "work"
+        lines.append(texts.label("bind_ask_to_work" if work else "bind_ask_to_residents"))
+    return Markup("\n").join(lines)
+
+
+def bound_text(texts: Texts, outcome: binding.Bound) -> str:
+    node = outcome.node
+    if outcome.unchanged:
+        return texts.label("bind_already", place=binding.describe(texts, node), code=node.code)
+    return texts.render("bound", kind=texts.label(f"kind_{node.kind}"), name=node.name,
+                        code=node.code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from aiogram import Bot, F
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import (
     IS_MEMBER,
     IS_NOT_MEMBER,
@@ -12,10 +13,11 @@ from aiogram.filters import (
     Command,
     CommandObject,
 )
-from aiogram.types import ChatMemberUpdated, Message
+from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import views
+from bot import binding, views
+from bot.buttons import BIND_PREFIX, BindAnswer, BindButton, bind_button
 from bot.cases import DomainError
 from bot.context import Ctx
 from bot.delivery import keyboard
@@ -29,6 +31,7 @@ router = RouterSpec("admin")
 PRIVATE_ONLY = {"cases", "case", "my"}
 # `/case 12` or `/case #12`: ASCII digits only (str.isdigit() also takes "²" and "١٢").
 _CASE_ARG = re.compile(r"#?([0-9]{1,9})")
+_PAGE_ARG = re.compile(r"[0-9]{1,6}")
 
 
 @router.message(Command(*PRIVATE_ONLY), F.chat.type != "private")
@@ -38,12 +41,18 @@ async def private_only(message: Message, ctx: Ctx) -> None:
 
 
 @router.message(Command("cases"))
-async def list_cases(message: Message, db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
+async def list_cases(message: Message, command: CommandObject, db: AsyncSession, ctx: Ctx,
+                     actor: Actor) -> None:
     tx = await open_tx(db, ctx, message)
     if tx is None:
         return
+    arg = (command.args or "").strip()
+    page = _PAGE_ARG.fullmatch(arg) if arg else None
+    if arg and (page is None or int(arg) == 0):
+        await message.reply(tx.texts.label("usage_cases"))
+        return
     try:
-        await message.answer(await views.staff_cases(tx, actor))
+        await message.answer(await views.staff_cases(tx, actor, int(arg) if arg else 1))
     except DomainError as err:
         await refuse(message, tx, err)
 
@@ -96,12 +105,45 @@ async def bind(message: Message, command: CommandObject, db: AsyncSession, ctx: 
         await message.reply(tx.texts.label("usage_bind"))
         return
     try:
-        node = await views.bind_chat(tx, actor, message.chat.id, args[0])
+        outcome = await binding.request_bind(tx, actor, message.chat.id, args[0])
     except DomainError as err:
         await refuse(message, tx, err)
         return
-    await message.reply(tx.texts.render("bound", kind=tx.texts.label(f"kind_{node.kind}"),
-                                        name=node.name, code=node.code))
+    if isinstance(outcome, binding.Bound):
+        await message.reply(views.bound_text(tx.texts, outcome))
+        return
+    t = tx.texts
+    text = views.bind_question(t, outcome)
+    buttons = [[bind_button(t.plain("btn_bind_confirm"), outcome.request_id, BindAnswer.CONFIRM),
+                bind_button(t.plain("btn_bind_cancel"), outcome.request_id, BindAnswer.CANCEL)]]
+    await message.reply(text, reply_markup=keyboard(buttons))
+
+
+@router.callback_query(F.data.startswith(f"{BIND_PREFIX}:"))
+async def bind_answer(query: CallbackQuery, db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
+    """The answer to a bind question: only its author, in its chat, while it still holds."""
+    btn = BindButton.unpack(query.data or "")
+    if btn is None or not isinstance(query.message, Message):
+        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+        return
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return
+    try:
+        outcome = await binding.answer_bind(tx, actor, query.message.chat.id, btn.request_id,
+                                            btn.answer == BindAnswer.CONFIRM)
+    except DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+        return
+    text = (views.bound_text(tx.texts, outcome) if outcome
+            else tx.texts.label("bind_cancelled"))
+    await query.answer()
+    # The question becomes its answer; too old to edit, the answer goes below it instead.
+    try:
+        await query.message.edit_text(text, reply_markup=None)
+    except TelegramBadRequest:
+        await query.message.answer(text)
 
 
 @router.message(Command("help"))

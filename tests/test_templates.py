@@ -373,6 +373,8 @@ LABEL_CONTEXT: dict[str, Any] = {
     "count": 3,
     "place": f"Xingfuli 3 {EVIL}",
     "category": f"Stairwell lighting {EVIL}",
+    "kind": f"Building group {EVIL}",
+    "name": f"Supervisor {EVIL}",
     "link": LINK,
 }
 
