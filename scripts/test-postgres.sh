@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The case loop against PostgreSQL, the production database: installs Debian's server if it
 # is missing (needs root), starts a throwaway cluster on a local port, runs the tests that
-# exercise the database (transitions, concurrency, outbox), then removes the cluster.
+# exercise the database (transitions, timers, album claims, /bind, concurrency, outbox), then
+# removes the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -26,4 +27,6 @@ trap 'as_pg "$bin/pg_ctl -D $dir/data -m fast stop" >/dev/null; rm -rf "$dir"' E
 "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -c 'CREATE DATABASE gridbot_test'
 GRIDBOT_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$port/gridbot_test" \
   bash scripts/pytest.sh -p no:cacheprovider tests/test_collect.py tests/test_handle.py \
-  tests/test_delivery.py tests/test_hostile.py -k "not test_hostile or once or twice" "$@"
+  tests/test_delivery.py tests/test_timers.py tests/test_albums_once.py \
+  tests/test_bind_safety.py tests/test_staff_reach.py tests/test_masking.py \
+  tests/test_hostile.py -k "not test_hostile or once or twice" "$@"
