@@ -4,13 +4,15 @@ audit event, writes the messages it makes owed, and commits once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from markupsafe import Markup
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import notify
 from bot.context import Tx
@@ -658,6 +660,34 @@ async def _owners(tx: Tx, case: Case, lin: Lineage) -> list[Person]:
     if case.assignee_id is not None and all(p.id != case.assignee_id for p in people):
         people.append(await _person(tx, case.assignee_id))
     return people
+
+
+async def retime_open_cases(db: AsyncSession, now: datetime, *,
+                            categories: Collection[str] = (), policy_changed: bool = False
+                            ) -> int:
+    """A registry load changed SLAs or the policy: open cases follow at once.
+
+    The deadline of each open case of a changed category is derived again from its clock
+    start, and the sweep is told to look at the cases concerned now, where `advance_timers`
+    derives every timer from the new policy. Returns how many cases were touched.
+    """
+    open_cases = Case.status.in_(list(TIMER_PHASE))
+    touched = 0
+    if categories:
+        sla = {code: timedelta(seconds=seconds) for code, seconds in (await db.execute(
+            select(Category.code, Category.sla_seconds)
+            .where(Category.code.in_(list(categories))))).all()}
+        rows = await db.scalars(select(Case).where(open_cases,
+                                                   Case.category.in_(list(sla))))
+        for case in rows.all():
+            case.deadline_at = case.clock_started_at + sla[case.category]
+            case.next_check_at = now
+            touched += 1
+    if policy_changed:
+        result = await db.execute(update(Case).where(open_cases).values(next_check_at=now)
+                                  .execution_options(synchronize_session=False))
+        touched = max(touched, int(getattr(result, "rowcount", 0) or 0))
+    return touched
 
 
 async def due_cases(tx: Tx, limit: int = 200) -> list[int]:

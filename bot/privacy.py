@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.notify import mask_phones
 from storage.models import (
+    BindRequest,
     Case,
     CaseEvent,
     CasePhoto,
@@ -73,11 +74,12 @@ class Held:
     fsm: list[FsmRecord]
     pending: list[PendingPhoto]
     inbox: list[InboxUpdate]
+    binds: list[BindRequest]  # /bind questions waiting for their answer
 
     @property
     def anything(self) -> bool:
         return any((self.person, self.roles, self.cases, self.handled, self.events,
-                    self.outbox, self.fsm, self.pending, self.inbox))
+                    self.outbox, self.fsm, self.pending, self.inbox, self.binds))
 
 
 async def _held(db: AsyncSession, user_id: int) -> Held:
@@ -111,7 +113,10 @@ async def _held(db: AsyncSession, user_id: int) -> Held:
                                   cast(InboxUpdate.payload, Text).contains(uid))
         .order_by(InboxUpdate.update_id))).all()
         if _involves(row.payload, user_id)]
-    return Held(person, roles, cases, handled, events, outbox, fsm, pending, inbox)
+    binds = list((await db.scalars(
+        select(BindRequest).where(BindRequest.person_id == user_id)
+        .order_by(BindRequest.id))).all())
+    return Held(person, roles, cases, handled, events, outbox, fsm, pending, inbox, binds)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -191,6 +196,10 @@ async def export_person(db: AsyncSession, user_id: int, now: datetime) -> dict[s
             "text": o.text, "photos": o.photos,
         } for o in held.outbox],
         "conversation_state": [{"state": f.state, "data": f.data} for f in held.fsm],
+        "bind_requests": [{
+            "chat_id": b.chat_id, "place": await _code(db, b.node_id),
+            "created_at": _time(b.created_at),
+        } for b in held.binds],
         "pending_photos": [{
             "chat_id": ph.chat_id, "message_id": ph.message_id, "file_id": ph.file_id,
             "caption": ph.caption, "received_at": _time(ph.received_at),
@@ -328,9 +337,9 @@ async def erase_person(db: AsyncSession, user_id: int) -> Erased:
             row.reply_to_message_id, changed = None, True
         done.messages_masked += changed
 
-    for state in held.fsm:
+    for state in [*held.fsm, *held.binds]:
         await db.delete(state)
-    done.states = len(held.fsm)
+    done.states = len(held.fsm) + len(held.binds)
     for photo in held.pending:
         await db.delete(photo)
     done.photos = len(held.pending)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.cases import retime_open_cases
 from bot.clock import Clock
 from bot.durations import parse_duration
 from storage.models import Category, Node, OrgSettings, Person, Role
@@ -398,6 +399,7 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     report.roles = len(roles)
 
     cats = {c.code: c for c in (await db.scalars(select(Category))).all()}
+    old_sla = {code: c.sla_seconds for code, c in cats.items()}
     for c in cats.values():
         c.active = False
     for i, cat in enumerate(model.categories):
@@ -414,6 +416,7 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     report.categories = len(model.categories)
 
     settings = await db.get(OrgSettings, 1)
+    old_policy = _timing(settings) if settings is not None else None
     if settings is None:
         settings = OrgSettings(id=1)
         db.add(settings)
@@ -429,5 +432,17 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         settings.quiet_start, settings.quiet_end = policy.quiet_hours.split("-")
     else:
         settings.quiet_start = settings.quiet_end = None
+    # Open cases follow a changed SLA or policy now, not at their next transition.
+    changed = {c.code for c in model.categories if c.code in old_sla
+               and old_sla[c.code] != c.sla}
+    await db.flush()
+    await retime_open_cases(db, now, categories=changed,
+                            policy_changed=old_policy not in (None, _timing(settings)))
     await db.commit()
     return report
+
+
+def _timing(row: OrgSettings) -> tuple[object, ...]:
+    """What of the org settings the timers depend on."""
+    return (row.timezone, row.verify_within, row.remind_at, row.overdue_repeat,
+            row.escalate_after, row.rating_within, row.quiet_start, row.quiet_end)

@@ -393,3 +393,19 @@ async def test_logs_at_info_and_above_carry_no_text_and_no_personal_data(
             text += handler.formatException(record.exc_info)
         for needle in needles:
             assert needle not in text, (record.name, record.levelname, text[:300])
+
+
+async def test_a_bind_question_waiting_for_a_former_leader_is_exported_and_erased(
+        h: Harness) -> None:
+    await h.say(BUILDING_CHAT, LEADER, "/bind BSY-01")  # asks to confirm, names both places
+    text = SAMPLE.read_text("utf-8")
+    line = "            leader: {id: 920001, name: 网格长甲}\n"
+    assert line in text
+    async with h.app.sessions() as db:
+        await apply_registry(db, parse_registry(text.replace(line, "")), h.clock)
+        data = await export_person(db, LEADER, h.clock.now())
+        assert [b["chat_id"] for b in data["bind_requests"]] == [BUILDING_CHAT]
+        assert data["bind_requests"][0]["place"] == "BSY-01"
+        await erase_person(db, LEADER)
+        with pytest.raises(PrivacyError, match="nothing is held"):
+            await export_person(db, LEADER, h.clock.now())

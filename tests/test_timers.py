@@ -243,3 +243,31 @@ async def test_a_card_costs_the_same_few_statements_whatever_the_case_holds(
     await h.private(STREET_SUP, "社区先行处置")
     assert len(await h.events(long.id)) > len(await h.events(short.id)) + 2
     assert await detail_cost(h, short.id) == await detail_cost(h, long.id)
+
+
+async def test_open_cases_follow_a_registry_load_that_changes_their_sla(h: Harness) -> None:
+    case = await confirmed(h)  # "other": 72 h
+    await h.press(LEADER, h.card(LEADER, case.id), "受理")
+    await h.advance(timedelta(hours=10))
+    assert count(h, LEADER, "超期") == 0
+    # The district shortens "other" to 8 h: the case is overdue now, not in 62 hours.
+    await load_registry(h, "{code: other,     name: {zh_CN: 其他, en: Other},                    "
+                           "sla: 72h}",
+                        "{code: other,     name: {zh_CN: 其他, en: Other},                    "
+                        "sla: 8h}")
+    moved = await h.case(case.id)
+    assert moved.deadline_at == moved.clock_started_at + timedelta(hours=8)
+    await h.advance(timedelta(seconds=1))
+    assert count(h, LEADER, "超期") == 1
+    await h.private(LEADER, "/cases")
+    assert f"🔴 #{case.id}" in h.last(LEADER).text
+
+
+async def test_open_cases_follow_a_registry_load_that_changes_the_policy(h: Harness) -> None:
+    case = await confirmed(h)  # "other": 72 h, due-soon at 0.75 (54 h)
+    await h.advance(timedelta(hours=10))
+    before = (await h.case(case.id)).next_check_at
+    await load_registry(h, "remind_at: 0.75", "remind_at: 0.1")
+    await h.advance(timedelta(seconds=1))  # 0.1 of 72 h has passed: due soon at once
+    assert count(h, LEADER, "临期") == 1
+    assert (await h.case(case.id)).next_check_at != before
