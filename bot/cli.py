@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import SystemClock
 from bot.config import Settings
+from storage.db import SchemaOutdated
 
 
 class CliError(Exception):
@@ -247,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_run(_settings(), args.registry))
     except CliError as exc:
         print(f"gridbot: error: {exc}", file=sys.stderr)
+        return 1
+    except SchemaOutdated as exc:
+        shown = ", ".join(exc.missing[:5]) + (" …" if len(exc.missing) > 5 else "")
+        print(f"gridbot: error: the database GRIDBOT_DATABASE_URL was made by an earlier "
+              f"Gridbot and lacks {shown}; this version cannot migrate it yet: start with a "
+              f"new database file (keep the old one)", file=sys.stderr)
         return 1
     except (OperationalError, ArgumentError, NoSuchModuleError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 MAX_DELAY = 30.0
+_SCHEMA_ERROR = "no such "
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -22,6 +23,8 @@ def is_transient(exc: BaseException) -> bool:
 
     Such errors end the current try, never the process: a person must fix nothing.
     """
+    if isinstance(exc, OperationalError) and _SCHEMA_ERROR in str(exc.orig):
+        return False  # SQLite's "no such table / column": a person must fix it
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:

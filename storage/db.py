@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, inspect
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -51,6 +51,31 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+class SchemaOutdated(Exception):
+    """The database was made by an earlier Gridbot: tables lack columns this one needs.
+
+    `create_all` adds missing tables, never missing columns; running on regardless would fail
+    at the first query that names one, in a loop that would take it for an outage.
+    """
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(", ".join(missing))
+        self.missing = missing
+
+
+def _missing_columns(conn: Connection) -> list[str]:
+    found = inspect(conn)
+    missing = []
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
+    return missing
+
+
 async def create_schema(engine: AsyncEngine) -> None:
+    """Create what is missing of the schema; refuse a database whose tables are older."""
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        missing = await conn.run_sync(_missing_columns)
+    if missing:
+        raise SchemaOutdated(missing)

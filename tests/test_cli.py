@@ -276,3 +276,20 @@ def test_a_dotenv_file_in_the_working_directory_is_read(
     (tmp_path / ".env").write_text("GRIDBOT_LOCALE=fr\n", encoding="utf-8")
     assert main(["registry", "load", str(SAMPLE)]) == 1
     assert "GRIDBOT_LOCALE" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", [["registry", "load", str(SAMPLE)], ["outbox"], ["inbox"],
+                                     ["run"]])
+def test_a_database_made_by_an_earlier_gridbot_is_refused_in_one_line(
+        db_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    import sqlite3
+
+    monkeypatch.setenv("GRIDBOT_BOT_TOKEN", "123456:" + "A" * 35)
+    monkeypatch.setenv("GRIDBOT_API_URL", f"http://127.0.0.1:{closed_port()}")
+    # A cases table from before most of its columns.
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE cases (id INTEGER PRIMARY KEY, status VARCHAR(16))")
+    assert main(command) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "earlier Gridbot" in line and "cases.rev" in line
