@@ -67,6 +67,8 @@ class FakeTelegram(BaseSession):
     failing: dict[int, tuple[int, str]] = field(default_factory=dict)
     # one-off answers for the next sends to a chat: (status, description, parameters)
     queued: dict[int, list[tuple[int, str, dict[str, Any]]]] = field(default_factory=dict)
+    # one-off answers for the next calls of a method, by its API name (e.g. "answerCallbackQuery")
+    queued_methods: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -90,6 +92,9 @@ class FakeTelegram(BaseSession):
                   **parameters: Any) -> None:
         self.queued.setdefault(chat_id, []).append((status, description, parameters))
 
+    def fail_next_call(self, api_method: str, status: int, description: str) -> None:
+        self.queued_methods.setdefault(api_method, []).append((status, description))
+
     async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
                            timeout: int | None = None) -> TelegramType:
         self.calls.append(method)
@@ -97,6 +102,9 @@ class FakeTelegram(BaseSession):
         return self.check_response(bot, method, status, json.dumps(payload)).result  # type: ignore[return-value]
 
     def _answer(self, method: TelegramMethod[Any]) -> tuple[int, dict[str, Any]]:
+        if self.queued_methods.get(method.__api_method__):
+            status, description = self.queued_methods[method.__api_method__].pop(0)
+            return status, {"ok": False, "error_code": status, "description": description}
         chat_id = getattr(method, "chat_id", None)
         if isinstance(chat_id, int):
             if self.queued.get(chat_id):

@@ -8,6 +8,10 @@ outbox in the update's own transaction and delivered later, exactly once, in ord
 handler goes on with a stand-in message. A stand-in's `message_id` is minus the outbox row's
 id; the sender rewrites the references a handler kept to it once the real message exists.
 
+An edit or a button's toast made while answering an update is contained the same way: if
+Telegram refuses it (a query too old, a 429, a 5xx), it is left out and logged, and the
+update stands as handled.
+
 And for every send or edit, an answer `ok: true` that the client cannot read means Telegram
 did it: the call returns a message built from the raw answer instead of raising.
 """
@@ -26,7 +30,12 @@ from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
-from aiogram.exceptions import ClientDecodeError, TelegramAPIError, TelegramRetryAfter
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramRetryAfter,
+)
 from aiogram.methods import Response, SendMessage, SendPhoto, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import (
@@ -67,6 +76,13 @@ def is_send(method: TelegramMethod[Any]) -> bool:
 
 def _posts_or_edits(method: TelegramMethod[Any]) -> bool:
     return is_send(method) or method.__api_method__.lower().startswith("edit")
+
+
+def is_cosmetic(method: TelegramMethod[Any]) -> bool:
+    """Calls that change what a person already sees (a card's buttons, a button's toast):
+    when one is refused, the update it answers has still been handled."""
+    name = method.__api_method__.lower()
+    return name.startswith("edit") or name == "answercallbackquery"
 
 
 def chat_of(method: TelegramMethod[Any]) -> int | None:
@@ -152,6 +168,8 @@ class PacedSends(BaseRequestMiddleware):
                        method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
         chat = chat_of(method)
         db = current_session.get()
+        if db is not None and not OUTBOX_CALL.get() and is_cosmetic(method):
+            return await self._contained(make_request, bot, method)
         if OUTBOX_CALL.get() or chat is None or not is_send(method):
             return await self._readable(make_request, bot, method)
         if db is None:
@@ -189,6 +207,20 @@ class PacedSends(BaseRequestMiddleware):
                         "as done", method.__api_method__, exc.message)
             # The chain returns the call's result itself (BaseSession.make_request does).
             return result  # type: ignore[no-any-return]
+
+    @classmethod
+    async def _contained(cls, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
+                         method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
+        """An edit or a toast while answering an update: a refusal leaves it out, and the
+        update goes on (failing it would run it again, for an apology)."""
+        try:
+            return await cls._readable(make_request, bot, method)
+        except Exception as exc:
+            unchanged = isinstance(exc, TelegramBadRequest) and "not modified" in exc.message
+            log.log(logging.DEBUG if unchanged else logging.WARNING,
+                    "%s refused while answering an update (%s): left out",
+                    method.__api_method__, describe(exc))
+            return True  # type: ignore[return-value]
 
     async def _queued_before(self, db: AsyncSession, chat: int) -> bool:
         """Earlier answers to this chat still in the outbox: this one goes after them."""
