@@ -28,5 +28,6 @@ trap 'as_pg "$bin/pg_ctl -D $dir/data -m fast stop" >/dev/null; rm -rf "$dir"' E
 GRIDBOT_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$port/gridbot_test" \
   bash scripts/pytest.sh -p no:cacheprovider tests/test_collect.py tests/test_handle.py \
   tests/test_delivery.py tests/test_timers.py tests/test_albums_once.py \
+  tests/test_intake_trust.py tests/test_delivery_trust.py tests/test_contained_answers.py \
   tests/test_bind_safety.py tests/test_staff_reach.py tests/test_masking.py \
   tests/test_hostile.py -k "not test_hostile or once or twice" "$@"

@@ -165,11 +165,25 @@ async def _empty(url: str) -> None:
     await engine.dispose()
 
 
+def server_database() -> str | None:
+    """The server database the tests run on (GRIDBOT_TEST_DATABASE_URL), if any."""
+    return os.environ.get("GRIDBOT_TEST_DATABASE_URL")
+
+
+async def fresh_database(tmp_path: Path, name: str) -> str:
+    """An empty database for one test: the server database if one is named, else SQLite."""
+    url = server_database()
+    if url:
+        await _empty(url)
+        return url
+    return f"sqlite+aiosqlite:///{tmp_path / name}"
+
+
 async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = "t.db",
                        start: datetime = MORNING, load: bool = True,
                        api: FakeTelegram | None = None,
                        clock: ManualClock | None = None) -> Harness:
-    url = os.environ.get("GRIDBOT_TEST_DATABASE_URL")
+    url = server_database()
     if url and load:
         await _empty(url)
     settings = Settings(database_url=url or f"sqlite+aiosqlite:///{tmp_path / db_name}",

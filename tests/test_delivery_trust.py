@@ -34,7 +34,7 @@ from bot.registry import apply_registry, parse_registry
 from storage.models import Case, InboxUpdate, Outbox, ReportPrompt
 from tests.e2e import TOKEN, outbox_rows, outbox_settled, wait_for, write_registry
 from tests.fakeserver import FakeBotApi, error, html_page
-from tests.harness import BUILDING_CHAT, LEADER, RESIDENT, Harness
+from tests.harness import BUILDING_CHAT, LEADER, RESIDENT, Harness, fresh_database
 
 GROUP = -1_000_000_000_777
 LEADER_CHAT = 10_000  # grid 0's leader in the generated district
@@ -76,7 +76,7 @@ class Live:
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
     server = FakeBotApi()
     url = await server.start()
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'trust.db'}",
+    settings = Settings(database_url=await fresh_database(tmp_path, "trust.db"),
                         api_url=url, bot_token=SecretStr(TOKEN),
                         _env_file=None)  # type: ignore[call-arg]
     app = await build_app(settings)
