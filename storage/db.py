@@ -1,10 +1,24 @@
-"""Engine and session factory; SQLite is the embedded default, PostgreSQL the production one."""
+"""Engine and session factory, and the schema's Alembic migrations (storage/migrations).
+
+SQLite is the embedded default, PostgreSQL the production one.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, inspect
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine, event, inspect, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -51,31 +65,253 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-class SchemaOutdated(Exception):
-    """The database was made by an earlier Gridbot: tables lack columns this one needs.
+log = logging.getLogger(__name__)
+# Alembic's INFO lines ("Context impl", "Will assume…") come on every start; the lines below
+# say what changed, once.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+MIGRATIONS = Path(__file__).resolve().with_name("migrations")
+# The revision that is the schema `create_all` made before there were migrations.
+BASELINE = "0001"
+# Key of the PostgreSQL advisory lock held while the schema is looked at or changed, so two
+# workers starting on one new database do not both create it. Other locks use other keys.
+SCHEMA_LOCK = 0x67726462_0001
 
-    `create_all` adds missing tables, never missing columns; running on regardless would fail
-    at the first query that names one, in a loop that would take it for an outage.
+
+class SchemaError(Exception):
+    """The database's schema is not the one this Gridbot runs on; the text says what to do."""
+
+
+class SchemaBehind(SchemaError):
+    def __init__(self, current: str, head: str) -> None:
+        super().__init__(f"the database GRIDBOT_DATABASE_URL is at schema {current}, this "
+                         f"Gridbot needs {head}: back it up, then run `gridbot db upgrade`")
+        self.current, self.head = current, head
+
+
+class SchemaAhead(SchemaError):
+    def __init__(self, current: str) -> None:
+        super().__init__(f"the database GRIDBOT_DATABASE_URL is at schema {current}, which this "
+                         f"Gridbot does not know: it was upgraded by a newer Gridbot; run that")
+        self.current = current
+
+
+class SchemaOutdated(SchemaError):
+    """Tables of a Gridbot from before migrations that lack columns of the first revision.
+
+    Nothing records what those schemas were, so they cannot be upgraded; running on regardless
+    would fail at the first query that names a missing column, in a loop that would take it
+    for an outage.
     """
 
     def __init__(self, missing: list[str]) -> None:
-        super().__init__(", ".join(missing))
+        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        super().__init__(f"the database GRIDBOT_DATABASE_URL was made by an earlier Gridbot, "
+                         f"from before schema migrations, and lacks {shown}; it cannot be "
+                         f"upgraded: start with a new database (keep the old one)")
         self.missing = missing
 
 
-def _missing_columns(conn: Connection) -> list[str]:
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database stands. `current` is None for a database without Gridbot's tables
+    (new) and for one made by `create_all` before migrations (`tables` true, not stamped)."""
+
+    current: str | None
+    head: str
+    tables: bool
+
+    def describe(self) -> str:
+        if not self.tables:
+            return (f"no Gridbot schema yet (a new database); `gridbot db upgrade` creates "
+                    f"it at {self.head}")
+        if self.current is None:
+            return (f"made before schema migrations (not stamped); `gridbot db upgrade` "
+                    f"adopts it and brings it to {self.head}")
+        if self.current == self.head:
+            return f"{self.current} (head)"
+        return f"{self.current}; head is {self.head}: run `gridbot db upgrade`"
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """What preparing the schema did: `before` None is a new database."""
+
+    before: str | None
+    after: str
+    adopted: bool = False
+
+    def describe(self) -> str:
+        if self.before is None:
+            return f"created a new database at schema {self.after}"
+        if self.before == self.after:
+            adopted = " (adopted a database made before migrations)" if self.adopted else ""
+            return f"the database is at schema {self.after}, the newest{adopted}"
+        return f"upgraded the database from schema {self.before} to {self.after}"
+
+
+def alembic_config(conn: Connection, scripts: Path | None = None) -> Config:
+    """Alembic's configuration for migrations run on `conn` (see storage/migrations/env.py);
+    `scripts` is where the revisions are (this package's, unless a test says otherwise)."""
+    config = Config()
+    config.set_main_option("script_location", str(scripts or MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def _scripts(scripts: Path | None) -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(scripts or MIGRATIONS))
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision(scripts: Path | None = None) -> str:
+    head = _scripts(scripts).get_current_head()
+    if head is None:  # the package always ships at least the first revision
+        raise RuntimeError(f"no migrations in {scripts}")
+    return head
+
+
+def _known(scripts: Path | None, revision: str) -> bool:
+    return any(s.revision == revision for s in _scripts(scripts).walk_revisions())
+
+
+def _state(conn: Connection, scripts: Path | None) -> SchemaState:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+    ours = set(inspect(conn).get_table_names()) & set(Base.metadata.tables)
+    heads = MigrationContext.configure(conn).get_current_heads()
+    current = heads[0] if heads and ours else None
+    return SchemaState(current, head_revision(scripts), bool(ours))
+
+
+@cache
+def _baseline_columns() -> dict[str, tuple[str, ...]]:
+    """Tables and columns of the first revision, as a migration to it makes them."""
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), BASELINE)
+        found = inspect(conn)
+        columns = {t: tuple(c["name"] for c in found.get_columns(t))
+                   for t in found.get_table_names() if t != "alembic_version"}
+    engine.dispose()
+    return columns
+
+
+def _baseline_gaps(conn: Connection) -> list[str]:
     found = inspect(conn)
-    missing = []
-    for table in Base.metadata.sorted_tables:
-        have = {c["name"] for c in found.get_columns(table.name)}
-        missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
-    return missing
+    have = set(found.get_table_names())
+    columns, tables = [], []
+    for table, wanted in sorted(_baseline_columns().items()):
+        if table not in have:
+            tables.append(f"table {table}")
+            continue
+        present = {c["name"] for c in found.get_columns(table)}
+        columns += [f"{table}.{c}" for c in wanted if c not in present]
+    # Missing columns first: they tell which tables are the old ones.
+    return columns + tables
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create what is missing of the schema; refuse a database whose tables are older."""
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-        missing = await conn.run_sync(_missing_columns)
-    if missing:
-        raise SchemaOutdated(missing)
+def _sqlite_pragma(conn: Connection, statement: str) -> list[Any]:
+    # On the DB-API connection, outside any transaction: SQLite ignores a foreign_keys
+    # pragma inside one, and SQLAlchemy would open one.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _prepare(conn: Connection, upgrade: bool, scripts: Path | None) -> SchemaChange:
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        # A migration that rebuilds a table (SQLite's only way to alter most of one) drops
+        # the old copy; with foreign keys enforced that would delete, or cascade to, the
+        # rows that point at it. They are checked once at the end instead.
+        _sqlite_pragma(conn, "PRAGMA foreign_keys=OFF")
+    try:
+        with conn.begin():
+            change = _prepare_in(conn, upgrade, scripts)
+            if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").all()):
+                raise RuntimeError(f"the migration broke {len(broken)} references "
+                                   f"(first in table {broken[0][0]}); nothing was changed")
+    finally:
+        if sqlite:
+            _sqlite_pragma(conn, "PRAGMA foreign_keys=ON")
+    return change
+
+
+def _prepare_in(conn: Connection, upgrade: bool, scripts: Path | None) -> SchemaChange:
+    state = _state(conn, scripts)
+    config = alembic_config(conn, scripts)
+    if not state.tables:
+        # Nothing to lose: a new database is made at once, on any backend. A version row
+        # left behind by tables dropped by hand goes too.
+        command.stamp(config, "base", purge=True)
+        command.upgrade(config, "head")
+        # Every first run of the SQLite default does this: not worth a line of its log.
+        log.debug("created a new database at schema %s", state.head)
+        return SchemaChange(None, state.head)
+    adopted = False
+    current = state.current
+    if current is None:
+        if missing := _baseline_gaps(conn):
+            raise SchemaOutdated(missing)
+        command.stamp(config, BASELINE)
+        log.info("adopted a database made before migrations as schema %s", BASELINE)
+        current, adopted = BASELINE, True
+    if current == state.head:
+        return SchemaChange(current, current, adopted)
+    if not _known(scripts, current):
+        raise SchemaAhead(current)
+    if not upgrade:
+        raise SchemaBehind(current, state.head)
+    if conn.dialect.name == "sqlite" and (kept := _keep_copy(conn, current)):
+        log.info("kept the database as it was before the upgrade in %s", kept)
+    command.upgrade(config, "head")
+    log.info("upgraded the database from schema %s to %s", current, state.head)
+    return SchemaChange(current, state.head, adopted)
+
+
+def _keep_copy(conn: Connection, revision: str) -> Path | None:
+    """SQLite's online backup of the file about to be upgraded at start: the way back to the
+    Gridbot before, since nobody was asked to make one."""
+    name = conn.engine.url.database
+    if not name or name == ":memory:":
+        return None
+    path = Path(name)
+    kept = path.with_name(f"{path.name}.schema-{revision}.bak")
+    # It holds what people wrote: readable by its owner only, like the database.
+    os.close(os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    # A connection of its own reads the last committed state; in WAL mode it does not wait for
+    # the write lock this upgrade holds.
+    with closing(sqlite3.connect(path, timeout=30)) as source, \
+            closing(sqlite3.connect(kept)) as target:
+        source.backup(target)
+    return kept
+
+
+def auto_upgrades(url: str) -> bool:
+    """Whether start-up upgrades a database that is behind: SQLite, the embedded default, has
+    one process and its file is its owner's; a server database is upgraded by its operator
+    (`gridbot db upgrade`, after a backup and with the old workers stopped)."""
+    return url.startswith("sqlite")
+
+
+async def create_schema(engine: AsyncEngine, *, upgrade: bool | None = None,
+                        scripts: Path | None = None) -> SchemaChange:
+    """Make the schema ready, or refuse: a new database is created at the newest revision, one
+    made by `create_all` before migrations is adopted (stamped), and one that is behind is
+    upgraded if `upgrade` (by default: on SQLite only), else SchemaBehind says what to run."""
+    if upgrade is None:
+        upgrade = auto_upgrades(engine.url.render_as_string())
+    async with engine.connect() as conn:
+        return await conn.run_sync(_prepare, upgrade, scripts)
+
+
+async def schema_state(engine: AsyncEngine, scripts: Path | None = None) -> SchemaState:
+    """Where the database stands, changing nothing."""
+    async with engine.connect() as conn:
+        state = await conn.run_sync(_state, scripts)
+        await conn.rollback()
+    return state
