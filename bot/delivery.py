@@ -6,6 +6,11 @@ message. Chats are served side by side, each by one worker at a time, so every c
 rows strictly in order while no chat waits for another: a row waiting to be retried, or a
 chat waiting for its rate limit, holds back the later rows of its chat and only of its chat.
 Whatever Telegram (or a proxy before it) answers, the outcome belongs to one row.
+
+Several worker processes may share one PostgreSQL: a chat is served by the worker holding
+its claim (`bot.claims`, an advisory lock kept outside any transaction), so no two workers
+send a chat's rows, and the chat's rows stay in order. A chat another worker is serving is
+left alone for a moment and looked at again.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import notify
+from bot.claims import OUTBOX_CHAT, Claim, Claims
 from bot.context import Ctx, NotConfigured, begin
 from bot.outage import Outage, is_transient
 from bot.outbox import enqueue, follow_migration
@@ -86,6 +92,8 @@ ROWS_PER_TURN = 20
 MAX_UNEXPECTED = 8
 # Tries to write down what Telegram answered before the row is left pending (to be resent).
 RECORD_TRIES = 6
+# How long a chat found served by another worker is not looked at again (seconds).
+ELSEWHERE = 1.0
 TAG = re.compile(r"<[^>]*>")
 TRANSIENT = (TelegramServerError, TelegramNetworkError, TimeoutError, OSError)
 
@@ -200,6 +208,9 @@ class Delivery:
         self._wake = asyncio.Event()
         # When each chat last had a turn: chats not served for longest go first.
         self._served: dict[int, float] = {}
+        self.claims = Claims.of(sessions)
+        # Chats another worker process was serving, and until when they are left to it.
+        self._elsewhere: dict[int, float] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -227,7 +238,9 @@ class Delivery:
             query = query.where(Outbox.chat_id.not_in(skip))
         async with self.sessions() as db:
             found = (await db.execute(query)).all()
-        chats = [int(chat) for chat, _ in found]
+        clock = time.monotonic()
+        self._elsewhere = {c: t for c, t in self._elsewhere.items() if t > clock}
+        chats = [int(chat) for chat, _ in found if int(chat) not in self._elsewhere]
         # Never served first, then those served longest ago; the oldest row breaks ties.
         order = {chat: i for i, chat in enumerate(chats)}
         return sorted(chats, key=lambda c: (self._served.get(c, 0.0), order[c]))
@@ -252,12 +265,28 @@ class Delivery:
     async def serve(self, chat_id: int, max_pause: float,
                     stop: asyncio.Event | None = None) -> int:
         """One turn of one chat: its due rows in order, until one must wait, the turn is
-        over or `stop` is set. Returns how many rows moved on."""
+        over or `stop` is set. Returns how many rows moved on.
+
+        Nothing is sent without the chat's claim; a chat another worker holds is skipped.
+        """
+        claim = await self.claims.take(OUTBOX_CHAT, chat_id)
+        if claim is None:
+            self._elsewhere[chat_id] = time.monotonic() + ELSEWHERE
+            return 0
+        try:
+            return await self._turn(chat_id, max_pause, stop, claim)
+        finally:
+            await self.claims.release(claim)
+
+    async def _turn(self, chat_id: int, max_pause: float, stop: asyncio.Event | None,
+                    claim: Claim) -> int:
         self._served[chat_id] = time.monotonic()
         moved = 0
         for _ in range(ROWS_PER_TURN):
             if stop is not None and stop.is_set():
                 break
+            if not claim.valid:
+                break  # the claim went with its connection: another worker may have the chat
             now = self.ctx.clock.now()
             async with self.sessions() as db:
                 head = (await db.execute(

@@ -5,6 +5,11 @@ Albums are not finished here but in `App.tick` alone: one loop for them.
 Each due case is handled in a transaction of its own, so one bad case cannot hold back the
 rest, and what a case has been sent is recorded with the messages in the same commit: a
 restart repeats nothing and forgets nothing.
+
+Several workers may sweep one PostgreSQL at once: each takes a case with
+`FOR UPDATE SKIP LOCKED` in the transaction that takes its steps, so a case another worker
+(or a handler) is busy with is left to it instead of waited for, and the steps recorded in
+`case_timer_steps` are read only after the lock: a step is never taken twice.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
         try:
             async with sessions() as db:
                 tx = await begin(db, ctx)
-                case = await db.get(Case, case_id, with_for_update=True)
+                case = await db.get(Case, case_id, with_for_update={"skip_locked": True})
                 if case is None or case.next_check_at is None or case.next_check_at > tx.now:
                     continue
                 done = await cases.advance_timers(tx, case)

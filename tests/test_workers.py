@@ -1,0 +1,399 @@
+"""Several workers on one PostgreSQL (issue 7): nothing is sent, stepped or handled twice.
+
+A second worker is a second engine here (its own connections, so its own claims), or a real
+second `gridbot run` process. PostgreSQL only: SQLite has one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import inbox as inbox_module
+from bot.claims import OUTBOX_CHAT, Claims
+from bot.delivery import Delivery
+from bot.inbox import Inbox, store
+from bot.outbox import enqueue
+from bot.ratelimit import Limits
+from bot.sweep import sweep
+from storage.db import make_engine, make_sessionmaker
+from storage.models import Case, CaseTimerStep, InboxUpdate, Outbox
+from tests.e2e import (
+    building_chat,
+    district,
+    report_update,
+    resident,
+    wait_for,
+)
+from tests.fakeserver import FakeBotApi
+from tests.harness import (
+    BUILDING5_CHAT,
+    BUILDING12_CHAT,
+    BUILDING_CHAT,
+    UNIT_CHAT,
+    Harness,
+    _empty,
+    server_database,
+)
+from tests.test_kill_restart import album_part
+
+pytestmark = pytest.mark.skipif(server_database() is None,
+                                reason="several workers need PostgreSQL "
+                                       "(GRIDBOT_TEST_DATABASE_URL)")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def other(h: Harness) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The sessions of a second worker: an engine of its own on the same database."""
+    url = server_database()
+    assert url is not None
+    engine = make_engine(url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+# --- the outbox ----------------------------------------------------------------------------
+
+async def test_two_workers_deliver_each_row_once_and_in_order(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    chats = [-500_000 - i for i in range(12)]
+    async with h.app.sessions() as db:
+        for n in range(6):
+            for chat in chats:
+                await enqueue(db, f"w:{chat}:{n}", chat, f"{chat}-{n}", h.clock.now())
+        await db.commit()
+    second = Delivery(h.app.bot, other, h.app.ctx, Limits.unlimited())
+    second.pacer.clock = h.app.delivery.pacer.clock
+    for _ in range(200):
+        moved = await asyncio.gather(h.app.delivery.flush(), second.flush())
+        if await h.outbox_count("pending") == 0:
+            break
+        if not sum(moved):
+            await asyncio.sleep(0.05)  # a chat the other worker held is looked at again
+    assert await h.outbox_count("pending") == 0
+    for chat in chats:
+        assert h.texts(chat) == [f"{chat}-{n}" for n in range(6)]
+
+
+# --- the sweep -----------------------------------------------------------------------------
+
+async def test_two_sweeps_take_each_timer_step_once(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    for n in range(3):
+        for chat in (BUILDING_CHAT, BUILDING5_CHAT):
+            await h.report_in_group(f"楼道第{n}处灯坏了", user=resident(1, n * 10 + abs(chat) % 7),
+                                    chat=chat)
+    assert len(await h.cases()) == 6
+    reported = 0
+    for _ in range(40):  # through verification, due soon, overdue, repeats and escalations
+        h.clock.advance(timedelta(hours=3))
+        taken = await asyncio.gather(*(sweep(s, h.app.ctx) for s in
+                                       (h.app.sessions, other, h.app.sessions, other)))
+        reported += sum(taken)
+    async with h.app.sessions() as db:
+        recorded = int(await db.scalar(select(func.count()).select_from(CaseTimerStep)) or 0)
+        escalated = int(await db.scalar(select(func.count()).select_from(CaseTimerStep)
+                                        .where(CaseTimerStep.step == "escalate")) or 0)
+    assert reported == recorded > 0
+    assert escalated >= 6
+    await h.deliver()
+    assert await h.outbox_count("pending") == 0
+
+
+async def test_a_sweep_skips_a_case_another_worker_holds(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    case = await h.report_in_group()
+    h.clock.advance(timedelta(days=5))
+    async with other() as holder:
+        await holder.execute(select(Case).where(Case.id == case.id).with_for_update())
+        # Not waited for: left to the worker holding it (FOR UPDATE SKIP LOCKED).
+        assert await asyncio.wait_for(sweep(h.app.sessions, h.app.ctx), 10) == 0
+        await holder.commit()
+    assert await sweep(h.app.sessions, h.app.ctx) > 0
+
+
+# --- stored updates ------------------------------------------------------------------------
+
+async def test_two_processors_handle_each_update_once_in_order_per_chat(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    chats = (BUILDING_CHAT, UNIT_CHAT, BUILDING5_CHAT, BUILDING12_CHAT)
+    updates = [h.updates.message(chat, resident(2, n * 10 + i), f"/report 第{n}件 位置{i}")
+               for n in range(5) for i, chat in enumerate(chats)]
+    await store(h.app.sessions, updates, h.clock.now())
+    workers = [Inbox(h.app.bot, h.app.dp, sessions, h.clock.now, concurrency=4)
+               for sessions in (h.app.sessions, other, h.app.sessions, other)]
+    for _ in range(50):
+        await asyncio.gather(*(w.process_pending() for w in workers))
+        async with h.app.sessions() as db:
+            left = await db.scalar(select(func.count()).select_from(InboxUpdate)
+                                   .where(InboxUpdate.status == "new"))
+        if not left:
+            break
+        await asyncio.sleep(0.05)
+    async with h.app.sessions() as db:
+        statuses = Counter((await db.scalars(select(InboxUpdate.status))).all())
+        attempts = set((await db.scalars(select(InboxUpdate.attempts))).all())
+    assert statuses == {"done": len(updates)} and attempts == {1}
+    cases = await h.cases()
+    assert Counter(c.description for c in cases) == Counter(
+        f"第{n}件 位置{i}" for n in range(5) for i in range(len(chats)))
+    for i, chat in enumerate(chats):
+        filed = [c.description for c in cases if c.source_chat_id == chat]
+        assert filed == [f"第{n}件 位置{i}" for n in range(5)]  # in the chat's order
+    await h.deliver()
+    acks = [t for chat in chats for t in h.texts(chat) if "已收到您的诉求" in t]
+    assert len(acks) == len(updates)
+
+
+# --- polling -------------------------------------------------------------------------------
+
+class TokenServer(FakeBotApi):
+    """The fake Bot API, noting which worker (told apart by its token) made each call."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.callers: list[tuple[str, str]] = []
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.callers.append((request.match_info["token"], request.match_info["method"].lower()))
+        return await super()._handle(request)
+
+    def who(self, method: str) -> set[str]:
+        return {token[-1] for token, m in self.callers if m == method}
+
+
+TOKEN_A = "123456:TEST-token-of-worker-A"
+TOKEN_B = "123456:TEST-token-of-worker-B"
+
+
+async def test_one_worker_polls_and_another_takes_over_when_it_stops(
+        h: Harness, other: async_sessionmaker[AsyncSession],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbox_module, "POLL_CLAIM_RETRY", 0.2)
+    server = TokenServer(long_poll_cap=0.3)
+    url = await server.start()
+    bots = [Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(url)))
+            for token in (TOKEN_A, TOKEN_B)]
+    allowed = h.app.dp.resolve_used_update_types()
+    first = Inbox(bots[0], h.app.dp, h.app.sessions, h.clock.now)
+    second = Inbox(bots[1], h.app.dp, other, h.clock.now)
+    stops = [asyncio.Event(), asyncio.Event()]
+
+    async def stored() -> int:
+        async with h.app.sessions() as db:
+            return int(await db.scalar(select(func.count(InboxUpdate.update_id.distinct())))
+                       or 0)
+
+    try:
+        polling_a = asyncio.create_task(first.poll(stops[0], allowed))
+        await wait_for(lambda: _true(server.who("getupdates") == {"A"}), 10, "A to poll")
+        polling_b = asyncio.create_task(second.poll(stops[1], allowed))
+        for n in range(5):
+            server.push(report_update(BUILDING_CHAT, resident(3, n), f"事{n}", 100 + n))
+        await wait_for(lambda: _equals(stored(), 5), 10, "five updates stored")
+        await asyncio.sleep(1.0)  # B asked several times meanwhile, and did not poll
+        assert server.who("getupdates") == {"A"}
+        stops[0].set()
+        await polling_a
+        for n in range(5, 8):
+            server.push(report_update(BUILDING_CHAT, resident(3, n), f"事{n}", 100 + n))
+        await wait_for(lambda: _equals(stored(), 8), 10, "B to take over")
+        assert server.who("getupdates") == {"A", "B"}
+        async with h.app.sessions() as db:
+            rows = int(await db.scalar(select(func.count()).select_from(InboxUpdate)) or 0)
+        assert rows == 8 and server.unconfirmed == 0
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.sleep(0)
+        for bot in bots:
+            await bot.session.close()
+        await server.stop()
+    await polling_b
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _equals(count: Any, expected: int) -> bool:
+    return bool(await count == expected)
+
+
+# --- claims ------------------------------------------------------------------------------
+
+async def test_a_claim_is_lost_with_its_connection_and_taken_over(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    mine, theirs = Claims.of(h.app.sessions), Claims.of(other)
+    claim = await mine.take(OUTBOX_CHAT, -42)
+    assert claim is not None and claim.valid
+    assert await mine.take(OUTBOX_CHAT, -42) is None  # not twice within one worker either
+    assert await theirs.take(OUTBOX_CHAT, -42) is None
+    # The worker's claims connection goes away (the worker died, or the network did).
+    async with other() as db:
+        await db.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
+                              "WHERE locktype = 'advisory' AND granted"))
+        await db.commit()
+    assert not await mine.check() and not claim.valid
+    taken = await theirs.take(OUTBOX_CHAT, -42)
+    assert taken is not None
+    await mine.release(claim)  # lost already: releasing it frees nothing of theirs
+    assert await mine.take(OUTBOX_CHAT, -42) is None
+    await theirs.release(taken)
+    again = await mine.take(OUTBOX_CHAT, -42)
+    assert again is not None
+    await mine.release(again)
+
+
+# --- two real processes --------------------------------------------------------------------
+
+GRIDS = 8
+
+
+def fast_district(path: Path) -> Path:
+    """The e2e district with timers of seconds: every case is reminded, verified late,
+    overdue and escalated twice within half a minute."""
+    registry = district(GRIDS)
+    registry["policy"] = {"verify_within": "2s", "remind_at": 0.5, "overdue_repeat": None,
+                          "escalate_after": "3s", "rating_within": "3d", "quiet_hours": None}
+    registry["categories"][0]["sla"] = "5s"
+    path.write_text(yaml.safe_dump(registry, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+class Worker:
+    """One `gridbot run` process on the shared PostgreSQL."""
+
+    def __init__(self, tmp: Path, name: str, url: str, token: str) -> None:
+        self.log = tmp / f"worker-{name}.log"
+        self.tmp = tmp
+        self.env = {**os.environ, "GRIDBOT_BOT_TOKEN": token, "GRIDBOT_API_URL": url,
+                    "GRIDBOT_DATABASE_URL": server_database() or "",
+                    "GRIDBOT_SWEEP_SECONDS": "0.5", "PYTHONPATH": str(ROOT)}
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, registry: Path | None = None) -> None:
+        extra = ["--registry", str(registry)] if registry is not None else []
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "run", *extra, cwd=self.tmp, env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=open(self.log, "ab"))  # noqa: SIM115 - closed with the process
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout=30)
+
+
+async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> None:
+    url = server_database()
+    assert url is not None
+    await _empty(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    server = TokenServer(long_poll_cap=1.0)
+    api = await server.start()
+    a = Worker(tmp_path, "A", api, TOKEN_A)
+    b = Worker(tmp_path, "B", api, TOKEN_B)
+    reports = albums = 0
+    message_id = 1000
+
+    def push_reports(n: int) -> None:
+        nonlocal reports, message_id
+        for _ in range(n):
+            i = reports % GRIDS
+            message_id += 1
+            server.push(report_update(building_chat(i), resident(i, reports), f"问题{reports}",
+                                      message_id))
+            reports += 1
+
+    def push_album() -> None:
+        nonlocal albums, message_id
+        chat = building_chat(albums % GRIDS)
+        for part in range(3):
+            message_id += 1
+            server.push(album_part(chat, resident(9, albums), message_id, f"album{albums}",
+                                   f"album{albums}-p{part}",
+                                   f"/report 相册{albums}" if part == 0 else None))
+        albums += 1
+
+    async def scalar(sql: str) -> int:
+        async with sessions() as db:
+            return int((await db.execute(text(sql))).scalar() or 0)
+
+    try:
+        await a.start(fast_district(tmp_path / "district.yaml"))
+        await wait_for(lambda: _true("A" in server.who("getupdates")), 60, "A to poll")
+        await b.start()
+        await wait_for(lambda: _true("B" in server.who("getme")), 60, "B to start")
+        for _ in range(3):
+            push_reports(4)
+            push_album()
+            await asyncio.sleep(1.0)
+        # The poller stops (a deploy, a crash): the other worker takes over polling.
+        assert await a.stop() == 0
+        push_reports(3)
+        push_album()
+        expected = reports + albums
+
+        async def settled() -> bool:
+            escalated = await scalar("SELECT count(DISTINCT case_id) FROM case_timer_steps "
+                                     "WHERE step = 'escalate' AND n = 2")
+            pending = await scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
+            unhandled = await scalar("SELECT count(*) FROM inbox WHERE status = 'new'")
+            return (escalated == expected and pending == 0 and unhandled == 0
+                    and server.unconfirmed == 0)
+
+        await wait_for(settled, 120, "every case escalated twice and every message sent")
+        await a.start()  # back again, it waits for B's polling claim and works beside it
+        push_reports(3)
+        expected = reports + albums
+        await wait_for(settled, 90, "the last reports handled by both workers")
+        assert await b.stop() == 0 and await a.stop() == 0
+
+        async with sessions() as db:
+            descriptions = Counter((await db.scalars(select(Case.description))).all())
+            rows = (await db.execute(select(Outbox.chat_id, Outbox.text, Outbox.status))).all()
+            steps = (await db.execute(text(
+                "SELECT case_id, round, step, n, count(*) FROM case_timer_steps "
+                "GROUP BY case_id, round, step, n HAVING count(*) > 1"))).all()
+        # Each report made one case, each album one case with its three photos.
+        assert len(descriptions) == expected and set(descriptions.values()) == {1}
+        assert await scalar("SELECT count(*) FROM case_photos") == 3 * albums
+        assert not steps
+        # Every owed message reached its chat exactly once, whichever worker sent it.
+        assert rows and {status for _, _, status in rows} == {"sent"}
+        owed = Counter((chat, body) for chat, body, _ in rows)
+        received = Counter((r.chat_id, r.text) for r in server.received if r.text)
+        doubled = {key: (n, received[key]) for key, n in owed.items() if received[key] != n}
+        assert not doubled, list(doubled.items())[:3]
+        acks = [t for (_, t) in received.elements() if "已收到您的诉求" in t]
+        assert len(acks) == expected
+        # One worker polled at a time; both handled, swept and sent.
+        senders = {token[-1] for token, m in server.callers if m.startswith("send")}
+        assert senders == {"A", "B"}
+    finally:
+        for worker in (a, b):
+            if worker.proc is not None and worker.proc.returncode is None:
+                worker.proc.send_signal(signal.SIGKILL)
+                await worker.proc.wait()
+        await server.stop()
+        await engine.dispose()
