@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -13,27 +14,31 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramUnauthorizedError
+from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllGroupChats,
     BotCommandScopeAllPrivateChats,
     ErrorEvent,
 )
+from aiohttp.web import AppRunner, TCPSite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.albums import finish_albums
 from bot.clock import Clock, SystemClock
-from bot.config import LOCALES, Settings
+from bot.config import LOCALES, Settings, listen_address
 from bot.context import Ctx
 from bot.delivery import Delivery
+from bot.health import Health
 from bot.inbox import CONCURRENT_CHATS, Inbox, prune
+from bot.metrics import CountCalls, CountHandled, Metrics
 from bot.outbox import prune_sent
 from bot.polling import every, run_loops
 from bot.ratelimit import Limits
 from bot.sweep import sweep
 from bot.telegram_session import PacedSends
 from bot.texts import Texts
+from bot.webhook import CannotListen, StoringRequestHandler, web_app, webhook_path
 from handlers import build_router
 from handlers.middlewares import DbMiddleware
 from storage.db import create_schema, make_engine, make_sessionmaker
@@ -141,6 +146,52 @@ async def register_commands(app: App) -> None:
                 await app.bot.set_my_commands(commands, scope=scope)
 
 
+async def _start(app: App, *steps: Callable[[], Awaitable[object]]) -> None:
+    """Who the bot is, its command menus, and the calls given (polling's deleteWebhook)."""
+    await app.identify()
+    for step in (lambda: register_commands(app), *steps):
+        try:
+            await step()
+        except TelegramUnauthorizedError:
+            raise
+        except Exception as exc:  # the menus or the webhook can be set another time
+            log.warning("start-up call failed (%s); going on", type(exc).__name__)
+
+
+async def _set_webhook(app: App, url: str, secret: str, allowed: list[str]) -> None:
+    try:
+        await app.bot.set_webhook(url, secret_token=secret, allowed_updates=allowed,
+                                  drop_pending_updates=False)
+    except (TelegramUnauthorizedError, TelegramBadRequest):
+        raise  # a revoked token, a URL Telegram refuses: for a person to fix
+    except Exception as exc:
+        # Telegram keeps posting to the webhook registered before, if there was one.
+        log.warning("setWebhook failed (%s); going on", type(exc).__name__)
+
+
+def _inbox(app: App) -> Inbox:
+    # SQLite has one writer at a time: chats side by side would only queue for it.
+    sqlite = app.settings.database_url.startswith("sqlite")
+    return Inbox(app.bot, app.dp, app.sessions, app.ctx.clock.now,
+                 concurrency=1 if sqlite else CONCURRENT_CHATS)
+
+
+def _work(app: App, inbox: Inbox, stop: asyncio.Event,
+          health: Health | None = None) -> dict[str, Coroutine[Any, Any, None]]:
+    """The loops every worker runs, however updates arrive: the processor first handles what
+    was received but not handled before a stop, and the sweep runs at once for what fell due
+    while the bot was down."""
+    tick: Callable[[], Awaitable[object]] = app.tick
+    swept: Callable[[], Awaitable[object]] = app.sweep
+    if health is not None:
+        tick, swept = health.sender(tick), health.sweep(swept)
+    return {
+        "handling": inbox.process(stop),
+        "delivery": app.delivery.run(stop, also=tick),
+        "sweep": every(app.settings.sweep_seconds, swept, stop, "the sweep"),
+    }
+
+
 async def run_polling(app: App) -> None:
     """Long polling into the inbox, its processor, the outbox sender and the sweep.
 
@@ -148,32 +199,54 @@ async def run_polling(app: App) -> None:
     refuses the token. Any other failure (network, database) is waited out by the loop it
     hit.
     """
-    await app.identify()
-    steps: list[Callable[[], Awaitable[object]]] = [
-        lambda: register_commands(app),
-        lambda: app.bot.delete_webhook(drop_pending_updates=False)]
-    for step in steps:
-        try:
-            await step()
-        except TelegramUnauthorizedError:
-            raise
-        except Exception as exc:  # the menus or the webhook can be set another time
-            log.warning("start-up call failed (%s); going on", type(exc).__name__)
+    await _start(app, lambda: app.bot.delete_webhook(drop_pending_updates=False))
     stop = asyncio.Event()
-    # SQLite has one writer at a time: chats side by side would only queue for it.
-    sqlite = app.settings.database_url.startswith("sqlite")
-    inbox = Inbox(app.bot, app.dp, app.sessions, app.ctx.clock.now,
-                  concurrency=1 if sqlite else CONCURRENT_CHATS)
+    inbox = _inbox(app)
     allowed = app.dp.resolve_used_update_types()
     try:
-        # The processor first handles what was received but not handled before a stop, and
-        # the sweep runs at once for what fell due while the bot was down.
-        await run_loops({
-            "polling": inbox.poll(stop, allowed),
-            "handling": inbox.process(stop),
-            "delivery": app.delivery.run(stop, also=app.tick),
-            "sweep": every(app.settings.sweep_seconds, app.sweep, stop, "the sweep"),
-        }, stop)
+        await run_loops({"polling": inbox.poll(stop, allowed), **_work(app, inbox, stop)},
+                        stop)
     finally:
         stop.set()
+        await app.close()
+
+
+async def run_webhook(app: App, stop: asyncio.Event | None = None) -> None:
+    """The webhook server (updates, `/healthz`, `/metrics`) and the same loops as polling.
+
+    Listens on GRIDBOT_LISTEN first, then registers GRIDBOT_WEBHOOK_URL with its secret and
+    the update types the handlers use. Stopping leaves the webhook registered: other workers
+    behind the same URL go on serving it. Raises CannotListen, and
+    TelegramUnauthorizedError / TelegramBadRequest when the Bot API refuses the token or the
+    URL. Returns after SIGTERM or SIGINT, or once `stop` is set.
+    """
+    settings = app.settings
+    assert settings.webhook_url is not None and settings.webhook_secret is not None
+    secret = settings.webhook_secret.get_secret_value()
+    metrics = Metrics()
+    app.dp.update.outer_middleware(CountHandled(metrics))
+    app.bot.session.middleware(CountCalls(metrics))
+    health = Health(app.engine, app.ctx.clock, settings.sweep_seconds, metrics)
+    inbox = _inbox(app)
+    allowed = app.dp.resolve_used_update_types()
+    handler = StoringRequestHandler(app.dp, app.bot, inbox, secret, allowed, metrics,
+                                    lambda: app.ctx.bot_id or app.bot.id)
+    web = web_app(handler, webhook_path(settings.webhook_url), health,
+                  lambda: metrics.refresh(app.sessions, app.ctx.clock.now()))
+    runner = AppRunner(web, access_log=None, handle_signals=False)
+    await runner.setup()
+    stop = stop or asyncio.Event()
+    try:
+        host, port = listen_address(settings.listen)
+        try:
+            await TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise CannotListen(exc.strerror or str(exc)) from exc
+        await _start(app)
+        await _set_webhook(app, settings.webhook_url, secret, allowed)
+        log.info("webhook listening on %s", settings.listen)
+        await run_loops(_work(app, inbox, stop, health), stop)
+    finally:
+        stop.set()
+        await runner.cleanup()
         await app.close()

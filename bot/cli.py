@@ -1,4 +1,5 @@
-"""The `gridbot` command: run, demo, registry load, privacy export / erase, inbox, outbox."""
+"""The `gridbot` command: run, webhook, demo, registry load, privacy export / erase, inbox,
+outbox, db."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -18,7 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import SystemClock
 from bot.config import Settings
-from storage.db import SchemaOutdated
+from bot.logs import setup as setup_logs
+from storage.db import SchemaError
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 
 class CliError(Exception):
@@ -144,7 +150,52 @@ async def _inbox(settings: Settings, action: str | None, row_id: str | None,
         return inbox_admin.render(found, await outbox_admin.local_zone(db))
 
 
-async def _run(settings: Settings, registry: Path | None) -> None:
+async def _db(settings: Settings, action: str, to: str | None) -> str:
+    from storage.db import create_schema, make_engine, schema_state
+
+    if action == "copy" and to is not None:
+        return await _db_copy(settings, to)
+    engine = make_engine(settings.database_url)
+    try:
+        if action == "current":
+            return (await schema_state(engine)).describe()
+        return (await create_schema(engine, upgrade=True)).describe()
+    finally:
+        await engine.dispose()
+
+
+async def _db_copy(settings: Settings, to: str) -> str:
+    from storage.copy import CopyRefused, copy_database
+    from storage.db import make_engine
+
+    if to == settings.database_url:
+        raise CliError("--to names GRIDBOT_DATABASE_URL itself: give the new database's URL")
+    source = make_engine(settings.database_url)
+    try:
+        try:
+            target = make_engine(to)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            # The URL may hold a password: say what is wrong with it, never echo it.
+            raise CliError(f"cannot use the database --to: {str(exc).splitlines()[0]}") from exc
+        try:
+            try:
+                # Reached first, so a wrong --to is not blamed on GRIDBOT_DATABASE_URL.
+                async with target.connect():
+                    pass
+            except (OperationalError, OSError) as exc:
+                reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                raise CliError(f"cannot use the database --to: {reason}") from exc
+            return (await copy_database(source, target)).describe()
+        except CopyRefused as exc:
+            raise CliError(str(exc)) from exc
+        finally:
+            await target.dispose()
+    finally:
+        await source.dispose()
+
+
+async def _started(settings: Settings, registry: Path | None) -> App:
+    """The App of `gridbot run` / `gridbot webhook`, its token checked with the Bot API."""
     from aiogram.exceptions import (
         ClientDecodeError,
         TelegramAPIError,
@@ -153,7 +204,7 @@ async def _run(settings: Settings, registry: Path | None) -> None:
     )
     from aiogram.utils.token import TokenValidationError, validate_token
 
-    from bot.app import build_app, run_polling
+    from bot.app import build_app
 
     if settings.bot_token is None:
         raise CliError("GRIDBOT_BOT_TOKEN is not set: create a bot with @BotFather and put its "
@@ -179,11 +230,55 @@ async def _run(settings: Settings, registry: Path | None) -> None:
         raise CliError(f"{settings.api_url} did not answer like the Bot API: "
                        f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from exc
     logging.getLogger("gridbot").info("running as @%s", app.ctx.bot_username)
+    return app
+
+
+REVOKED = ("the Bot API refused GRIDBOT_BOT_TOKEN while running (revoked? check it with "
+           "@BotFather)")
+
+
+async def _run(settings: Settings, registry: Path | None) -> None:
+    from aiogram.exceptions import TelegramUnauthorizedError
+
+    from bot.app import run_polling
+
+    app = await _started(settings, registry)
     try:
         await run_polling(app)
     except TelegramUnauthorizedError as exc:
-        raise CliError("the Bot API refused GRIDBOT_BOT_TOKEN while running (revoked? check "
-                       "it with @BotFather)") from exc
+        raise CliError(REVOKED) from exc
+
+
+def _webhook_settings(settings: Settings) -> None:
+    from bot.webhook import webhook_path
+
+    if settings.webhook_url is None:
+        raise CliError("GRIDBOT_WEBHOOK_URL is not set: the public https:// address the "
+                       "reverse proxy passes to this process, e.g. "
+                       "https://bot.example.org/telegram")
+    if settings.webhook_secret is None:
+        raise CliError("GRIDBOT_WEBHOOK_SECRET is not set: 1 to 256 characters of A-Z, a-z, "
+                       "0-9, _ and - (e.g. from `openssl rand -hex 32`)")
+    if webhook_path(settings.webhook_url) in ("/healthz", "/metrics"):
+        raise CliError("GRIDBOT_WEBHOOK_URL: its path must not be /healthz or /metrics")
+
+
+async def _webhook(settings: Settings, registry: Path | None) -> None:
+    from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
+
+    from bot.app import run_webhook
+    from bot.webhook import CannotListen
+
+    _webhook_settings(settings)
+    app = await _started(settings, registry)
+    try:
+        await run_webhook(app)
+    except TelegramUnauthorizedError as exc:
+        raise CliError(REVOKED) from exc
+    except TelegramBadRequest as exc:
+        raise CliError(f"the Bot API refused GRIDBOT_WEBHOOK_URL: {exc.message}") from exc
+    except CannotListen as exc:
+        raise CliError(f"cannot listen on GRIDBOT_LISTEN {settings.listen}: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the bot with long polling")
     run.add_argument("--registry", type=Path, help="load this registry file before starting")
+    hook = sub.add_parser("webhook", help="run the bot behind a webhook (GRIDBOT_WEBHOOK_URL), "
+                          "with /healthz and /metrics")
+    hook.add_argument("--registry", type=Path, help="load this registry file before starting")
     sub.add_parser("demo", help="play one case end to end against a fake Bot API, offline")
     reg = sub.add_parser("registry", help="the organisation registry")
     reg_sub = reg.add_subparsers(dest="action", required=True)
@@ -220,13 +318,23 @@ def main(argv: list[str] | None = None) -> int:
     requeue = inbox_sub.add_parser("retry", help="hand set-aside and failed updates to the "
                                    "handlers again, or the one given")
     requeue.add_argument("id", metavar="ID", nargs="?", help="one inbox row id")
+    db = sub.add_parser("db", help="the database schema: where it stands, upgrade it")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    db_sub.add_parser("current", help="the schema revision the database is at (changes nothing)")
+    db_sub.add_parser("upgrade", help="create a new database, or bring one made by an earlier "
+                      "Gridbot to this one's schema (back it up first)")
+    copy = db_sub.add_parser("copy", help="copy every row into a new, empty database (from "
+                             "SQLite to PostgreSQL); stop the bot first")
+    copy.add_argument("--to", required=True, metavar="URL",
+                      help="the new database, e.g. postgresql+asyncpg://gridbot@host/gridbot")
     args = parser.parse_args(argv)
 
     level = logging.WARNING if args.command == "demo" else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Their INFO lines are one per update or sweep: noise in a log kept for years.
-    for noisy in ("aiogram.event", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        log_format = Settings().log_format
+    except ValidationError:
+        log_format = "text"  # the command reports the bad setting in one line
+    setup_logs(level, log_format)
     try:
         if args.command == "demo":
             from bot.demo import run_demo
@@ -241,19 +349,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "inbox":
             print(asyncio.run(_inbox(_settings(), args.action, getattr(args, "id", None),
                                      args.status, args.limit)))
+        elif args.command == "db":
+            print(asyncio.run(_db(_settings(), args.action, getattr(args, "to", None))))
         elif args.command == "outbox":
             print(asyncio.run(_outbox(_settings(), args.action, getattr(args, "id", None),
                                       args.status, args.limit)))
+        elif args.command == "webhook":
+            asyncio.run(_webhook(_settings(), args.registry))
         else:
             asyncio.run(_run(_settings(), args.registry))
     except CliError as exc:
         print(f"gridbot: error: {exc}", file=sys.stderr)
         return 1
-    except SchemaOutdated as exc:
-        shown = ", ".join(exc.missing[:5]) + (" …" if len(exc.missing) > 5 else "")
-        print(f"gridbot: error: the database GRIDBOT_DATABASE_URL was made by an earlier "
-              f"Gridbot and lacks {shown}; this version cannot migrate it yet: start with a "
-              f"new database file (keep the old one)", file=sys.stderr)
+    except SchemaError as exc:
+        print(f"gridbot: error: {exc}", file=sys.stderr)
         return 1
     except (OperationalError, ArgumentError, NoSuchModuleError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]

@@ -9,6 +9,10 @@ The batch is read as raw JSON and each update is validated on its own: one updat
 installed client cannot read (a Bot API server of another version) is set aside, kept for
 the operator (`gridbot inbox`), and everything around it is handled. Neither a database
 outage nor an unreadable answer ends a loop here; only a token the Bot API refuses does.
+
+Several worker processes may share one PostgreSQL (`bot.claims`): one of them polls at a
+time, the others wait for its claim; each chat's stored updates are handled by one worker at
+a time, in order, whichever worker stored them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.claims import INBOX_CHAT, POLLING, Claim, Claims
 from bot.inbox_scope import acts_on, update_kind
 from bot.outage import Outage, is_transient
 from storage.models import InboxUpdate
@@ -47,6 +52,8 @@ KEEP_DONE = timedelta(days=7)
 # Set-aside and failed updates wait longer, for the operator to look at or retry them.
 KEEP_STUCK = timedelta(days=30)
 PRUNE_BATCH = 1000
+# How often a worker waiting to poll asks again whether the poller is gone.
+POLL_CLAIM_RETRY = 5.0
 HANDLED = ("done", "skipped", "erased")
 STUCK = ("set_aside", "failed")
 
@@ -195,7 +202,9 @@ async def _mark(sessions: async_sessionmaker[AsyncSession],
                 marks: list[tuple[int, str, str | None]]) -> None:
     async with sessions() as db:
         for row_id, status, reason in marks:
-            await db.execute(update(InboxUpdate).where(InboxUpdate.id == row_id)
+            # Only while still new: another worker may have settled it meanwhile.
+            await db.execute(update(InboxUpdate)
+                             .where(InboxUpdate.id == row_id, InboxUpdate.status == "new")
                              .values(status=status, reason=reason))
         await db.commit()
 
@@ -206,6 +215,11 @@ class Inbox:
         self.bot, self.dp, self.sessions, self.now = bot, dp, sessions, now
         self.concurrency = concurrency
         self._wake = asyncio.Event()
+        self.claims = Claims.of(sessions)
+
+    def wake(self) -> None:
+        """Something was stored (by the webhook): the processor looks at once."""
+        self._wake.set()
 
     def _bot_id(self) -> int:
         ctx = self.dp.workflow_data.get("ctx")
@@ -217,13 +231,45 @@ class Inbox:
 
         Ends when `stop` is set (a long poll in progress is abandoned), or raises
         TelegramUnauthorizedError: a revoked token is for a person to fix.
+
+        Only the worker holding the polling claim polls: Telegram answers a second poller
+        with 409 Conflict, and two would fight over the offset. Another worker waits, saying
+        so once, and takes over when the poller is gone.
         """
-        network = Outage(log, "getUpdates")
+        # One outage for the loop's database: the claim is lost with the database.
         database = Outage(log, "storing received updates")
+        waiting = False
+        while not stop.is_set():
+            try:
+                claim = await self.claims.take(POLLING)
+                database.ok()
+            except Exception as exc:
+                await _pause(stop, database, exc)
+                continue
+            if claim is None:
+                if not waiting:
+                    log.info("another worker polls getUpdates; this one waits to take over")
+                    waiting = True
+                await _sleep_or_stop(stop, POLL_CLAIM_RETRY)
+                continue
+            if waiting:
+                log.info("this worker polls getUpdates now")
+                waiting = False
+            try:
+                await self._poll(stop, allowed, claim, database)
+            finally:
+                await self.claims.release(claim)
+
+    async def _poll(self, stop: asyncio.Event, allowed: list[str], claim: Claim,
+                    database: Outage) -> None:
+        """Poll while the claim holds; returns when `stop` is set or the claim was lost."""
+        network = Outage(log, "getUpdates")
         bot_id = self._bot_id()
         offset: int | None = None
         have_offset = False
         while not stop.is_set():
+            if not claim.valid or not await self.claims.check():
+                return  # the claim went with its connection: claim polling again
             if not have_offset:
                 try:
                     offset = await next_offset(self.sessions)
@@ -249,6 +295,9 @@ class Inbox:
             if not items:
                 continue
             while True:  # stored before the next getUpdates confirms them, or not at all
+                if not claim.valid or not await self.claims.check():
+                    # Another worker may poll now and store this batch: leave it to it.
+                    return
                 try:
                     await store(self.sessions, items, self.now(),
                                 keep=lambda item: acts_on(item, bot_id, allowed))
@@ -278,7 +327,11 @@ class Inbox:
                 await _wait(self._wake, stop, 1.0)
 
     async def process_pending(self, batch: int = 200, stop: asyncio.Event | None = None) -> int:
-        """Handle up to `batch` stored updates; raises the database error that stopped it."""
+        """Handle up to `batch` stored updates; raises the database error that stopped it.
+
+        Returns how many were looked at: updates of a chat another worker is handling are
+        left to it (its claim keeps the chat's updates in order) and not counted.
+        """
         async with self.sessions() as db:
             rows = (await db.execute(
                 select(InboxUpdate.id, InboxUpdate.payload)
@@ -302,34 +355,51 @@ class Inbox:
                     log.warning("inbox row %s set aside: the client cannot read it", row_id)
         gate = asyncio.Semaphore(self.concurrency)
         outage: list[BaseException] = []
+        elsewhere: list[int] = []
 
-        async def run(items: list[tuple[int, Update]]) -> None:
+        async def run(chat: int, items: list[tuple[int, Update]]) -> None:
             async with gate:
-                for row_id, upd in items:
-                    if outage or (stop is not None and stop.is_set()):
-                        return  # the rest of this chat waits, in order, for the next pass
-                    attempt = Attempt()
-                    try:
-                        await self.dp.feed_update(self.bot, upd, inbox_id=row_id,
-                                                  inbox_attempt=attempt)
-                    except Exception as exc:
-                        if is_transient(exc):
-                            outage.append(exc)
-                            return
-                        # The exception may quote the update's text: its type only, at INFO+.
-                        log.error("update %s (inbox row %s) could not be handled: %s",
-                                  upd.update_id, row_id, type(exc).__name__)
-                        log.debug("update %s failed", upd.update_id, exc_info=True)
-                        if not attempt.recorded:
-                            await self._count_failure(row_id, exc)
-                    if attempt.transient is not None:
-                        outage.append(attempt.transient)
-                        return
+                try:
+                    claim = await self.claims.take(INBOX_CHAT, chat)
+                except Exception as exc:
+                    outage.append(exc)
+                    return
+                if claim is None:
+                    elsewhere.append(len(items))
+                    return
+                try:
+                    await self._handle_chat(items, claim, outage, stop)
+                finally:
+                    await self.claims.release(claim)
 
-        await asyncio.gather(*(run(p) for p in by_chat.values()))
+        await asyncio.gather(*(run(chat, p) for chat, p in by_chat.items()))
         if outage:
             raise outage[0]
-        return len(rows)
+        return len(rows) - sum(elsewhere)
+
+    async def _handle_chat(self, items: list[tuple[int, Update]], claim: Claim,
+                           outage: list[BaseException], stop: asyncio.Event | None) -> None:
+        """One chat's updates, in order, while its claim holds."""
+        for row_id, upd in items:
+            if outage or (stop is not None and stop.is_set()) or not claim.valid:
+                return  # the rest of this chat waits, in order, for the next pass
+            attempt = Attempt()
+            try:
+                await self.dp.feed_update(self.bot, upd, inbox_id=row_id,
+                                          inbox_attempt=attempt)
+            except Exception as exc:
+                if is_transient(exc):
+                    outage.append(exc)
+                    return
+                # The exception may quote the update's text: its type only, at INFO+.
+                log.error("update %s (inbox row %s) could not be handled: %s",
+                          upd.update_id, row_id, type(exc).__name__)
+                log.debug("update %s failed", upd.update_id, exc_info=True)
+                if not attempt.recorded:
+                    await self._count_failure(row_id, exc)
+            if attempt.transient is not None:
+                outage.append(attempt.transient)
+                return
 
     async def _count_failure(self, row_id: int, exc: BaseException) -> None:
         async with self.sessions() as db:

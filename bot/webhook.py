@@ -1,0 +1,107 @@
+"""`gridbot webhook`: Telegram posts updates over HTTPS; each is stored, then answered 200.
+
+The update is kept in the inbox (the same keep / skip rules and redelivery check as polling)
+and Telegram is answered as soon as it is committed; the inbox processor hands it to the
+handlers later, durably and exactly once, as for polling. A slow handler therefore never
+makes Telegram time out and deliver again, and a worker killed after the 200 loses nothing.
+Only when the update could not be stored is the answer an error, so Telegram sends it again.
+
+Every request must carry the secret registered with `setWebhook` in the
+X-Telegram-Bot-Api-Secret-Token header, compared in constant time; without it the answer is
+401 and nothing is stored. The same server answers `/healthz` and `/metrics`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiogram import Bot, Dispatcher
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bot.health import Health
+from bot.inbox import Inbox, store
+from bot.inbox_scope import acts_on, update_kind
+from bot.metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger(__name__)
+# Telegram posts one update per request; anything far bigger is not from Telegram.
+MAX_BODY = 1024 * 1024
+
+
+class CannotListen(Exception):
+    """GRIDBOT_LISTEN cannot be bound (in use, not an address of this host)."""
+
+
+def webhook_path(url: str) -> str:
+    """Where the updates are posted: the path of GRIDBOT_WEBHOOK_URL (the reverse proxy
+    passes it on unchanged)."""
+    return urlsplit(url).path or "/"
+
+
+class StoringRequestHandler(SimpleRequestHandler):
+    """aiogram's webhook handler, storing each update in the inbox instead of handling it in
+    the request."""
+
+    def __init__(self, dp: Dispatcher, bot: Bot, inbox: Inbox, secret: str, allowed: list[str],
+                 metrics: Metrics, bot_id: Callable[[], int]) -> None:
+        super().__init__(dp, bot, handle_in_background=False, secret_token=secret)
+        self.inbox = inbox
+        self.allowed = allowed
+        self.metrics = metrics
+        self.bot_id = bot_id
+
+    def verify_secret(self, telegram_secret_token: str, bot: Bot) -> bool:
+        # As bytes: compare_digest refuses str with non-ASCII characters, which anyone can send.
+        assert self.secret_token
+        return hmac.compare_digest(telegram_secret_token.encode("utf-8", "surrogateescape"),
+                                   self.secret_token.encode())
+
+    async def close(self) -> None:
+        """The Bot's session belongs to the App, which closes it after the loops."""
+
+    async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
+        try:
+            item: Any = json.loads(await request.read())
+        except ValueError:
+            return web.Response(status=400, text="not JSON")
+        bot_id = self.bot_id()
+        try:
+            await store(self.inbox.sessions, [item], self.inbox.now(),
+                        keep=lambda update: acts_on(update, bot_id, self.allowed))
+        except Exception as exc:
+            # Not stored: Telegram must deliver it again.
+            log.warning("webhook: could not store an update (%s); answered 503",
+                        type(exc).__name__)
+            return web.Response(status=503, text="try again")
+        kind = (update_kind(item) if isinstance(item, dict) else None) or "unknown"
+        self.metrics.received.labels(kind=kind).inc()
+        self.inbox.wake()
+        return web.Response(text="ok")
+
+
+def web_app(handler: StoringRequestHandler, path: str, health: Health,
+            refresh: Callable[[], Any]) -> web.Application:
+    """The HTTP server of one worker: the webhook at `path`, `/healthz` and `/metrics`."""
+    app = web.Application(client_max_size=MAX_BODY)
+    handler.register(app, path=path)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        problems = await health.problems()
+        if problems:
+            return web.Response(status=503, text="\n".join(problems) + "\n")
+        return web.Response(text="ok\n")
+
+    async def metrics(_request: web.Request) -> web.Response:
+        await refresh()
+        return web.Response(body=handler.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
