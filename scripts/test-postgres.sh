@@ -30,4 +30,6 @@ GRIDBOT_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$port/gridbot
   tests/test_delivery.py tests/test_timers.py tests/test_albums_once.py \
   tests/test_intake_trust.py tests/test_delivery_trust.py tests/test_contained_answers.py \
   tests/test_bind_safety.py tests/test_staff_reach.py tests/test_masking.py \
+  tests/test_migrations.py tests/test_db_copy.py tests/test_webhook.py tests/test_metrics.py \
+  tests/test_workers.py \
   tests/test_hostile.py -k "not test_hostile or once or twice" "$@"
