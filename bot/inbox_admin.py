@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.terminal import footer, local, one_line
 from storage.models import InboxUpdate
 
 # The statuses worth looking at, and every status counted in the summary line.
@@ -95,14 +96,9 @@ def render(found: Listing, zone: ZoneInfo) -> str:
     lines.append(f"{'id':>8}  {'update_id':>12}  {'status':<10} {'kind':<20} "
                  f"{'received':<16}  {'tries':>5}  reason")
     for r in found.rows:
-        received = r.received_at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
         update_id = str(r.update_id) if r.update_id is not None else "-"
-        reason = " ".join((r.reason or "-").split())
-        if len(reason) > 80:
-            reason = reason[:79] + "…"
         lines.append(f"{r.id:>8}  {update_id:>12}  {r.status:<10} {(r.kind or '-'):<20} "
-                     f"{received:<16}  {r.attempts:>5}  {reason}")
-    if found.more:
-        lines.append(f"… and {found.more} more (use --limit)")
-    lines.append(f"times in {zone.key}")
+                     f"{local(r.received_at, zone):<16}  {r.attempts:>5}  "
+                     f"{one_line(r.reason, 80)}")
+    lines += footer(found.more, zone)
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.terminal import footer, local, one_line
 from storage.models import OrgSettings, Outbox
 
 # The statuses worth looking at; "sent" is counted but not listed.
@@ -92,14 +93,9 @@ def render(found: Listing, zone: ZoneInfo) -> str:
     lines.append(f"{'id':>6}  {'status':<13} {'chat':>15}  {'case':>6}  {'tries':>5}  "
                  f"{'created':<16}  {'dedupe key':<36}  last error")
     for r in found.rows:
-        created = r.created_at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
         case = f"#{r.case_id}" if r.case_id is not None else "-"
-        error = " ".join((r.last_error or "-").split())
-        if len(error) > 60:
-            error = error[:59] + "…"
         lines.append(f"{r.id:>6}  {r.status:<13} {r.chat_id:>15}  {case:>6}  {r.attempts:>5}  "
-                     f"{created:<16}  {r.dedupe_key:<36}  {error}")
-    if found.more:
-        lines.append(f"… and {found.more} more (use --limit)")
-    lines.append(f"times in {zone.key}")
+                     f"{local(r.created_at, zone):<16}  {r.dedupe_key:<36}  "
+                     f"{one_line(r.last_error, 60)}")
+    lines += footer(found.more, zone)
     return "\n".join(lines)
