@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event, inspect, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -40,7 +41,13 @@ def make_engine(url: str) -> AsyncEngine:
             # One shared connection, or every session would see its own empty database.
             kwargs["poolclass"] = StaticPool
         kwargs["connect_args"] = {"timeout": 30}
-    engine = create_async_engine(url, **kwargs)
+    try:
+        engine = create_async_engine(url, **kwargs)
+    except ImportError as exc:
+        # The URL is fine but its driver is not installed: one line for the CLI, not a
+        # traceback from deep in SQLAlchemy.
+        raise ArgumentError(f"its driver {exc.name or ''} is not installed (for PostgreSQL: "
+                            "pip install -e '.[postgres]')") from exc
     if url.startswith("sqlite"):
 
         @event.listens_for(engine.sync_engine, "connect")

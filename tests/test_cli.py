@@ -293,3 +293,18 @@ def test_a_database_made_by_an_earlier_gridbot_is_refused_in_one_line(
     assert main(command) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "earlier Gridbot" in line and "cases.rev" in line
+
+
+def test_a_database_whose_driver_is_not_installed_is_named_in_one_line(
+        db_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # as if `.[postgres]` was not installed
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", "postgresql+asyncpg://gridbot:s3cret@127.0.0.1/g")
+    assert main(["outbox"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "asyncpg is not installed" in line and ".[postgres]" in line and "s3cret" not in line
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{db_path}")
+    assert main(["db", "copy", "--to", "postgresql+asyncpg://u:s3cret@127.0.0.1/x"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "cannot use the database --to" in line and "asyncpg is not installed" in line
