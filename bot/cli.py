@@ -114,6 +114,7 @@ async def _privacy(settings: Settings, action: str, user_id: int, out: Path | No
 async def _outbox(settings: Settings, action: str | None, row_id: str | None,
                   status: str | None, limit: int) -> str:
     from bot import outbox_admin
+    from bot.terminal import local_zone
 
     async with _database(settings) as db:
         if action == "retry":
@@ -128,12 +129,13 @@ async def _outbox(settings: Settings, action: str | None, row_id: str | None,
                 return f"outbox message {row_id} requeued"
             return f"{count} failed outbox message{'s' if count != 1 else ''} requeued"
         found = await outbox_admin.listing(db, status=status, limit=limit)
-        return outbox_admin.render(found, await outbox_admin.local_zone(db))
+        return outbox_admin.render(found, await local_zone(db))
 
 
 async def _inbox(settings: Settings, action: str | None, row_id: str | None,
                  status: str | None, limit: int) -> str:
-    from bot import inbox_admin, outbox_admin
+    from bot import inbox_admin
+    from bot.terminal import local_zone
 
     async with _database(settings) as db:
         if action == "retry":
@@ -147,7 +149,7 @@ async def _inbox(settings: Settings, action: str | None, row_id: str | None,
                 return f"inbox row {row_id} requeued"
             return f"{count} update{'s' if count != 1 else ''} requeued"
         found = await inbox_admin.listing(db, status=status, limit=limit)
-        return inbox_admin.render(found, await outbox_admin.local_zone(db))
+        return inbox_admin.render(found, await local_zone(db))
 
 
 async def _db(settings: Settings, action: str, to: str | None) -> str:

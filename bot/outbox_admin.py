@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.terminal import footer, local, one_line
-from storage.models import OrgSettings, Outbox
+from storage.models import Outbox
 
 # The statuses worth looking at; "sent" is counted but not listed.
 SHOWN = ("pending", "held", "failed", "undeliverable")
@@ -76,12 +76,6 @@ async def retry(db: AsyncSession, now: datetime, row_id: int | None = None) -> i
     await db.execute(update(Outbox).where(Outbox.id == row_id).values(values))
     await db.commit()
     return 1
-
-
-async def local_zone(db: AsyncSession) -> ZoneInfo:
-    """The registry's time zone, for the times people read; UTC before a registry is loaded."""
-    settings = await db.get(OrgSettings, 1)
-    return ZoneInfo(settings.timezone if settings is not None else "UTC")
 
 
 def render(found: Listing, zone: ZoneInfo) -> str:

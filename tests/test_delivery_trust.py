@@ -31,6 +31,7 @@ from bot.inbox import Inbox
 from bot.outage import Outage
 from bot.outbox import enqueue, prune_sent
 from bot.registry import apply_registry, parse_registry
+from bot.terminal import local_zone
 from storage.models import Case, InboxUpdate, Outbox, ReportPrompt
 from tests.e2e import TOKEN, outbox_rows, outbox_settled, wait_for, write_registry
 from tests.fakeserver import FakeBotApi, error, html_page
@@ -191,7 +192,7 @@ async def test_unexpected_answers_hold_back_only_their_own_chat(live: Live) -> N
         assert row.attempts < 3  # not resent every tick
     async with live.app.sessions() as db:
         listed = await outbox_admin.listing(db, status="failed")
-        zone = await outbox_admin.local_zone(db)
+        zone = await local_zone(db)
     assert [r.chat_id for r in listed.rows] == [too_large]
     assert "413" in outbox_admin.render(listed, zone)
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from bot import outbox_admin
 from bot.cli import main
+from bot.terminal import local_zone
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Outbox
 from tests.harness import (
@@ -159,7 +160,7 @@ async def test_an_empty_outbox(tmp_path: Path) -> None:
     try:
         async with h.app.sessions() as db:
             found = await outbox_admin.listing(db)
-            text = outbox_admin.render(found, await outbox_admin.local_zone(db))
+            text = outbox_admin.render(found, await local_zone(db))
         assert text == "outbox: 0 pending, 0 held, 0 failed, 0 undeliverable (0 sent)"
     finally:
         await h.app.close()
