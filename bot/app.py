@@ -21,7 +21,7 @@ from aiogram.types import (
     BotCommandScopeAllPrivateChats,
     ErrorEvent,
 )
-from aiohttp.web import AppRunner, TCPSite
+from aiohttp.web import AppRunner
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.albums import finish_albums
@@ -38,7 +38,7 @@ from bot.ratelimit import Limits
 from bot.sweep import sweep
 from bot.telegram_session import PacedSends
 from bot.texts import Texts
-from bot.webhook import CannotListen, StoringRequestHandler, web_app, webhook_path
+from bot.webhook import StoringRequestHandler, serve, web_app, webhook_path
 from handlers import build_router
 from handlers.middlewares import DbMiddleware
 from storage.db import create_schema, make_engine, make_sessionmaker
@@ -192,22 +192,58 @@ def _work(app: App, inbox: Inbox, stop: asyncio.Event,
     }
 
 
-async def run_polling(app: App) -> None:
-    """Long polling into the inbox, its processor, the outbox sender and the sweep.
+class Monitoring:
+    """One worker's counters and health, and the HTTP server answering `/healthz` and
+    `/metrics` (with the webhook, for `gridbot webhook`)."""
 
-    Returns after SIGTERM or SIGINT; raises TelegramUnauthorizedError when the Bot API
-    refuses the token. Any other failure (network, database) is waited out by the loop it
-    hit.
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.metrics = Metrics()
+        app.dp.update.outer_middleware(CountHandled(self.metrics))
+        app.bot.session.middleware(CountCalls(self.metrics))
+        self.health = Health(app.engine, app.ctx.clock, app.settings.sweep_seconds,
+                             self.metrics)
+        self.runner: AppRunner | None = None
+
+    async def serve(self, webhook: tuple[StoringRequestHandler, str] | None = None) -> None:
+        """Listens on GRIDBOT_LISTEN; raises CannotListen."""
+        app = self.app
+        web = web_app(self.health, self.metrics,
+                      lambda: self.metrics.refresh(app.sessions, app.ctx.clock.now()), webhook)
+        self.runner = await serve(web, listen_address(app.settings.listen))
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def run_polling(app: App, stop: asyncio.Event | None = None) -> None:
+    """Long polling into the inbox, its processor, the outbox sender and the sweep; with
+    GRIDBOT_LISTEN set, `/healthz` and `/metrics` too.
+
+    Returns after SIGTERM or SIGINT, or once `stop` is set; raises TelegramUnauthorizedError
+    when the Bot API refuses the token, and CannotListen. Any other failure (network,
+    database) is waited out by the loop it hit.
     """
-    await _start(app, lambda: app.bot.delete_webhook(drop_pending_updates=False))
-    stop = asyncio.Event()
-    inbox = _inbox(app)
-    allowed = app.dp.resolve_used_update_types()
+    stop = stop or asyncio.Event()
+    monitoring = Monitoring(app) if "listen" in app.settings.model_fields_set else None
     try:
-        await run_loops({"polling": inbox.poll(stop, allowed), **_work(app, inbox, stop)},
-                        stop)
+        if monitoring is not None:
+            await monitoring.serve()
+            log.info("health and metrics on %s", app.settings.listen)
+        await _start(app, lambda: app.bot.delete_webhook(drop_pending_updates=False))
+        inbox = _inbox(app)
+        allowed = app.dp.resolve_used_update_types()
+        health = None
+        if monitoring is not None:
+            inbox.on_received = monitoring.metrics.count_received
+            health = monitoring.health
+        await run_loops({"polling": inbox.poll(stop, allowed),
+                         **_work(app, inbox, stop, health)}, stop)
     finally:
         stop.set()
+        if monitoring is not None:
+            await monitoring.close()
         await app.close()
 
 
@@ -223,30 +259,20 @@ async def run_webhook(app: App, stop: asyncio.Event | None = None) -> None:
     settings = app.settings
     assert settings.webhook_url is not None and settings.webhook_secret is not None
     secret = settings.webhook_secret.get_secret_value()
-    metrics = Metrics()
-    app.dp.update.outer_middleware(CountHandled(metrics))
-    app.bot.session.middleware(CountCalls(metrics))
-    health = Health(app.engine, app.ctx.clock, settings.sweep_seconds, metrics)
+    monitoring = Monitoring(app)
     inbox = _inbox(app)
+    inbox.on_received = monitoring.metrics.count_received
     allowed = app.dp.resolve_used_update_types()
-    handler = StoringRequestHandler(app.dp, app.bot, inbox, secret, allowed, metrics,
+    handler = StoringRequestHandler(app.dp, app.bot, inbox, secret, allowed,
                                     lambda: app.ctx.bot_id or app.bot.id)
-    web = web_app(handler, webhook_path(settings.webhook_url), health,
-                  lambda: metrics.refresh(app.sessions, app.ctx.clock.now()))
-    runner = AppRunner(web, access_log=None, handle_signals=False)
-    await runner.setup()
     stop = stop or asyncio.Event()
     try:
-        host, port = listen_address(settings.listen)
-        try:
-            await TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise CannotListen(exc.strerror or str(exc)) from exc
+        await monitoring.serve((handler, webhook_path(settings.webhook_url)))
         await _start(app)
         await _set_webhook(app, settings.webhook_url, secret, allowed)
         log.info("webhook listening on %s", settings.listen)
-        await run_loops(_work(app, inbox, stop, health), stop)
+        await run_loops(_work(app, inbox, stop, monitoring.health), stop)
     finally:
         stop.set()
-        await runner.cleanup()
+        await monitoring.close()
         await app.close()

@@ -243,12 +243,15 @@ async def _run(settings: Settings, registry: Path | None) -> None:
     from aiogram.exceptions import TelegramUnauthorizedError
 
     from bot.app import run_polling
+    from bot.webhook import CannotListen
 
     app = await _started(settings, registry)
     try:
         await run_polling(app)
     except TelegramUnauthorizedError as exc:
         raise CliError(REVOKED) from exc
+    except CannotListen as exc:
+        raise CliError(f"cannot listen on GRIDBOT_LISTEN {settings.listen}: {exc}") from exc
 
 
 def _webhook_settings(settings: Settings) -> None:
@@ -287,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gridbot", description="Gridbot: grid case handling "
                                      "in Telegram chats")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the bot with long polling")
+    run = sub.add_parser("run", help="run the bot with long polling (with /healthz and "
+                         "/metrics when GRIDBOT_LISTEN is set)")
     run.add_argument("--registry", type=Path, help="load this registry file before starting")
     hook = sub.add_parser("webhook", help="run the bot behind a webhook (GRIDBOT_WEBHOOK_URL), "
                           "with /healthz and /metrics")

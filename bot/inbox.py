@@ -186,7 +186,10 @@ async def prune(sessions: async_sessionmaker[AsyncSession], now: datetime) -> in
             batch = (select(InboxUpdate.id)
                      .where(InboxUpdate.status == status, InboxUpdate.received_at < now - keep,
                             InboxUpdate.id != newest)
-                     .order_by(InboxUpdate.received_at).limit(PRUNE_BATCH))
+                     .order_by(InboxUpdate.received_at).limit(PRUNE_BATCH)
+                     # Several workers prune at once: each skips the rows another is
+                     # deleting instead of waiting on them (or deadlocking).
+                     .with_for_update(skip_locked=True))
             async with sessions() as db:
                 result = await db.execute(delete(InboxUpdate)
                                           .where(InboxUpdate.id.in_(batch.scalar_subquery())))
@@ -216,9 +219,13 @@ class Inbox:
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self.claims = Claims.of(sessions)
+        # Told of every batch stored (the worker's metrics count them).
+        self.on_received: Callable[[Sequence[Any]], None] | None = None
 
-    def wake(self) -> None:
-        """Something was stored (by the webhook): the processor looks at once."""
+    def received(self, items: Sequence[Any]) -> None:
+        """A batch was stored (polled, or posted to the webhook): the processor looks at once."""
+        if self.on_received is not None:
+            self.on_received(items)
         self._wake.set()
 
     def _bot_id(self) -> int:
@@ -310,7 +317,7 @@ class Inbox:
             ids = [uid for uid in map(update_id_of, items) if uid is not None]
             if ids:
                 offset = ids[-1] + 1
-            self._wake.set()
+            self.received(items)
 
     async def process(self, stop: asyncio.Event) -> None:
         """Hand stored updates to the Dispatcher, in order within each chat."""

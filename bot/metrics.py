@@ -1,4 +1,5 @@
-"""Prometheus metrics of one worker process, served at `/metrics` by `gridbot webhook`.
+"""Prometheus metrics of one worker process, served at `/metrics` by `gridbot webhook` (and
+by `gridbot run` when GRIDBOT_LISTEN is set).
 
 Counters are counted where things happen (updates received, handled, failed; Bot API sends by
 result; 429s; sweep durations); they are per process, and Prometheus adds up the workers.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.inbox_scope import update_kind
 from bot.telegram_session import OUTBOX_CALL, is_send
 from storage.models import Case, InboxUpdate, Outbox
 
@@ -102,6 +104,12 @@ class Metrics:
             self.outbox.labels(status=status).set(outbox.get(status, 0))
         self.outbox_age.set(_age(now, oldest_due))
         self.inbox_age.set(_age(now, oldest_new))
+
+    def count_received(self, items: Sequence[Any]) -> None:
+        """Updates stored from getUpdates or the webhook (raw JSON items)."""
+        for item in items:
+            kind = (update_kind(item) if isinstance(item, dict) else None) or "unknown"
+            self.received.labels(kind=kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

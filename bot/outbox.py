@@ -118,7 +118,8 @@ async def prune_sent(sessions: async_sessionmaker[AsyncSession], now: datetime,
     while True:
         async with sessions() as db:
             ids = select(Outbox.id).where(Outbox.status.in_(DONE), Outbox.created_at < cutoff) \
-                .order_by(Outbox.created_at).limit(batch).scalar_subquery()
+                .order_by(Outbox.created_at).limit(batch) \
+                .with_for_update(skip_locked=True).scalar_subquery()  # as in inbox.prune
             result = await db.execute(delete(Outbox).where(Outbox.id.in_(ids)))
             await db.commit()
         count = int(getattr(result, "rowcount", 0) or 0)

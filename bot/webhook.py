@@ -8,7 +8,8 @@ Only when the update could not be stored is the answer an error, so Telegram sen
 
 Every request must carry the secret registered with `setWebhook` in the
 X-Telegram-Bot-Api-Secret-Token header, compared in constant time; without it the answer is
-401 and nothing is stored. The same server answers `/healthz` and `/metrics`.
+401 and nothing is stored. The same server answers `/healthz` and `/metrics`, which
+`gridbot run` also serves when GRIDBOT_LISTEN is set.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from aiohttp import web
 
 from bot.health import Health
 from bot.inbox import Inbox, store
-from bot.inbox_scope import acts_on, update_kind
+from bot.inbox_scope import acts_on
 from bot.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,10 @@ class StoringRequestHandler(SimpleRequestHandler):
     the request."""
 
     def __init__(self, dp: Dispatcher, bot: Bot, inbox: Inbox, secret: str, allowed: list[str],
-                 metrics: Metrics, bot_id: Callable[[], int]) -> None:
+                 bot_id: Callable[[], int]) -> None:
         super().__init__(dp, bot, handle_in_background=False, secret_token=secret)
         self.inbox = inbox
         self.allowed = allowed
-        self.metrics = metrics
         self.bot_id = bot_id
 
     def verify_secret(self, telegram_secret_token: str, bot: Bot) -> bool:
@@ -79,17 +79,18 @@ class StoringRequestHandler(SimpleRequestHandler):
             log.warning("webhook: could not store an update (%s); answered 503",
                         type(exc).__name__)
             return web.Response(status=503, text="try again")
-        kind = (update_kind(item) if isinstance(item, dict) else None) or "unknown"
-        self.metrics.received.labels(kind=kind).inc()
-        self.inbox.wake()
+        self.inbox.received([item])
         return web.Response(text="ok")
 
 
-def web_app(handler: StoringRequestHandler, path: str, health: Health,
-            refresh: Callable[[], Any]) -> web.Application:
-    """The HTTP server of one worker: the webhook at `path`, `/healthz` and `/metrics`."""
+def web_app(health: Health, metrics: Metrics, refresh: Callable[[], Any],
+            webhook: tuple[StoringRequestHandler, str] | None = None) -> web.Application:
+    """The HTTP server of one worker: `/healthz`, `/metrics` and, for `gridbot webhook`, the
+    webhook (its handler and path)."""
     app = web.Application(client_max_size=MAX_BODY)
-    handler.register(app, path=path)
+    if webhook is not None:
+        handler, path = webhook
+        handler.register(app, path=path)
 
     async def healthz(_request: web.Request) -> web.Response:
         problems = await health.problems()
@@ -97,11 +98,22 @@ def web_app(handler: StoringRequestHandler, path: str, health: Health,
             return web.Response(status=503, text="\n".join(problems) + "\n")
         return web.Response(text="ok\n")
 
-    async def metrics(_request: web.Request) -> web.Response:
+    async def render(_request: web.Request) -> web.Response:
         await refresh()
-        return web.Response(body=handler.metrics.render(),
-                            headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", render)
     return app
+
+
+async def serve(app: web.Application, listen: tuple[str, int]) -> web.AppRunner:
+    """Starts serving `app`; the caller cleans the runner up. Raises CannotListen."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, *listen).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(exc.strerror or str(exc)) from exc
+    return runner

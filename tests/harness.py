@@ -6,11 +6,14 @@ People in the sample registry (`examples/registry.yaml`) are named by their role
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import App, build_app
 from bot.clock import ManualClock
@@ -47,9 +50,13 @@ MORNING = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
 def isolate_env(monkeypatch: Any, folder: Path) -> None:
-    """No GRIDBOT_ variables from the outside, and no .env in reach: run from `folder`."""
+    """No GRIDBOT_ variables from the outside, and no .env in reach: run from `folder`.
+
+    GRIDBOT_TEST_DATABASE_URL stays: it is the suite's choice of database, not a setting,
+    and without it a test would quietly fall back to SQLite on the PostgreSQL run.
+    """
     for name in list(os.environ):
-        if name.startswith("GRIDBOT_"):
+        if name.startswith("GRIDBOT_") and name != "GRIDBOT_TEST_DATABASE_URL":
             monkeypatch.delenv(name)
     monkeypatch.chdir(folder)
 
@@ -162,12 +169,101 @@ async def _empty(url: str) -> None:
     engine = make_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.drop_all)
+        # The revision stamp goes too: left behind, it would vouch for tables a test then
+        # makes by hand (an old schema), and the database would pass as up to date.
+        await conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     await engine.dispose()
 
 
 def server_database() -> str | None:
-    """The server database the tests run on (GRIDBOT_TEST_DATABASE_URL), if any."""
-    return os.environ.get("GRIDBOT_TEST_DATABASE_URL")
+    """The server database the tests run on (GRIDBOT_TEST_DATABASE_URL), if any.
+
+    Under pytest-xdist each worker has a database of its own, named after the worker
+    (`gridbot_test_gw0`), so tests running side by side never empty each other's tables.
+    """
+    url = os.environ.get("GRIDBOT_TEST_DATABASE_URL")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(
+        hide_password=False)
+
+
+async def _maintenance(url: str, *statements: str) -> list[Any]:
+    """Statements that look up, create or drop databases, run from the server's `postgres`
+    database; the first value of each statement that returns rows."""
+    engine = create_async_engine(make_url(url).set(database="postgres"),
+                                 isolation_level="AUTOCOMMIT")
+    values: list[Any] = []
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                result = await conn.exec_driver_sql(statement)
+                values.append(result.scalar() if result.returns_rows else None)
+    finally:
+        await engine.dispose()
+    return values
+
+
+async def ensure_server_database() -> None:
+    """Creates this worker's database on the server if it is not there yet."""
+    url = server_database()
+    if not url or url == os.environ.get("GRIDBOT_TEST_DATABASE_URL"):
+        return
+    name = make_url(url).database
+    [exists] = await _maintenance(url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+    if not exists:
+        await _maintenance(url, f'CREATE DATABASE "{name}"')
+
+
+async def refuse_inserts(h: Harness, table: str) -> None:
+    """Makes the database refuse every new row of `table`: a failure inside a handler's
+    transaction, the way a full disk or a broken constraint would show up."""
+    async with h.app.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION refused_by_a_test() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by a test'; END $$ LANGUAGE plpgsql")
+            await conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION refused_by_a_test()")
+        else:
+            await conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a test'); END")
+
+
+class Snapshot:
+    """A database state many tests start from, prepared once: a copy of the SQLite file, or
+    on the server a template database (`CREATE DATABASE … TEMPLATE`)."""
+
+    def __init__(self, key: str, folder: Path) -> None:
+        self.key = key
+        self.folder = folder  # where the harness that prepared it kept its SQLite file
+
+    @classmethod
+    async def take(cls, key: str, folder: Path) -> Snapshot:
+        """Keeps the state of the database a closed harness in `folder` left behind."""
+        url = server_database()
+        if url:
+            name = make_url(url).database
+            await _maintenance(url, f'DROP DATABASE IF EXISTS "{name}_{key}" WITH (FORCE)',
+                               f'CREATE DATABASE "{name}_{key}" TEMPLATE "{name}"')
+        return cls(key, folder)
+
+    async def restore(self, tmp_path: Path, db_name: str = "t.db") -> None:
+        """Puts the kept state where a harness in `tmp_path` will open it."""
+        url = server_database()
+        if url:
+            name = make_url(url).database
+            await _maintenance(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                               f'CREATE DATABASE "{name}" TEMPLATE "{name}_{self.key}"')
+            return
+        src = self.folder / db_name
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{src}{suffix}").exists():
+                shutil.copy(f"{src}{suffix}", tmp_path / f"{db_name}{suffix}")
 
 
 async def fresh_database(tmp_path: Path, name: str) -> str:

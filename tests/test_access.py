@@ -25,7 +25,6 @@ button), so only the role and scope decide.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,6 +57,7 @@ from tests.harness import (
     UNIT_HEAD,
     WORK_CHAT,
     Harness,
+    Snapshot,
     make_harness,
 )
 
@@ -203,7 +203,7 @@ async def _build(h: Harness, scenario: str) -> None:
     await h.deliver()
 
 
-_SNAPSHOTS: dict[str, Path] = {}
+_SNAPSHOTS: dict[str, Snapshot] = {}
 
 
 @pytest.fixture(scope="session")
@@ -220,11 +220,8 @@ async def harness_in(scenario: str, tmp_path: Path, snapshots: Path) -> Harness:
         if scenario != "none":
             await _build(h, scenario)
         await h.app.close()
-        _SNAPSHOTS[scenario] = where / "t.db"
-    src = _SNAPSHOTS[scenario]
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{src}{suffix}").exists():
-            shutil.copy(f"{src}{suffix}", tmp_path / f"t.db{suffix}")
+        _SNAPSHOTS[scenario] = await Snapshot.take(scenario, where)
+    await _SNAPSHOTS[scenario].restore(tmp_path)
     return await make_harness(tmp_path, load=False)
 
 

@@ -3,6 +3,7 @@ read from the database at scrape time; JSON log lines."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -11,16 +12,36 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from sqlalchemy import update
 
+from bot.app import build_app, run_polling
+from bot.config import Settings
 from bot.logs import JsonFormatter
 from bot.metrics import Metrics
+from bot.registry import apply_registry, parse_registry
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Case, InboxUpdate, Outbox
-from tests.e2e import wait_for
-from tests.harness import BUILDING_CHAT, HEAD, RESIDENT, Harness, make_harness
-from tests.test_webhook import Served, served
+from tests.e2e import (
+    TOKEN,
+    building_chat,
+    report_update,
+    resident,
+    wait_for,
+    write_registry,
+)
+from tests.fakeserver import FakeBotApi
+from tests.harness import (
+    BUILDING_CHAT,
+    HEAD,
+    RESIDENT,
+    Harness,
+    fresh_database,
+    make_harness,
+)
+from tests.test_webhook import Served, free_port, served
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -170,3 +191,50 @@ def test_json_log_lines() -> None:
     assert first["message"] == "outbox 7: 网络 失败" and first["level"] == "WARNING"
     assert first["logger"] == "gridbot.test_json" and first["time"].endswith("+00:00")
     assert second["level"] == "ERROR" and "ValueError: boom" in second["exception"]
+
+
+async def test_gridbot_run_serves_health_and_metrics_when_listen_is_set(tmp_path: Path) -> None:
+    """Polling workers are watched the same way: GRIDBOT_LISTEN turns the server on."""
+    server = FakeBotApi()
+    api = await server.start()
+    port = free_port()
+    settings = Settings(database_url=await fresh_database(tmp_path, "run.db"), api_url=api,
+                        bot_token=SecretStr(TOKEN), listen=f"127.0.0.1:{port}",
+                        _env_file=None)  # type: ignore[call-arg]
+    app = await build_app(settings)
+    async with app.sessions() as db:
+        registry = write_registry(tmp_path / "district.yaml", 1)
+        await apply_registry(db, parse_registry(registry.read_text("utf-8")), app.ctx.clock)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_polling(app, stop))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def handled() -> bool:
+                if task.done():
+                    task.result()
+                try:
+                    async with http.get(base + "/metrics") as r:
+                        m = parse(await r.text())
+                except aiohttp.ClientConnectionError:
+                    return False
+                return value(m, "gridbot_updates_handled_total", kind="message") == 1
+
+            server.push(report_update(building_chat(0), resident(0, 0), "楼道灯坏了", 100))
+            await wait_for(handled, 20, "the polled report counted as handled")
+            async with http.get(base + "/metrics") as r:
+                m = parse(await r.text())
+            assert value(m, "gridbot_updates_received_total", kind="message") == 1
+            assert value(m, "gridbot_cases", status="verifying", level="grid") == 1
+
+            async def healthy() -> bool:
+                async with http.get(base + "/healthz") as r:
+                    return r.status == 200 and await r.text() == "ok\n"
+
+            await wait_for(healthy, 10, "healthy")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        await server.stop()
+    # Without GRIDBOT_LISTEN a polling worker opens no port (the README's first command).
+    assert "listen" not in Settings(_env_file=None).model_fields_set  # type: ignore[call-arg]

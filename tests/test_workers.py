@@ -7,6 +7,7 @@ second `gridbot run` process. PostgreSQL only: SQLite has one process.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from aiogram import Bot
@@ -28,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import inbox as inbox_module
 from bot.claims import OUTBOX_CHAT, Claims
 from bot.delivery import Delivery
+from bot.fake_telegram import Sent, Updates
 from bot.inbox import Inbox, store
-from bot.outbox import enqueue
+from bot.outbox import enqueue, prune_sent
 from bot.ratelimit import Limits
 from bot.sweep import sweep
 from storage.db import make_engine, make_sessionmaker
@@ -46,12 +49,14 @@ from tests.harness import (
     BUILDING5_CHAT,
     BUILDING12_CHAT,
     BUILDING_CHAT,
+    HEAD,
     UNIT_CHAT,
     Harness,
     _empty,
     server_database,
 )
 from tests.test_kill_restart import album_part
+from tests.test_webhook import free_port
 
 pytestmark = pytest.mark.skipif(server_database() is None,
                                 reason="several workers need PostgreSQL "
@@ -127,6 +132,34 @@ async def test_a_sweep_skips_a_case_another_worker_holds(
         assert await asyncio.wait_for(sweep(h.app.sessions, h.app.ctx), 10) == 0
         await holder.commit()
     assert await sweep(h.app.sessions, h.app.ctx) > 0
+
+
+async def test_pruning_skips_rows_another_worker_is_deleting(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    """Every worker's sweep prunes the inbox and the outbox; one never waits on (or deadlocks
+    with) another's batch."""
+    now = h.clock.now()
+    async with h.app.sessions() as db:
+        db.add_all(InboxUpdate(update_id=10_000 + i, payload=None, status="done", attempts=1,
+                               received_at=now - timedelta(days=30, minutes=i))
+                   for i in range(20))
+        db.add(InboxUpdate(update_id=99_999, payload=None, status="done", attempts=1,
+                           received_at=now))  # the newest stays, for the polling offset
+        db.add_all(Outbox(dedupe_key=f"old:{i}", chat_id=HEAD, text=".", status="sent",
+                          not_before=now, created_at=now - timedelta(days=400, minutes=i))
+                   for i in range(20))
+        await db.commit()
+    async with other() as holder:  # the other worker is deleting the oldest ten of each
+        await holder.execute(select(InboxUpdate.id).where(InboxUpdate.update_id >= 10_010,
+                                                          InboxUpdate.update_id < 20_000)
+                             .with_for_update())
+        await holder.execute(select(Outbox.id).where(Outbox.dedupe_key.in_(
+            [f"old:{i}" for i in range(10, 20)])).with_for_update())
+        assert await asyncio.wait_for(inbox_module.prune(h.app.sessions, now), 10) == 10
+        assert await asyncio.wait_for(prune_sent(h.app.sessions, now, 90), 10) == 10
+        await holder.commit()
+    assert await inbox_module.prune(h.app.sessions, now) == 10
+    assert await prune_sent(h.app.sessions, now, 90) == 10
 
 
 # --- stored updates ------------------------------------------------------------------------
@@ -288,11 +321,12 @@ class Worker:
                     "GRIDBOT_DATABASE_URL": server_database() or "",
                     "GRIDBOT_SWEEP_SECONDS": "0.5", "PYTHONPATH": str(ROOT)}
         self.proc: asyncio.subprocess.Process | None = None
+        self.command = "run"
 
     async def start(self, registry: Path | None = None) -> None:
         extra = ["--registry", str(registry)] if registry is not None else []
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", *extra, cwd=self.tmp, env=self.env,
+            sys.executable, "-m", "bot.cli", self.command, *extra, cwd=self.tmp, env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=open(self.log, "ab"))  # noqa: SIM115 - closed with the process
 
@@ -397,3 +431,142 @@ async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> No
                 await worker.proc.wait()
         await server.stop()
         await engine.dispose()
+
+
+# --- two real webhook workers behind one URL -------------------------------------------------
+
+SECRET = "two-workers-secret"
+
+
+class HookWorker(Worker):
+    """One `gridbot webhook` process; the test plays the load balancer in front of it."""
+
+    def __init__(self, tmp: Path, name: str, url: str, token: str) -> None:
+        super().__init__(tmp, name, url, token)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env.update({"GRIDBOT_WEBHOOK_URL": "https://bot.example.org/tg",
+                         "GRIDBOT_WEBHOOK_SECRET": SECRET,
+                         "GRIDBOT_LISTEN": f"127.0.0.1:{self.port}"})
+        self.command = "webhook"
+
+
+async def test_two_webhook_workers_fed_alternately_do_everything_once(tmp_path: Path) -> None:
+    """Updates posted to two `gridbot webhook` workers in turn, as a load balancer would: group
+    reports, albums whose parts land on both, a private guided report whose steps alternate
+    and whose 提交 is tapped twice, the taps reaching both workers at once. Every report is
+    one case, every timer step (reminders, red light, escalations) is taken once, every
+    message sent once."""
+    url = server_database()
+    assert url is not None
+    await _empty(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    server = TokenServer(enforce_limits=False)
+    api = await server.start()
+    workers = [HookWorker(tmp_path, "A", api, TOKEN_A), HookWorker(tmp_path, "B", api, TOKEN_B)]
+    updates = Updates()
+    posted = itertools.count()
+    expected = 0
+
+    async def scalar(sql: str) -> int:
+        async with sessions() as db:
+            return int((await db.execute(text(sql))).scalar() or 0)
+
+    try:
+        await workers[0].start(fast_district(tmp_path / "district.yaml"))
+        await workers[1].start()
+        async with aiohttp.ClientSession() as http:
+            async def post(update: dict[str, Any], worker: HookWorker | None = None) -> None:
+                worker = worker or workers[next(posted) % 2]
+                async with http.post(worker.base + "/tg", json=update, headers={
+                        "X-Telegram-Bot-Api-Secret-Token": SECRET}) as r:
+                    assert r.status == 200, await r.text()
+
+            async def up() -> bool:
+                for w in workers:
+                    assert w.proc is not None and w.proc.returncode is None, w.log.read_text()
+                    try:
+                        async with http.get(w.base + "/healthz") as r:
+                            if r.status != 200:
+                                return False
+                    except aiohttp.ClientConnectionError:
+                        return False
+                return True
+
+            await wait_for(up, 60, "both webhook workers healthy")
+            for n in range(12):  # group reports, every other one to the other worker
+                i = n % GRIDS
+                await post(updates.message(building_chat(i), resident(i, n), f"/report 问题{n}"))
+                expected += 1
+            for a in range(2):  # albums: the parts of one album land on both workers
+                chat, user = building_chat(a), resident(9, a)
+                for part in range(3):
+                    await post(updates.message(chat, user, photo=f"album{a}-p{part}",
+                                               caption=f"/report 相册{a}" if part == 0 else None,
+                                               media_group_id=f"album{a}"))
+                expected += 1
+
+            # A resident's guided report in private, each step taken by the other worker.
+            person = resident(7, 1)
+
+            async def prompt(count: int) -> Sent:
+                await wait_for(lambda: _true(len(_with_buttons(server, person)) >= count), 20,
+                               f"prompt {count} of the guided report")
+                return _with_buttons(server, person)[count - 1]
+
+            await post(updates.message(person, person, "/report 路灯不亮"))
+            for step, label in enumerate(("测试社区 7号楼", "其他", "跳过"), start=1):
+                shown = await prompt(step)
+                await post(updates.callback(person, shown.button_data(label), shown))
+            await asyncio.sleep(1.0)  # the location question, without buttons to press
+            await post(updates.message(person, person, "跳过"))
+            # 提交 tapped twice, the two taps reaching both workers at once: one case.
+            submit = await prompt(4)
+            await asyncio.gather(*(post(updates.callback(person, submit.button_data("提交"),
+                                                         submit), w) for w in workers))
+            expected += 1
+            await wait_for(lambda: _equals(scalar("SELECT count(*) FROM cases"), expected), 30,
+                           "every report filed")
+
+            async def settled() -> bool:
+                escalated = await scalar("SELECT count(DISTINCT case_id) FROM case_timer_steps "
+                                         "WHERE step = 'escalate' AND n = 2")
+                pending = await scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
+                unhandled = await scalar("SELECT count(*) FROM inbox WHERE status = 'new'")
+                return escalated == expected and pending == 0 and unhandled == 0
+
+            await wait_for(settled, 120, "every case escalated twice and every message sent")
+        assert [await w.stop() for w in workers] == [0, 0]
+
+        async with sessions() as db:
+            descriptions = Counter((await db.scalars(select(Case.description))).all())
+            rows = (await db.execute(select(Outbox.chat_id, Outbox.text, Outbox.status))).all()
+            steps = (await db.execute(text(
+                "SELECT case_id, round, step, n, count(*) FROM case_timer_steps "
+                "GROUP BY case_id, round, step, n HAVING count(*) > 1"))).all()
+        assert len(descriptions) == expected and set(descriptions.values()) == {1}
+        assert descriptions["路灯不亮"] == 1
+        assert await scalar("SELECT count(*) FROM case_photos") == 6
+        assert not steps
+        assert rows and {status for _, _, status in rows} == {"sent"}
+        owed = Counter((chat, body) for chat, body, _ in rows)
+        received = Counter((r.chat_id, r.text) for r in server.received if r.text)
+        doubled = {key: (n, received[key]) for key, n in owed.items() if received[key] != n}
+        assert not doubled, list(doubled.items())[:3]
+        # Both workers handled and sent; neither polled.
+        senders = {token[-1] for token, m in server.callers if m.startswith("send")}
+        assert senders == {"A", "B"}
+        assert server.who("getupdates") == set()
+    finally:
+        for worker in workers:
+            if worker.proc is not None and worker.proc.returncode is None:
+                worker.proc.send_signal(signal.SIGKILL)
+                await worker.proc.wait()
+        await server.stop()
+        await engine.dispose()
+
+
+def _with_buttons(server: FakeBotApi, chat: int) -> list[Sent]:
+    return [Sent(r.chat_id, r.text, r.buttons, r.photos, r.message_id)
+            for r in server.to(chat) if r.buttons]
