@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -39,6 +39,7 @@ from bot.sweep import sweep
 from bot.telegram_session import PacedSends
 from bot.texts import Texts
 from bot.webhook import StoringRequestHandler, serve, web_app, webhook_path
+from bot.workers import alive_within, heartbeat, leave, new_worker_id
 from handlers import build_router
 from handlers.middlewares import DbMiddleware
 from storage.db import create_schema, make_engine, make_sessionmaker
@@ -61,6 +62,7 @@ class App:
     bot: Bot
     dp: Dispatcher
     delivery: Delivery
+    worker_id: str = field(default_factory=new_worker_id)
 
     async def identify(self) -> None:
         """Learn the bot's own id and username (for deep links and reply detection)."""
@@ -75,11 +77,15 @@ class App:
 
     async def sweep(self) -> int:
         steps = await sweep(self.sessions, self.ctx)
-        await prune(self.sessions, self.ctx.clock.now())
-        await prune_sent(self.sessions, self.ctx.clock.now(), self.settings.outbox_retention_days)
+        now = self.ctx.clock.now()
+        await prune(self.sessions, now)
+        await prune_sent(self.sessions, now, self.settings.outbox_retention_days)
+        self.delivery.pacer.workers = await heartbeat(
+            self.sessions, self.worker_id, now, alive_within(self.settings.sweep_seconds))
         return steps
 
     async def close(self) -> None:
+        await leave(self.sessions, self.worker_id)
         await self.bot.session.close()
         await self.engine.dispose()
 

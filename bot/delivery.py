@@ -94,6 +94,9 @@ MAX_UNEXPECTED = 8
 RECORD_TRIES = 6
 # How long a chat found served by another worker is not looked at again (seconds).
 ELSEWHERE = 1.0
+# How far back a worker taking a chat over looks for what was sent there (the group limit
+# counts a minute).
+RECALL = timedelta(seconds=60)
 TAG = re.compile(r"<[^>]*>")
 TRANSIENT = (TelegramServerError, TelegramNetworkError, TimeoutError, OSError)
 
@@ -274,9 +277,22 @@ class Delivery:
             self._elsewhere[chat_id] = time.monotonic() + ELSEWHERE
             return 0
         try:
+            if self.claims.shared:
+                await self._recall(chat_id)
             return await self._turn(chat_id, max_pause, stop, claim)
         finally:
             await self.claims.release(claim)
+
+    async def _recall(self, chat_id: int) -> None:
+        """Another worker may have served this chat a moment ago: pace it by what the
+        database says was sent there in the last minute, not only by what this one sent."""
+        now = self.ctx.clock.now()
+        async with self.sessions() as db:
+            recent = (await db.execute(
+                select(Outbox.sent_at, Outbox.parts_done)
+                .where(Outbox.chat_id == chat_id, Outbox.sent_at >= now - RECALL))).all()
+        self.pacer.seed(chat_id, [((now - at).total_seconds(), max(1, parts))
+                                  for at, parts in recent if at is not None])
 
     async def _turn(self, chat_id: int, max_pause: float, stop: asyncio.Event | None,
                     claim: Claim) -> int:

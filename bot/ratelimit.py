@@ -15,6 +15,10 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# Two records of one send (this pacer's, and the sent time the database keeps for it) lie
+# closer together than this; two sends to one chat never do (one a second at most).
+SAME_SEND = 0.5
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -36,6 +40,9 @@ class Pacer:
         self._all: deque[float] = deque()
         self._chat: dict[int, deque[float]] = defaultdict(deque)
         self._blocked_until: dict[int, float] = {}
+        # Workers sharing the bot (bot/workers.py): each sends at its share of the overall
+        # limit. The per-chat limits need no share: one worker serves a chat at a time.
+        self.workers = 1
 
     def wait(self, chat_id: int, parts: int = 1) -> float:
         """Seconds until `parts` messages may go to `chat_id` (0: now)."""
@@ -44,7 +51,8 @@ class Pacer:
         delays = [self._blocked_until.get(chat_id, 0) - now]
         while self._all and self._all[0] <= now - 1:
             self._all.popleft()
-        if len(self._all) + parts > lim.per_second and self._all:
+        per_second = max(1, lim.per_second // max(1, self.workers))
+        if len(self._all) + parts > per_second and self._all:
             delays.append(self._all[0] + 1 - now)
         sent = self._chat[chat_id]
         while sent and sent[0] <= now - 60:
@@ -85,6 +93,21 @@ class Pacer:
         sent = self._chat.get(chat_id)
         if sent:
             sent[-1] = max(sent[-1], self.clock())
+
+    def seed(self, chat_id: int, ages: list[tuple[float, int]]) -> None:
+        """What was sent to `chat_id` lately, perhaps by another worker that served it before
+        this one took it over: (seconds ago, messages). Sends this pacer made itself are
+        among them already; only those it does not know are added."""
+        now = self.clock()
+        sent = self._chat[chat_id]
+        known = list(sent)
+        for age, count in ages:
+            at = now - age
+            if any(abs(at - mine) < SAME_SEND for mine in known):
+                continue
+            sent.extend([at] * count)
+        if len(sent) > len(known):
+            self._chat[chat_id] = deque(sorted(sent))
 
     def block(self, chat_id: int, seconds: float) -> None:
         """Telegram said "retry after": nothing more to that chat until then."""

@@ -153,7 +153,8 @@ class SchemaChange:
         if self.before == self.after:
             adopted = " (adopted a database made before migrations)" if self.adopted else ""
             return f"the database is at schema {self.after}, the newest{adopted}"
-        return f"upgraded the database from schema {self.before} to {self.after}"
+        adopted = "adopted a database made before migrations and " if self.adopted else ""
+        return f"{adopted}upgraded the database from schema {self.before} to {self.after}"
 
 
 def alembic_config(conn: Connection, scripts: Path | None = None) -> Config:

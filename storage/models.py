@@ -268,6 +268,8 @@ class Outbox(Base):
         # The sender walks one chat's rows in order; retention deletes by age within a status.
         Index("ix_outbox_chat", "chat_id", "status", "id"),
         Index("ix_outbox_age", "status", "created_at"),
+        # A worker taking a chat over paces it by what was sent there in the last minute.
+        Index("ix_outbox_chat_sent", "chat_id", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -370,3 +372,15 @@ class BindRequest(Base):
     old_node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
     old_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class WorkerSeen(Base):
+    """A worker process sharing the database, and when its sweep last ran. Telegram's overall
+    rate limit is per bot, so each worker sends at its share of it."""
+
+    __tablename__ = "workers"
+
+    # host:pid:random, new at every start.
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

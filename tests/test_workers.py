@@ -35,6 +35,7 @@ from bot.inbox import Inbox, store
 from bot.outbox import enqueue, prune_sent
 from bot.ratelimit import Limits
 from bot.sweep import sweep
+from bot.workers import alive_within, heartbeat, leave
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Case, CaseTimerStep, InboxUpdate, Outbox
 from tests.e2e import (
@@ -95,6 +96,50 @@ async def test_two_workers_deliver_each_row_once_and_in_order(
     assert await h.outbox_count("pending") == 0
     for chat in chats:
         assert h.texts(chat) == [f"{chat}-{n}" for n in range(6)]
+
+
+async def test_a_chat_taken_over_is_paced_by_what_the_other_worker_sent(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    """One worker sends a person's first message and lets the chat go (the next must wait a
+    second); the other takes the chat at once and must wait out that second too."""
+    clock = h.app.delivery.pacer.clock
+    first = Delivery(h.app.bot, h.app.sessions, h.app.ctx, Limits())
+    second = Delivery(h.app.bot, other, h.app.ctx, Limits())
+    first.pacer.clock = second.pacer.clock = clock
+    async with h.app.sessions() as db:
+        for n in range(2):
+            await enqueue(db, f"pace:{n}", HEAD, f"第{n}条", h.clock.now())
+        await db.commit()
+    assert await first.serve(HEAD, max_pause=0) == 1
+    assert await second.serve(HEAD, max_pause=0) == 0  # not within a second of the first
+    assert h.texts(HEAD) == ["第0条"]
+    h.clock.advance(timedelta(seconds=1.1))
+    assert await second.serve(HEAD, max_pause=0) == 1
+    assert h.texts(HEAD) == ["第0条", "第1条"]
+
+
+async def test_each_worker_paces_itself_to_its_share_of_the_overall_limit(
+        h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
+    await h.app.sweep()
+    assert h.app.delivery.pacer.workers == 1
+    await heartbeat(other, "other-worker", h.clock.now(), alive_within(30))
+    await h.app.sweep()
+    assert h.app.delivery.pacer.workers == 2
+    pacer = h.app.delivery.pacer
+    pacer.limits = Limits()
+    for n in range(12):  # half of 25 a second, rounded down
+        assert pacer.wait(-700 - n) == 0
+        pacer.sent(-700 - n)
+    assert pacer.wait(-800) > 0
+    # The other worker stopped sweeping (it died): after a few sweeps it is not counted.
+    h.clock.advance(alive_within(30) + timedelta(seconds=1))
+    await h.app.sweep()
+    assert h.app.delivery.pacer.workers == 1
+    # A worker that stops cleanly leaves at once.
+    await heartbeat(other, "third", h.clock.now(), alive_within(30))
+    await leave(other, "third")
+    await h.app.sweep()
+    assert h.app.delivery.pacer.workers == 1
 
 
 # --- the sweep -----------------------------------------------------------------------------
