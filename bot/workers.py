@@ -31,9 +31,9 @@ def new_worker_id() -> str:
 
 
 def alive_within(sweep_seconds: float) -> timedelta:
-    """How recently a worker's sweep must have run for it to count: three sweeps and a
-    minute, as /healthz allows its own sweep."""
-    return timedelta(seconds=3 * sweep_seconds + 60)
+    """How recently a worker's sweep must have run for it to count: three sweeps and a few
+    seconds. Short, so that a worker killed and restarted is not counted twice for long."""
+    return timedelta(seconds=3 * sweep_seconds + 10)
 
 
 async def heartbeat(sessions: async_sessionmaker[AsyncSession], worker_id: str, now: datetime,
