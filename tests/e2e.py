@@ -10,12 +10,56 @@ from typing import Any
 
 import yaml
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.app import App
 from bot.fake_telegram import FIXED_DATE, chat_json
 from storage.models import Case, Outbox
 
 TOKEN = "123456:TEST-token-for-the-local-fake-api"
+
+
+class Reader:
+    """Reads the database another process writes (`gridbot run`), SQLite file or server, the
+    way an operator's query would: plain reads, no write lock taken (unlike the app's engine,
+    which begins every SQLite transaction IMMEDIATE), one connection kept between looks."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self._engine is None:
+            self._engine = create_async_engine(self.url, hide_parameters=True)
+        async with self._engine.connect() as conn:
+            return [tuple(r) for r in (await conn.exec_driver_sql(sql)).all()]
+
+    async def look(self, sql: str) -> list[tuple[Any, ...]]:
+        """The statement's rows, or none while the process has not made the database or its
+        tables yet."""
+        # Connecting would create the SQLite file before the process it belongs to does.
+        if self.url.startswith("sqlite") and not Path(make_url(self.url).database or "").exists():
+            return []
+        try:
+            return await self.rows(sql)
+        except DBAPIError:
+            return []
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+
+async def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """One statement's rows, read past the ORM, on the database at `url`."""
+    reader = Reader(url)
+    try:
+        return await reader.rows(sql)
+    finally:
+        await reader.close()
 
 
 def district(grids: int) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -11,9 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect
 
 from bot.cli import main
-from tests.harness import SAMPLE, isolate_env
+from storage.db import make_engine
+from storage.models import Base
+from tests.harness import SAMPLE, fresh_database, isolate_env, server_database
 
 SAMPLE_TEXT = SAMPLE.read_text("utf-8")
 TOKEN = "123456:TEST-token_for_gridbot"
@@ -21,11 +26,40 @@ TOKEN = "123456:TEST-token_for_gridbot"
 
 @pytest.fixture
 def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clean environment: no GRIDBOT_ variables but the database, and no .env in reach."""
+    """A clean environment: no GRIDBOT_ variables but the database, and no .env in reach.
+
+    The path is the SQLite file's; on the server run the database is the server's (see `made`).
+    """
     isolate_env(monkeypatch, tmp_path)
     path = tmp_path / "cli.db"
-    monkeypatch.setenv("GRIDBOT_DATABASE_URL", "sqlite+aiosqlite:///" + str(path))
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", asyncio.run(fresh_database(tmp_path, path.name)))
     return path
+
+
+async def _sql(url: str, statement: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+async def _has_tables(url: str) -> bool:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        return bool(names & set(Base.metadata.tables))
+    finally:
+        await engine.dispose()
+
+
+def made(db_path: Path) -> bool:
+    """Whether a command opened the database and made its schema: the SQLite file exists, or
+    on the server Gridbot's tables do (the fixture left it empty)."""
+    url = server_database()
+    return asyncio.run(_has_tables(url)) if url else db_path.exists()
 
 
 def one_error_line(err: str) -> str:
@@ -83,7 +117,7 @@ def test_registry_load_prints_a_summary_and_can_be_repeated(
     assert len(lines) == 1, out
     assert lines[0] == (f"registry loaded from {SAMPLE}: 9 places, 9 people, 9 roles, "
                         "9 categories")
-    assert db_path.exists()
+    assert made(db_path)
 
     assert main(["registry", "load", str(SAMPLE)]) == 0
     again = capsys.readouterr().out
@@ -128,7 +162,7 @@ def test_registry_load_of_a_bad_file(
     assert any("members[0].id" in p for p in problems)
     assert any("timezone" in p and "Nowhere/Atlantis" in p for p in problems)
     # Rejected before the database was even opened.
-    assert not db_path.exists()
+    assert not made(db_path)
 
 
 def test_registry_load_of_invalid_yaml(
@@ -160,7 +194,7 @@ def test_registry_load_of_a_missing_file(
     assert main(["registry", "load", str(missing)]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert f"cannot read {missing}" in line
-    assert not db_path.exists()
+    assert not made(db_path)
 
 
 def test_registry_load_of_a_file_that_is_not_utf8(
@@ -258,7 +292,7 @@ def test_unknown_locale_is_named(
     monkeypatch.setenv("GRIDBOT_BOT_TOKEN", TOKEN)
     assert main(argv) == 1
     assert "GRIDBOT_LOCALE" in one_error_line(capsys.readouterr().err)
-    assert not db_path.exists()
+    assert not made(db_path)
 
 
 def test_bad_sweep_seconds_is_named(
@@ -283,13 +317,11 @@ def test_a_dotenv_file_in_the_working_directory_is_read(
 def test_a_database_made_by_an_earlier_gridbot_is_refused_in_one_line(
         db_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         command: list[str]) -> None:
-    import sqlite3
-
     monkeypatch.setenv("GRIDBOT_BOT_TOKEN", "123456:" + "A" * 35)
     monkeypatch.setenv("GRIDBOT_API_URL", f"http://127.0.0.1:{closed_port()}")
     # A cases table from before most of its columns.
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("CREATE TABLE cases (id INTEGER PRIMARY KEY, status VARCHAR(16))")
+    asyncio.run(_sql(os.environ["GRIDBOT_DATABASE_URL"],
+                     "CREATE TABLE cases (id INTEGER PRIMARY KEY, status VARCHAR(16))"))
     assert main(command) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "earlier Gridbot" in line and "cases.rev" in line
@@ -304,6 +336,8 @@ def test_a_database_whose_driver_is_not_installed_is_named_in_one_line(
     assert main(["outbox"]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "asyncpg is not installed" in line and ".[postgres]" in line and "s3cret" not in line
+    # The source stays SQLite on the server run too: with asyncpg hidden, only the --to
+    # database may be the one whose driver is missing.
     monkeypatch.setenv("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{db_path}")
     assert main(["db", "copy", "--to", "postgresql+asyncpg://u:s3cret@127.0.0.1/x"]) == 1
     line = one_error_line(capsys.readouterr().err)

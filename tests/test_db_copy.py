@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tests.harness import (
     BUILDING_CHAT,
     RESIDENT,
     _empty,
+    fresh_database,
     isolate_env,
     make_harness,
     server_database,
@@ -56,6 +58,9 @@ def test_db_copy_moves_every_row_and_the_bot_goes_on_on_the_copy(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     target = server_database() or f"sqlite+aiosqlite:///{tmp_path / 'target.db'}"
+    # Named again below for the harness on the copy; under pytest-xdist server_database()
+    # derives the worker's database from it, so it is put back as it was, not as `target`.
+    configured = os.environ.get("GRIDBOT_TEST_DATABASE_URL")
     isolate_env(monkeypatch, tmp_path)
     monkeypatch.delenv("GRIDBOT_TEST_DATABASE_URL", raising=False)
 
@@ -106,8 +111,8 @@ def test_db_copy_moves_every_row_and_the_bot_goes_on_on_the_copy(
         finally:
             await h.app.close()
 
-    if target.startswith("postgresql"):
-        monkeypatch.setenv("GRIDBOT_TEST_DATABASE_URL", target)
+    if configured:
+        monkeypatch.setenv("GRIDBOT_TEST_DATABASE_URL", configured)
     asyncio.run(go_on())
 
 
@@ -115,7 +120,7 @@ def test_db_copy_names_a_bad_target_without_echoing_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     isolate_env(monkeypatch, tmp_path)
-    monkeypatch.setenv("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", asyncio.run(fresh_database(tmp_path, "s.db")))
     code, _, err = _cli(capsys, "db", "copy", "--to", "nosuchdb://user:s3cret@host/x")
     line = one_error_line(err)
     assert code == 1 and "--to" in line and "s3cret" not in line

@@ -36,6 +36,7 @@ from tests.e2e import (
     write_registry,
 )
 from tests.fakeserver import FakeBotApi, Faults
+from tests.harness import fresh_database
 
 GRIDS = 20
 PER_CHAT = 10
@@ -66,7 +67,7 @@ class Running:
 
 async def running(tmp_path: Path, server: FakeBotApi, grids: int) -> Running:
     url = await server.start()
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
+    settings = Settings(database_url=await fresh_database(tmp_path, "e2e.db"),
                         api_url=url, bot_token=SecretStr(TOKEN), _env_file=None)
     app = await build_app(settings)
     registry = write_registry(tmp_path / "district.yaml", grids)

@@ -17,8 +17,8 @@ from tests.harness import RESIDENT, isolate_env, make_harness
 SECRET = "my neighbour 13812345678 owes me"
 
 
-async def inbox_rows(db_file: Path) -> list[InboxUpdate]:
-    engine = make_engine(f"sqlite+aiosqlite:///{db_file}")
+async def inbox_rows(database: str) -> list[InboxUpdate]:
+    engine = make_engine(database)
     try:
         async with make_sessionmaker(engine)() as db:
             return list((await db.scalars(select(InboxUpdate).order_by(InboxUpdate.id))).all())
@@ -27,11 +27,11 @@ async def inbox_rows(db_file: Path) -> list[InboxUpdate]:
 
 
 @pytest.fixture
-def db_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """One update the client cannot read (set aside) and one readable, handled."""
     isolate_env(monkeypatch, tmp_path)
 
-    async def setup() -> None:
+    async def setup() -> str:
         h = await make_harness(tmp_path)
         poison = h.updates.message(RESIDENT, RESIDENT, SECRET)
         del poison["message"]["chat"]  # a field aiogram requires
@@ -39,14 +39,15 @@ def db_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         await store(h.app.sessions, [poison, fine], h.clock.now())
         await Inbox(h.app.bot, h.app.dp, h.app.sessions, h.clock.now).process_pending()
         await h.app.close()
+        return h.app.settings.database_url
 
-    asyncio.run(setup())
-    monkeypatch.setenv("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
-    return tmp_path / "t.db"
+    url = asyncio.run(setup())
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", url)
+    return url
 
 
 def test_inbox_lists_set_aside_updates_with_counts_and_no_text(
-        db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        database: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inbox"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -58,9 +59,9 @@ def test_inbox_lists_set_aside_updates_with_counts_and_no_text(
 
 
 def test_inbox_retry_requeues_one_and_names_what_it_cannot(
-        db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    aside = next(r for r in asyncio.run(inbox_rows(db_file)) if r.status == "set_aside")
-    done = next(r for r in asyncio.run(inbox_rows(db_file)) if r.status == "done")
+        database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    aside = next(r for r in asyncio.run(inbox_rows(database)) if r.status == "set_aside")
+    done = next(r for r in asyncio.run(inbox_rows(database)) if r.status == "done")
     assert main(["inbox", "retry", str(done.id)]) == 1
     assert capsys.readouterr().err.strip() == (
         f"gridbot: error: inbox row {done.id} is done, not set aside or failed: nothing to retry")
@@ -70,12 +71,12 @@ def test_inbox_retry_requeues_one_and_names_what_it_cannot(
     assert "gridbot: error: ID must be an inbox row id" in capsys.readouterr().err
     assert main(["inbox", "retry", str(aside.id)]) == 0
     assert capsys.readouterr().out.strip() == f"inbox row {aside.id} requeued"
-    again = next(r for r in asyncio.run(inbox_rows(db_file)) if r.id == aside.id)
+    again = next(r for r in asyncio.run(inbox_rows(database)) if r.id == aside.id)
     assert (again.status, again.attempts, again.reason) == ("new", 0, None)
 
 
 def test_inbox_retry_without_id_requeues_every_update_with_content(
-        db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        database: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inbox", "retry"]) == 0
     assert capsys.readouterr().out.strip() == "1 update requeued"
-    assert [r.status for r in asyncio.run(inbox_rows(db_file))] == ["new", "done"]
+    assert [r.status for r in asyncio.run(inbox_rows(database))] == ["new", "done"]

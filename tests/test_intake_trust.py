@@ -366,10 +366,10 @@ async def test_prune_deletes_in_batches_by_received_time_and_keeps_what_matters(
 
 
 class Process:
-    def __init__(self, tmp: Path, url: str) -> None:
+    def __init__(self, tmp: Path, url: str, database: str) -> None:
         self.tmp = tmp
         self.env = {**os.environ, "GRIDBOT_BOT_TOKEN": TOKEN, "GRIDBOT_API_URL": url,
-                    "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'run.db'}",
+                    "GRIDBOT_DATABASE_URL": database,
                     "PYTHONPATH": str(ROOT)}
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -401,7 +401,7 @@ async def _long_polling(server: FakeBotApi) -> None:
 async def test_sigterm_during_a_long_poll_stops_within_ten_seconds(
         tmp_path: Path, server: FakeBotApi) -> None:
     server.long_poll_cap = 60  # hold each getUpdates for the whole 25 s, as Telegram does
-    bot = Process(tmp_path, await server.start())
+    bot = Process(tmp_path, await server.start(), await fresh_database(tmp_path, "run.db"))
     await bot.start()
     try:
         await _long_polling(server)
@@ -420,7 +420,7 @@ async def test_sigterm_during_a_long_poll_stops_within_ten_seconds(
 
 async def test_token_revoked_while_running_ends_with_one_line(
         tmp_path: Path, server: FakeBotApi) -> None:
-    bot = Process(tmp_path, await server.start())
+    bot = Process(tmp_path, await server.start(), await fresh_database(tmp_path, "run.db"))
     await bot.start()
     try:
         await _long_polling(server)

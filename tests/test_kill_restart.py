@@ -10,13 +10,21 @@ import asyncio
 import os
 import random
 import signal
-import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.e2e import TOKEN, building_chat, report_update, resident, wait_for, write_registry
+from tests.e2e import (
+    TOKEN,
+    Reader,
+    building_chat,
+    report_update,
+    resident,
+    wait_for,
+    write_registry,
+)
 from tests.fakeserver import FakeBotApi
+from tests.harness import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 GRIDS = 5
@@ -41,10 +49,10 @@ def album_part(chat_id: int, user_id: int, message_id: int, group: str, photo: s
 class Bot:
     """The `gridbot run` process."""
 
-    def __init__(self, tmp: Path, url: str, registry: Path) -> None:
-        self.db = tmp / "kill.db"
+    def __init__(self, tmp: Path, url: str, database: str, registry: Path) -> None:
+        self.reader = Reader(database)
         self.env = {**os.environ, "GRIDBOT_BOT_TOKEN": TOKEN, "GRIDBOT_API_URL": url,
-                    "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{self.db}",
+                    "GRIDBOT_DATABASE_URL": database,
                     "GRIDBOT_SWEEP_SECONDS": "1", "PYTHONPATH": str(ROOT)}
         self.registry = registry
         self.tmp = tmp
@@ -66,21 +74,16 @@ class Bot:
         self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout=30)
 
-    def query(self, sql: str) -> list[tuple[object, ...]]:
-        if not self.db.exists():
-            return []
-        with sqlite3.connect(self.db, timeout=30) as conn:
-            try:
-                return list(conn.execute(sql).fetchall())
-            except sqlite3.OperationalError:
-                return []
+    async def query(self, sql: str) -> list[tuple[object, ...]]:
+        return await self.reader.look(sql)
 
 
 async def test_sigkill_during_busy_scenario_loses_and_doubles_nothing(tmp_path: Path) -> None:
     rng = random.Random(11)
     server = FakeBotApi()
     url = await server.start()
-    bot = Bot(tmp_path, url, write_registry(tmp_path / "district.yaml", GRIDS))
+    bot = Bot(tmp_path, url, await fresh_database(tmp_path, "kill.db"),
+              write_registry(tmp_path / "district.yaml", GRIDS))
     reports = 0
     message_id = 1000
 
@@ -119,9 +122,9 @@ async def test_sigkill_during_busy_scenario_loses_and_doubles_nothing(tmp_path: 
         await bot.start()
 
         async def done() -> bool:
-            cases = bot.query("SELECT count(*) FROM cases")
-            pending = bot.query("SELECT count(*) FROM outbox WHERE status = 'pending'")
-            parts = bot.query("SELECT count(*) FROM pending_photos")
+            cases = await bot.query("SELECT count(*) FROM cases")
+            pending = await bot.query("SELECT count(*) FROM outbox WHERE status = 'pending'")
+            parts = await bot.query("SELECT count(*) FROM pending_photos")
             return (bool(cases) and cases[0][0] == reports + albums and bool(pending)
                     and pending[0][0] == 0 and bool(parts) and parts[0][0] == 0
                     and server.unconfirmed == 0)
@@ -130,14 +133,14 @@ async def test_sigkill_during_busy_scenario_loses_and_doubles_nothing(tmp_path: 
         assert await bot.stop() == 0  # SIGTERM stops it cleanly
 
         # Exactly one case per report, with every album photo.
-        descriptions = Counter(d for (d,) in bot.query("SELECT description FROM cases"))
+        descriptions = Counter(d for (d,) in await bot.query("SELECT description FROM cases"))
         assert len(descriptions) == reports + albums
         assert set(descriptions.values()) == {1}
-        photos = bot.query("SELECT c.description, count(p.id) FROM cases c "
+        photos = await bot.query("SELECT c.description, count(p.id) FROM cases c "
                            "JOIN case_photos p ON p.case_id = c.id GROUP BY c.id")
         assert len(photos) == albums and all(n == 3 for _, n in photos)
         # Every owed message reached its chat; a kill repeated at most one message.
-        rows = bot.query("SELECT chat_id, text, status FROM outbox")
+        rows = await bot.query("SELECT chat_id, text, status FROM outbox")
         assert rows and {status for _, _, status in rows} <= {"sent"}
         received = Counter((r.chat_id, r.text) for r in server.received if r.text)
         missing = [(c, t) for c, t, _ in rows if received[(c, t)] == 0]
@@ -154,4 +157,5 @@ async def test_sigkill_during_busy_scenario_loses_and_doubles_nothing(tmp_path: 
             "calls": [(t, m, c) for t, m, c in server.call_times if m.startswith("send")]}))
         if bot.proc is not None and bot.proc.returncode is None:
             await bot.kill()
+        await bot.reader.close()
         await server.stop()

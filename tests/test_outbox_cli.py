@@ -39,8 +39,8 @@ async def stuck(h: Harness) -> None:
     await h.feed(h.updates.message(UNIT_CHAT, RESIDENT, "/report 单元门坏了"), deliver=False)
 
 
-async def rows(db_file: Path) -> dict[int, Outbox]:
-    engine = make_engine(f"sqlite+aiosqlite:///{db_file}")
+async def rows(database: str) -> dict[int, Outbox]:
+    engine = make_engine(database)
     try:
         async with make_sessionmaker(engine)() as db:
             return {o.id: o for o in (await db.scalars(select(Outbox))).all()}
@@ -49,17 +49,18 @@ async def rows(db_file: Path) -> dict[int, Outbox]:
 
 
 @pytest.fixture
-def db_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     isolate_env(monkeypatch, tmp_path)
 
-    async def setup() -> None:
+    async def setup() -> str:
         h = await make_harness(tmp_path)
         await stuck(h)
         await h.app.close()
+        return h.app.settings.database_url
 
-    asyncio.run(setup())
-    monkeypatch.setenv("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
-    return tmp_path / "t.db"
+    url = asyncio.run(setup())
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", url)
+    return url
 
 
 def by_status(found: dict[int, Outbox], status: str) -> list[Outbox]:
@@ -74,8 +75,8 @@ def one_error_line(err: str) -> str:
 
 
 def test_lists_what_is_not_sent_with_counts_and_no_text(
-        db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    found = asyncio.run(rows(db_file))
+        database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    found = asyncio.run(rows(database))
     assert main(["outbox"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
@@ -103,7 +104,7 @@ def test_lists_what_is_not_sent_with_counts_and_no_text(
     assert "13812345678" not in out and "楼道灯" not in out and "已收到" not in out
 
 
-def test_lists_one_status_and_a_limit(db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lists_one_status_and_a_limit(database: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["outbox", "--status", "pending"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 and all(" pending " in line for line in lines[2:4])
@@ -112,25 +113,25 @@ def test_lists_one_status_and_a_limit(db_file: Path, capsys: pytest.CaptureFixtu
     assert len(lines) == 5 and lines[-2] == "… and 4 more (use --limit)"
 
 
-def test_retry_requeues_every_failed_row(db_file: Path,
+def test_retry_requeues_every_failed_row(database: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    [failed] = by_status(asyncio.run(rows(db_file)), "failed")
+    [failed] = by_status(asyncio.run(rows(database)), "failed")
     assert main(["outbox", "retry"]) == 0
     assert capsys.readouterr().out.strip() == "1 failed outbox message requeued"
-    again = asyncio.run(rows(db_file))[failed.id]
+    again = asyncio.run(rows(database))[failed.id]
     assert again.status == "pending" and again.attempts == 0 and again.retry_at is None
     assert abs(again.not_before - datetime.now(UTC)) < timedelta(minutes=1)  # now
     assert main(["outbox", "retry"]) == 0
     assert capsys.readouterr().out.strip() == "0 failed outbox messages requeued"
 
 
-def test_retry_one(db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    found = asyncio.run(rows(db_file))
+def test_retry_one(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    found = asyncio.run(rows(database))
     [lost] = by_status(found, "undeliverable")
     [held] = by_status(found, "held")
     assert main(["outbox", "retry", str(lost.id)]) == 0
     assert capsys.readouterr().out.strip() == f"outbox message {lost.id} requeued"
-    assert asyncio.run(rows(db_file))[lost.id].status == "pending"
+    assert asyncio.run(rows(database))[lost.id].status == "pending"
     assert main(["outbox", "retry", str(held.id)]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert f"outbox message {held.id} is held, not failed or undeliverable" in line
@@ -138,7 +139,7 @@ def test_retry_one(db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "there is no outbox message 99999" in one_error_line(capsys.readouterr().err)
     assert main(["outbox", "retry", "x1"]) == 1
     assert "ID must be an outbox message id" in one_error_line(capsys.readouterr().err)
-    assert asyncio.run(rows(db_file))[held.id].status == "held"
+    assert asyncio.run(rows(database))[held.id].status == "held"
 
 
 async def test_a_requeued_row_goes_out_on_the_next_pass(h: Harness) -> None:

@@ -36,6 +36,7 @@ from tests.harness import (
     Harness,
     isolate_env,
     make_harness,
+    refuse_inserts,
 )
 
 NAME = "王秀英"
@@ -259,16 +260,16 @@ def one_error_line(err: str) -> str:
 
 @pytest.fixture
 def told_story(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The story in a database file, which the `gridbot` command then opens."""
+    """The story in the test database, which the `gridbot` command then opens."""
     isolate_env(monkeypatch, tmp_path)
 
-    async def tell() -> None:
+    async def tell() -> str:
         h = await make_harness(tmp_path)
         await story(h)
         await h.app.close()
+        return h.app.settings.database_url
 
-    asyncio.run(tell())
-    monkeypatch.setenv("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", asyncio.run(tell()))
     return tmp_path
 
 
@@ -373,10 +374,7 @@ async def test_logs_at_info_and_above_carry_no_text_and_no_personal_data(
         await h.advance(timedelta(hours=12))
     assert "auto_escalate" in await h.events((await h.cases())[-1].id)
     # A failure inside a handler, in the database: the error is logged, with no parameters.
-    async with h.app.engine.begin() as conn:
-        await conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_reports BEFORE INSERT ON cases "
-            "BEGIN SELECT RAISE(ABORT, 'refused by a test'); END")
+    await refuse_inserts(h, "cases")
     await h.say(UNIT_CHAT, RESIDENT, f"/report 单元门禁坏了 {PHONE}", name=NAME)
     assert any(r.levelno >= logging.ERROR and r.exc_info for r in caplog.records)
     async with h.app.sessions() as db:
