@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import heapq
 import html
 import logging
 import random
@@ -214,6 +215,8 @@ class Delivery:
         self.claims = Claims.of(sessions)
         # Chats another worker process was serving, and until when they are left to it.
         self._elsewhere: dict[int, float] = {}
+        # When the rows this worker left to retry later are due again (monotonic, a heap).
+        self._retries: list[float] = []
 
     def wake(self) -> None:
         self._wake.set()
@@ -368,7 +371,14 @@ class Delivery:
             fresh.parts_done = parts_done
             step = await self._record(db, fresh, outcome, part)
             await db.commit()
+        if fresh.status == "pending" and fresh.retry_at is not None:
+            self._retry_soon((fresh.retry_at - self.ctx.clock.now()).total_seconds())
         return step
+
+    def _retry_soon(self, seconds: float) -> None:
+        """A row waits to be tried again in `seconds`: the loop looks again then, not a tick
+        later."""
+        heapq.heappush(self._retries, time.monotonic() + max(0.0, seconds))
 
     async def _record(self, db: AsyncSession, row: Outbox, outcome: int | Exception | None,
                       part: Part | None) -> Step:
@@ -595,8 +605,17 @@ class Delivery:
                         result = also()
                         if isinstance(result, Awaitable):
                             await result
-                    self._start_workers(workers, stop, await self.due_chats(
+                    looked = time.monotonic()
+                    free_in = self._start_workers(workers, stop, await self.due_chats(
                         self.ctx.clock.now(), exclude=list(workers)))
+                    # A chat left for its rate limit, or a row left to retry (a 429), is
+                    # looked at again when it may go, not a whole tick later.
+                    if free_in is not None:
+                        pause = min(pause, free_in)
+                    while self._retries and self._retries[0] <= looked:
+                        heapq.heappop(self._retries)  # due when we looked: seen
+                    if self._retries:
+                        pause = min(pause, max(0.01, self._retries[0] - time.monotonic()))
                     self.outage.ok()
                 except Exception as exc:
                     if not is_transient(exc):
@@ -618,15 +637,22 @@ class Delivery:
                 await asyncio.gather(*late, return_exceptions=True)
 
     def _start_workers(self, workers: dict[int, asyncio.Task[int]], stop: asyncio.Event,
-                       chats: list[int]) -> None:
+                       chats: list[int]) -> float | None:
+        """Starts a worker for each chat that may be sent to soon; returns in how many seconds
+        the first chat left for its limit may be (None: none was left)."""
+        free_in: float | None = None
         for chat in chats:
             if len(workers) >= self.concurrency:
-                return
-            if self.pacer.wait(chat) > RUN_WAIT:
-                continue  # its limit is far off; picked up again once it is free
+                break
+            wait = self.pacer.wait(chat)
+            if wait > RUN_WAIT:
+                # Its limit is far off; picked up again once it is free.
+                free_in = wait if free_in is None else min(free_in, wait)
+                continue
             task = asyncio.create_task(self.serve(chat, RUN_WAIT, stop))
             workers[chat] = task
             task.add_done_callback(functools.partial(self._worker_done, workers, chat))
+        return free_in
 
     def _worker_done(self, workers: dict[int, asyncio.Task[int]], chat: int,
                      task: asyncio.Task[int]) -> None:

@@ -42,6 +42,11 @@ async def every(seconds: float, job: Callable[[], Awaitable[object]], stop: asyn
             try:
                 await job()
                 outage.ok()
+            except asyncio.CancelledError:
+                # Cancelled at a stop that did not wait for it: its transaction is rolled
+                # back and the next start runs it again. Ending quietly keeps APScheduler
+                # from logging a stop as "Job raised an exception".
+                log.debug("%s cancelled at stop", what)
             except Exception as exc:
                 if not is_transient(exc):
                     log.debug("%s failed", what, exc_info=exc)

@@ -22,7 +22,7 @@ SAME_SEND = 0.5
 
 @dataclass(frozen=True)
 class Limits:
-    per_second: int = 25  # all chats together
+    per_second: int = 28  # all chats together, counted from their answers (see `finished`)
     private_interval: float = 1.05  # seconds between two messages to one private chat
     group_interval: float = 1.05  # ... to one group
     group_per_minute: int = 19  # in any 60 seconds, to one group
@@ -37,7 +37,10 @@ class Pacer:
     def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.clock = clock
-        self._all: deque[float] = deque()
+        # Sends of the last second, each a one-item list so that `finished` can move it on:
+        # counted from when it was answered, not when it was started.
+        self._all: list[list[float]] = []
+        self._last: dict[int, list[float]] = {}
         self._chat: dict[int, deque[float]] = defaultdict(deque)
         self._blocked_until: dict[int, float] = {}
         # Workers sharing the bot (bot/workers.py): each sends at its share of the overall
@@ -49,11 +52,12 @@ class Pacer:
         now = self.clock()
         lim = self.limits
         delays = [self._blocked_until.get(chat_id, 0) - now]
-        while self._all and self._all[0] <= now - 1:
-            self._all.popleft()
+        self._all = [cell for cell in self._all if cell[0] > now - 1]
         per_second = max(1, lim.per_second // max(1, self.workers))
-        if len(self._all) + parts > per_second and self._all:
-            delays.append(self._all[0] + 1 - now)
+        over = len(self._all) + parts - per_second
+        if over > 0 and self._all:
+            times = sorted(cell[0] for cell in self._all)
+            delays.append(times[min(over, len(times)) - 1] + 1 - now)
         sent = self._chat[chat_id]
         while sent and sent[0] <= now - 60:
             sent.popleft()
@@ -81,18 +85,27 @@ class Pacer:
 
     def sent(self, chat_id: int) -> None:
         now = self.clock()
-        self._all.append(now)
+        cell = [now]
+        self._all.append(cell)
+        self._last[chat_id] = cell
         self._chat[chat_id].append(now)
 
     def finished(self, chat_id: int) -> None:
-        """The last call to `chat_id` got its answer: count the interval from now.
+        """The last call to `chat_id` got its answer: count it, for its chat and overall, from
+        now.
 
         A call may reach Telegram later than it was started (a busy event loop, a new
-        connection); it has surely arrived once answered, so the next one waits from here.
+        connection); it has surely arrived once answered. Counted from its start, calls
+        held up together would reach Telegram together with the ones started after them,
+        more than the limit in one second.
         """
+        now = self.clock()
         sent = self._chat.get(chat_id)
         if sent:
-            sent[-1] = max(sent[-1], self.clock())
+            sent[-1] = max(sent[-1], now)
+        cell = self._last.pop(chat_id, None)
+        if cell is not None:
+            cell[0] = max(cell[0], now)
 
     def seed(self, chat_id: int, ages: list[tuple[float, int]]) -> None:
         """What was sent to `chat_id` lately, perhaps by another worker that served it before

@@ -126,7 +126,7 @@ async def test_each_worker_paces_itself_to_its_share_of_the_overall_limit(
     await h.app.sweep()
     assert h.app.delivery.pacer.workers == 2
     pacer = h.app.delivery.pacer
-    pacer.limits = Limits()
+    pacer.limits = Limits(per_second=25)
     for n in range(12):  # half of 25 a second, rounded down
         assert pacer.wait(-700 - n) == 0
         pacer.sent(-700 - n)
