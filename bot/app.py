@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -48,6 +49,8 @@ from storage.models import OrgSettings
 
 log = logging.getLogger(__name__)
 # A syntactically valid token for runs that never reach Telegram (the demo, tests).
+# How often a worker deletes handled updates and sent messages past their retention.
+PRUNE_EVERY = timedelta(minutes=10)
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
 PRIVATE_COMMANDS = ("report", "my", "cases", "case", "cancel", "whoami", "help")
 GROUP_COMMANDS = ("report", "bind", "whoami", "help", "cancel")
@@ -63,6 +66,7 @@ class App:
     dp: Dispatcher
     delivery: Delivery
     worker_id: str = field(default_factory=new_worker_id)
+    pruned_at: datetime | None = None
 
     async def identify(self) -> None:
         """Learn the bot's own id and username (for deep links and reply detection)."""
@@ -78,8 +82,12 @@ class App:
     async def sweep(self) -> int:
         steps = await sweep(self.sessions, self.ctx)
         now = self.ctx.clock.now()
-        await prune(self.sessions, now)
-        await prune_sent(self.sessions, now, self.settings.outbox_retention_days)
+        # Rows are kept for days: deleting old ones a few times an hour is plenty, and spares
+        # every other sweep the transactions (one per status) that find nothing to delete.
+        if self.pruned_at is None or now - self.pruned_at >= PRUNE_EVERY:
+            await prune(self.sessions, now)
+            await prune_sent(self.sessions, now, self.settings.outbox_retention_days)
+            self.pruned_at = now
         self.delivery.pacer.workers = await heartbeat(
             self.sessions, self.worker_id, now, alive_within(self.settings.sweep_seconds))
         return steps

@@ -13,7 +13,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test,postgres]'
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test,postgres,bench]'
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 dir=$(mktemp -d)
 port=${GRIDBOT_TEST_PG_PORT:-55433}

@@ -3,7 +3,7 @@
 # pytest's exit code 5 (no tests collected) counts as a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test,bench]'
 python3 -m ruff check .
 python3 -m mypy
 bash scripts/pytest.sh "$@"
