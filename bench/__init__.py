@@ -1,0 +1,1 @@
+"""Benchmarks for Gridbot (issue 8). Run each as ``python3 -m bench.<name>``."""
