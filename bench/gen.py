@@ -139,7 +139,9 @@ class _Gen:
         self.rows = Rows()
         self.ids = {t: 0 for t in COLUMNS}
         self.case_id = first_case_id - 1
-        self.residents_per_grid = max(4, n // 10 // GRIDS)
+        # tests.e2e.resident(i, k) leaves room for 1,000 residents a grid; at 1M cases that
+        # is 20 cases each over the generated years.
+        self.residents_per_grid = min(999, max(4, n // 10 // GRIDS))
         self.cats = [(c, _sla(sla), urgent) for c, _, _, sla, urgent, _ in CATEGORIES]
         self.weights = [w for *_, w in CATEGORIES]
         self.span = timedelta(days=max(30.0, n / 900))

@@ -306,19 +306,9 @@ class Delivery:
                 break
             if not claim.valid:
                 break  # the claim went with its connection: another worker may have the chat
-            now = self.ctx.clock.now()
-            async with self.sessions() as db:
-                head = (await db.execute(
-                    select(Outbox.id, Outbox.retry_at)
-                    .where(Outbox.chat_id == chat_id, Outbox.status == "pending",
-                           Outbox.not_before <= now)
-                    .order_by(Outbox.id).limit(1))).first()
-            if head is None:
-                break
-            row_id, retry_at = head
-            if retry_at is not None and retry_at > now:
-                break
-            step = await self._deliver(row_id, max_pause)
+            step = await self._deliver(chat_id, max_pause)
+            if step is None:
+                break  # nothing due in this chat now
             self.outage.ok()
             if step in (Step.SENT, Step.SETTLED, Step.AGAIN):
                 moved += 1
@@ -328,11 +318,18 @@ class Delivery:
 
     # --- one row ---------------------------------------------------------------------------
 
-    async def _deliver(self, row_id: int, max_pause: float) -> Step:
+    async def _deliver(self, chat_id: int, max_pause: float) -> Step | None:
+        """The chat's first due row, sent (or settled); None when nothing is due now. The row is
+        read in the same transaction that finds it: one round trip, not two."""
+        now = self.ctx.clock.now()
         async with self.sessions() as db:
-            row = await db.get(Outbox, row_id)
-            if row is None or row.status != "pending":
-                return Step.GONE
+            row = await db.scalar(
+                select(Outbox).where(Outbox.chat_id == chat_id, Outbox.status == "pending",
+                                     Outbox.not_before <= now)
+                .order_by(Outbox.id).limit(1))
+            if row is None or (row.retry_at is not None and row.retry_at > now):
+                return None
+            row_id = row.id
             person = await db.get(Person, row.person_id) if row.person_id else None
             if person is not None and person.dm_ok is False:
                 # Known not to have started the bot: no call, straight to the fallback.

@@ -41,6 +41,7 @@ class Pacer:
         # counted from when it was answered, not when it was started.
         self._all: list[list[float]] = []
         self._last: dict[int, list[float]] = {}
+        self._granted = -math.inf  # when the last slot was given, any chat
         self._chat: dict[int, deque[float]] = defaultdict(deque)
         self._blocked_until: dict[int, float] = {}
         # Workers sharing the bot (bot/workers.py): each sends at its share of the overall
@@ -54,6 +55,10 @@ class Pacer:
         delays = [self._blocked_until.get(chat_id, 0) - now]
         self._all = [cell for cell in self._all if cell[0] > now - 1]
         per_second = max(1, lim.per_second // max(1, self.workers))
+        # Slots are spread over the second, not given in one burst: a burst's calls wait on
+        # each other at Telegram and are answered late, and counted from their answers the
+        # next burst would start late too.
+        delays.append(self._granted + 1 / per_second - now)
         over = len(self._all) + parts - per_second
         if over > 0 and self._all:
             times = sorted(cell[0] for cell in self._all)
@@ -86,6 +91,7 @@ class Pacer:
     def sent(self, chat_id: int) -> None:
         now = self.clock()
         cell = [now]
+        self._granted = now
         self._all.append(cell)
         self._last[chat_id] = cell
         self._chat[chat_id].append(now)
