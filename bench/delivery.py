@@ -225,17 +225,6 @@ def _send_stats(server: Any, t0: float, res: Result, wl: Workload) -> None:
     res.in_order = all(got.get(c) == texts for c, texts in want.items())
 
 
-async def _empty_server_database(url: str) -> None:
-    from storage.db import make_engine
-    from storage.models import Base
-
-    engine = make_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-    await engine.dispose()
-
-
 async def _pending(sessions: Any) -> int:
     from sqlalchemy import func, select
 
@@ -272,7 +261,9 @@ async def run_gridbot(wl: Workload, database_url: str | None, workdir: str,
     server = FakeBotApi(enforce_limits=True)
     url = await server.start()
     if database_url:
-        await _empty_server_database(database_url)
+        from tests.harness import empty_database
+
+        await empty_database(database_url)
         db_url = database_url
     else:
         db_url = f"sqlite+aiosqlite:///{workdir}/delivery-{wl.name}.db"

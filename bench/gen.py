@@ -44,8 +44,9 @@ from bot.clock import ManualClock
 from bot.deadlines import Phase, Policy, StepName, next_check, pending_steps
 from bot.registry import apply_registry, parse_registry
 from storage.db import create_schema, make_engine, make_sessionmaker
-from storage.models import Base, Case, Node, OrgSettings
+from storage.models import Case, Node, OrgSettings
 from tests.e2e import building_chat, district, head, leader, resident
+from tests.harness import empty_database
 
 # 2026-11-23 10:00 in Shanghai: the moment the generated database stands at.
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -429,14 +430,6 @@ async def _write_pg(url: str, chunks: Iterator[Rows]) -> dict[str, int]:
     return counts
 
 
-async def _empty_pg(url: str) -> None:
-    engine = make_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-    await engine.dispose()
-
-
 async def _pg_has(url: str, n: int) -> bool:
     engine = make_engine(url)
     try:
@@ -474,7 +467,7 @@ async def generate(n: int, seed: int = 8, database_url: str | None = None, *,
         return Generated(url, n, seed, counts, time.perf_counter() - t0, False)
     if reuse and await _pg_has(database_url, n):
         return Generated(database_url, n, seed, {}, 0.0, True)
-    await _empty_pg(database_url)
+    await empty_database(database_url)
     policy, buildings = await _prepare(database_url)
     gen = _Gen(n, seed, policy, buildings)
     counts = await _write_pg(database_url, gen.chunks())

@@ -776,8 +776,8 @@ def _msg(sent: Any) -> Msg:
 
 async def fresh(url: str) -> None:
     """Empty the server database (the bot makes the schema at start)."""
-    from tests.harness import _empty
-    await _empty(url)
+    from tests.harness import empty_database
+    await empty_database(url)
 
 
 # --- the run ---------------------------------------------------------------------------------

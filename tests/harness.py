@@ -164,8 +164,9 @@ class Harness:
         return (await self.cases())[-1]
 
 
-async def _empty(url: str) -> None:
-    """A fresh schema in the server database named by GRIDBOT_TEST_DATABASE_URL."""
+async def empty_database(url: str) -> None:
+    """No tables left in the database at `url` (a server database the tests or the
+    benchmarks fill from nothing)."""
     engine = make_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.drop_all)
@@ -270,7 +271,7 @@ async def fresh_database(tmp_path: Path, name: str) -> str:
     """An empty database for one test: the server database if one is named, else SQLite."""
     url = server_database()
     if url:
-        await _empty(url)
+        await empty_database(url)
         return url
     return f"sqlite+aiosqlite:///{tmp_path / name}"
 
@@ -281,7 +282,7 @@ async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = 
                        clock: ManualClock | None = None) -> Harness:
     url = server_database()
     if url and load:
-        await _empty(url)
+        await empty_database(url)
     settings = Settings(database_url=url or f"sqlite+aiosqlite:///{tmp_path / db_name}",
                         locale=locale, bot_token=None, _env_file=None)  # type: ignore[call-arg]
     api = api or FakeTelegram()

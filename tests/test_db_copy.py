@@ -23,7 +23,7 @@ from storage.models import Base, CaseTimerStep, InboxUpdate
 from tests.harness import (
     BUILDING_CHAT,
     RESIDENT,
-    _empty,
+    empty_database,
     fresh_database,
     isolate_env,
     make_harness,
@@ -80,7 +80,7 @@ def test_db_copy_moves_every_row_and_the_bot_goes_on_on_the_copy(
         return h.app.settings.database_url
 
     if target.startswith("postgresql"):
-        asyncio.run(_empty(target))
+        asyncio.run(empty_database(target))
     source = asyncio.run(populate())
     before = asyncio.run(_all_rows(source))
     assert all(before[t] for t in ("nodes", "people", "roles", "categories", "cases",

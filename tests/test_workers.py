@@ -53,7 +53,7 @@ from tests.harness import (
     HEAD,
     UNIT_CHAT,
     Harness,
-    _empty,
+    empty_database,
     server_database,
 )
 from tests.test_kill_restart import album_part
@@ -380,14 +380,55 @@ class Worker:
         return await asyncio.wait_for(self.proc.wait(), timeout=30)
 
 
+class Shared:
+    """What the two-process tests read from the shared database and check at the end."""
+
+    def __init__(self, url: str, server: TokenServer) -> None:
+        self.engine = make_engine(url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.server = server
+
+    async def scalar(self, sql: str) -> int:
+        async with self.sessions() as db:
+            return int((await db.execute(text(sql))).scalar() or 0)
+
+    async def settled(self, expected: int) -> bool:
+        """Every case escalated twice, nothing left to send or to handle."""
+        escalated = await self.scalar("SELECT count(DISTINCT case_id) FROM case_timer_steps "
+                                      "WHERE step = 'escalate' AND n = 2")
+        pending = await self.scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
+        unhandled = await self.scalar("SELECT count(*) FROM inbox WHERE status = 'new'")
+        return (escalated == expected and pending == 0 and unhandled == 0
+                and self.server.unconfirmed == 0)
+
+    async def each_once(self, expected: int) -> Counter[str]:
+        """One case per report, each timer step once, every owed message sent exactly once
+        and by both workers; returns the cases' descriptions."""
+        async with self.sessions() as db:
+            descriptions = Counter((await db.scalars(select(Case.description))).all())
+            rows = (await db.execute(select(Outbox.chat_id, Outbox.text, Outbox.status))).all()
+            steps = (await db.execute(text(
+                "SELECT case_id, round, step, n, count(*) FROM case_timer_steps "
+                "GROUP BY case_id, round, step, n HAVING count(*) > 1"))).all()
+        assert len(descriptions) == expected and set(descriptions.values()) == {1}
+        assert not steps
+        assert rows and {status for _, _, status in rows} == {"sent"}
+        owed = Counter((chat, body) for chat, body, _ in rows)
+        received = Counter((r.chat_id, r.text) for r in self.server.received if r.text)
+        doubled = {key: (n, received[key]) for key, n in owed.items() if received[key] != n}
+        assert not doubled, list(doubled.items())[:3]
+        senders = {token[-1] for token, m in self.server.callers if m.startswith("send")}
+        assert senders == {"A", "B"}
+        return descriptions
+
+
 async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> None:
     url = server_database()
     assert url is not None
-    await _empty(url)
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
+    await empty_database(url)
     server = TokenServer(long_poll_cap=1.0)
     api = await server.start()
+    shared = Shared(url, server)
     a = Worker(tmp_path, "A", api, TOKEN_A)
     b = Worker(tmp_path, "B", api, TOKEN_B)
     reports = albums = 0
@@ -412,10 +453,6 @@ async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> No
                                    f"/report 相册{albums}" if part == 0 else None))
         albums += 1
 
-    async def scalar(sql: str) -> int:
-        async with sessions() as db:
-            return int((await db.execute(text(sql))).scalar() or 0)
-
     try:
         await a.start(fast_district(tmp_path / "district.yaml"))
         await wait_for(lambda: _true("A" in server.who("getupdates")), 60, "A to poll")
@@ -429,51 +466,27 @@ async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> No
         assert await a.stop() == 0
         push_reports(3)
         push_album()
-        expected = reports + albums
-
-        async def settled() -> bool:
-            escalated = await scalar("SELECT count(DISTINCT case_id) FROM case_timer_steps "
-                                     "WHERE step = 'escalate' AND n = 2")
-            pending = await scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
-            unhandled = await scalar("SELECT count(*) FROM inbox WHERE status = 'new'")
-            return (escalated == expected and pending == 0 and unhandled == 0
-                    and server.unconfirmed == 0)
-
-        await wait_for(settled, 120, "every case escalated twice and every message sent")
+        await wait_for(lambda: shared.settled(reports + albums), 120,
+                       "every case escalated twice and every message sent")
         await a.start()  # back again, it waits for B's polling claim and works beside it
         push_reports(3)
-        expected = reports + albums
-        await wait_for(settled, 90, "the last reports handled by both workers")
+        await wait_for(lambda: shared.settled(reports + albums), 90,
+                       "the last reports handled by both workers")
         assert await b.stop() == 0 and await a.stop() == 0
 
-        async with sessions() as db:
-            descriptions = Counter((await db.scalars(select(Case.description))).all())
-            rows = (await db.execute(select(Outbox.chat_id, Outbox.text, Outbox.status))).all()
-            steps = (await db.execute(text(
-                "SELECT case_id, round, step, n, count(*) FROM case_timer_steps "
-                "GROUP BY case_id, round, step, n HAVING count(*) > 1"))).all()
-        # Each report made one case, each album one case with its three photos.
-        assert len(descriptions) == expected and set(descriptions.values()) == {1}
-        assert await scalar("SELECT count(*) FROM case_photos") == 3 * albums
-        assert not steps
-        # Every owed message reached its chat exactly once, whichever worker sent it.
-        assert rows and {status for _, _, status in rows} == {"sent"}
-        owed = Counter((chat, body) for chat, body, _ in rows)
-        received = Counter((r.chat_id, r.text) for r in server.received if r.text)
-        doubled = {key: (n, received[key]) for key, n in owed.items() if received[key] != n}
-        assert not doubled, list(doubled.items())[:3]
-        acks = [t for (_, t) in received.elements() if "已收到您的诉求" in t]
-        assert len(acks) == expected
-        # One worker polled at a time; both handled, swept and sent.
-        senders = {token[-1] for token, m in server.callers if m.startswith("send")}
-        assert senders == {"A", "B"}
+        # Each report made one case, each album one case with its three photos; every owed
+        # message reached its chat exactly once, whichever worker sent it.
+        await shared.each_once(reports + albums)
+        assert await shared.scalar("SELECT count(*) FROM case_photos") == 3 * albums
+        acks = [r for r in server.received if "已收到您的诉求" in r.text]
+        assert len(acks) == reports + albums
     finally:
         for worker in (a, b):
             if worker.proc is not None and worker.proc.returncode is None:
                 worker.proc.send_signal(signal.SIGKILL)
                 await worker.proc.wait()
         await server.stop()
-        await engine.dispose()
+        await shared.engine.dispose()
 
 
 # --- two real webhook workers behind one URL -------------------------------------------------
@@ -502,19 +515,14 @@ async def test_two_webhook_workers_fed_alternately_do_everything_once(tmp_path: 
     message sent once."""
     url = server_database()
     assert url is not None
-    await _empty(url)
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
+    await empty_database(url)
     server = TokenServer(enforce_limits=False)
     api = await server.start()
+    shared = Shared(url, server)
     workers = [HookWorker(tmp_path, "A", api, TOKEN_A), HookWorker(tmp_path, "B", api, TOKEN_B)]
     updates = Updates()
     posted = itertools.count()
     expected = 0
-
-    async def scalar(sql: str) -> int:
-        async with sessions() as db:
-            return int((await db.execute(text(sql))).scalar() or 0)
 
     try:
         await workers[0].start(fast_district(tmp_path / "district.yaml"))
@@ -569,45 +577,25 @@ async def test_two_webhook_workers_fed_alternately_do_everything_once(tmp_path: 
             await asyncio.gather(*(post(updates.callback(person, submit.button_data("提交"),
                                                          submit), w) for w in workers))
             expected += 1
-            await wait_for(lambda: _equals(scalar("SELECT count(*) FROM cases"), expected), 30,
+            await wait_for(lambda: _equals(shared.scalar("SELECT count(*) FROM cases"),
+                                           expected), 30,
                            "every report filed")
 
-            async def settled() -> bool:
-                escalated = await scalar("SELECT count(DISTINCT case_id) FROM case_timer_steps "
-                                         "WHERE step = 'escalate' AND n = 2")
-                pending = await scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
-                unhandled = await scalar("SELECT count(*) FROM inbox WHERE status = 'new'")
-                return escalated == expected and pending == 0 and unhandled == 0
-
-            await wait_for(settled, 120, "every case escalated twice and every message sent")
+            await wait_for(lambda: shared.settled(expected), 120,
+                           "every case escalated twice and every message sent")
         assert [await w.stop() for w in workers] == [0, 0]
 
-        async with sessions() as db:
-            descriptions = Counter((await db.scalars(select(Case.description))).all())
-            rows = (await db.execute(select(Outbox.chat_id, Outbox.text, Outbox.status))).all()
-            steps = (await db.execute(text(
-                "SELECT case_id, round, step, n, count(*) FROM case_timer_steps "
-                "GROUP BY case_id, round, step, n HAVING count(*) > 1"))).all()
-        assert len(descriptions) == expected and set(descriptions.values()) == {1}
-        assert descriptions["路灯不亮"] == 1
-        assert await scalar("SELECT count(*) FROM case_photos") == 6
-        assert not steps
-        assert rows and {status for _, _, status in rows} == {"sent"}
-        owed = Counter((chat, body) for chat, body, _ in rows)
-        received = Counter((r.chat_id, r.text) for r in server.received if r.text)
-        doubled = {key: (n, received[key]) for key, n in owed.items() if received[key] != n}
-        assert not doubled, list(doubled.items())[:3]
-        # Both workers handled and sent; neither polled.
-        senders = {token[-1] for token, m in server.callers if m.startswith("send")}
-        assert senders == {"A", "B"}
-        assert server.who("getupdates") == set()
+        descriptions = await shared.each_once(expected)
+        assert descriptions["路灯不亮"] == 1  # the double 提交 made one case
+        assert await shared.scalar("SELECT count(*) FROM case_photos") == 6
+        assert server.who("getupdates") == set()  # webhook workers never poll
     finally:
         for worker in workers:
             if worker.proc is not None and worker.proc.returncode is None:
                 worker.proc.send_signal(signal.SIGKILL)
                 await worker.proc.wait()
         await server.stop()
-        await engine.dispose()
+        await shared.engine.dispose()
 
 
 def _with_buttons(server: FakeBotApi, chat: int) -> list[Sent]:
