@@ -78,12 +78,12 @@ MEDIA_GROUP = 10
 # In `flush`, waits for the rate limits shorter than this are slept through; longer ones
 # leave the chat for a later pass.
 SHORT_WAIT = 0.2
-# In `run`, a chat's worker sleeps through waits up to this long; longer ones (the second
-# between two messages to one chat) end its turn, and the loop picks the chat up again when
-# its limit lets it go. A worker sleeping through that second would hold one of the
-# CONCURRENT_CHATS places: with more chats owed than places, the last ones would then be
-# served alone, one message a second, after the others were done.
-RUN_WAIT = 0.25
+# In `run`, a chat's worker sleeps through waits up to this long (one message a second to a
+# private chat); longer ones end its turn, and the chat is picked up again when it is free.
+# Sleeping through the second keeps the chat's place among CONCURRENT_CHATS; ending the turn
+# instead, or more places, cost two to three times the CPU for a morning of reminders, for
+# 3-4% less time (bench.delivery, docs/benchmarks.md).
+RUN_WAIT = 1.5
 # Between the calls of one row (photos, then text): how long to wait for a slot before the
 # rest of the row is left for its next turn.
 PART_WAIT = 5.0
