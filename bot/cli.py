@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -239,19 +239,27 @@ REVOKED = ("the Bot API refused GRIDBOT_BOT_TOKEN while running (revoked? check 
            "@BotFather)")
 
 
-async def _run(settings: Settings, registry: Path | None) -> None:
+async def _serve(settings: Settings, registry: Path | None,
+                 serve: Callable[[App], Awaitable[None]]) -> None:
+    """Start the bot and serve it until it is stopped; what a person must fix ends it with
+    one line."""
     from aiogram.exceptions import TelegramUnauthorizedError
 
-    from bot.app import run_polling
     from bot.webhook import CannotListen
 
     app = await _started(settings, registry)
     try:
-        await run_polling(app)
+        await serve(app)
     except TelegramUnauthorizedError as exc:
         raise CliError(REVOKED) from exc
     except CannotListen as exc:
         raise CliError(f"cannot listen on GRIDBOT_LISTEN {settings.listen}: {exc}") from exc
+
+
+async def _run(settings: Settings, registry: Path | None) -> None:
+    from bot.app import run_polling
+
+    await _serve(settings, registry, run_polling)
 
 
 def _webhook_settings(settings: Settings) -> None:
@@ -269,21 +277,18 @@ def _webhook_settings(settings: Settings) -> None:
 
 
 async def _webhook(settings: Settings, registry: Path | None) -> None:
-    from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
+    from aiogram.exceptions import TelegramBadRequest
 
     from bot.app import run_webhook
-    from bot.webhook import CannotListen
+
+    async def serve(app: App) -> None:
+        try:
+            await run_webhook(app)
+        except TelegramBadRequest as exc:
+            raise CliError(f"the Bot API refused GRIDBOT_WEBHOOK_URL: {exc.message}") from exc
 
     _webhook_settings(settings)
-    app = await _started(settings, registry)
-    try:
-        await run_webhook(app)
-    except TelegramUnauthorizedError as exc:
-        raise CliError(REVOKED) from exc
-    except TelegramBadRequest as exc:
-        raise CliError(f"the Bot API refused GRIDBOT_WEBHOOK_URL: {exc.message}") from exc
-    except CannotListen as exc:
-        raise CliError(f"cannot listen on GRIDBOT_LISTEN {settings.listen}: {exc}") from exc
+    await _serve(settings, registry, serve)
 
 
 def main(argv: list[str] | None = None) -> int:

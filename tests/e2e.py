@@ -111,6 +111,52 @@ def write_registry(path: Path, grids: int) -> Path:
     return path
 
 
+def album_part(chat_id: int, user_id: int, message_id: int, group: str, photo: str,
+               caption: str | None) -> dict[str, Any]:
+    """One photo of album `group` posted in a group; the first carries `/report …`."""
+    msg: dict[str, Any] = {
+        "message_id": message_id, "date": FIXED_DATE, "chat": chat_json(chat_id),
+        "from": {"id": user_id, "is_bot": False, "first_name": f"居民{user_id}"},
+        "media_group_id": group,
+        "photo": [{"file_id": photo, "file_unique_id": photo, "width": 1, "height": 1}],
+    }
+    if caption:
+        msg["caption"] = caption
+        msg["caption_entities"] = [{"type": "bot_command", "offset": 0, "length": 7}]
+    return {"message": msg}
+
+
+class ReportStream:
+    """Group reports and three-photo albums pushed to a fake Bot API round the buildings of a
+    `district(grids)`, counted: each report and each album is owed exactly one case."""
+
+    def __init__(self, server: Any, grids: int) -> None:
+        self.server, self.grids = server, grids
+        self.reports = self.albums = 0
+        self.message_id = 1000
+
+    @property
+    def cases(self) -> int:
+        return self.reports + self.albums
+
+    def push_reports(self, n: int) -> None:
+        for _ in range(n):
+            i = self.reports % self.grids
+            self.message_id += 1
+            self.server.push(report_update(building_chat(i), resident(i, self.reports),
+                                           f"问题{self.reports}", self.message_id))
+            self.reports += 1
+
+    def push_album(self) -> None:
+        a = self.albums
+        for part in range(3):
+            self.message_id += 1
+            self.server.push(album_part(building_chat(a % self.grids), resident(9, a),
+                                        self.message_id, f"album{a}", f"album{a}-p{part}",
+                                        f"/report 相册{a}" if part == 0 else None))
+        self.albums += 1
+
+
 def report_update(chat_id: int, user_id: int, text: str, message_id: int) -> dict[str, Any]:
     command = "/report"
     return {"message": {

@@ -34,6 +34,7 @@ from bot.registry import apply_registry, parse_registry
 from storage.models import Case, CasePhoto, InboxUpdate
 from tests.e2e import (
     TOKEN,
+    album_part,
     building_chat,
     count_cases,
     report_update,
@@ -64,20 +65,6 @@ def group_message(chat_id: int, user_id: int, text: str, message_id: int,
         "from": {"id": user_id, "is_bot": False, "first_name": f"居民{user_id}"},
         "text": text, **extra,
     }}
-
-
-def album_part(chat_id: int, user_id: int, message_id: int, photo: str,
-               caption: str | None) -> dict[str, Any]:
-    msg: dict[str, Any] = {
-        "message_id": message_id, "date": FIXED_DATE, "chat": chat_json(chat_id),
-        "from": {"id": user_id, "is_bot": False, "first_name": f"居民{user_id}"},
-        "media_group_id": "album-1",
-        "photo": [{"file_id": photo, "file_unique_id": photo, "width": 1, "height": 1}],
-    }
-    if caption:
-        msg["caption"] = caption
-        msg["caption_entities"] = [{"type": "bot_command", "offset": 0, "length": 7}]
-    return {"message": msg}
 
 
 class Running:
@@ -290,8 +277,8 @@ async def test_group_chatter_is_not_kept_but_reports_and_album_parts_are(
                                             entities=[{"type": "bot_command", "offset": 0,
                                                        "length": 4}]))
         server.push(report_update(chat, resident(0, 4), "楼道灯坏了", 404))
-        server.push(album_part(chat, resident(0, 5), 405, "ph-a", "/report 墙皮脱落"))
-        server.push(album_part(chat, resident(0, 5), 406, "ph-b", None))
+        server.push(album_part(chat, resident(0, 5), 405, "album-1", "ph-a", "/report 墙皮脱落"))
+        server.push(album_part(chat, resident(0, 5), 406, "album-1", "ph-b", None))
         run.start()
 
         async def handled() -> bool:

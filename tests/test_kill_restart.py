@@ -17,9 +17,7 @@ from pathlib import Path
 from tests.e2e import (
     TOKEN,
     Reader,
-    building_chat,
-    report_update,
-    resident,
+    ReportStream,
     wait_for,
     write_registry,
 )
@@ -29,21 +27,6 @@ from tests.harness import fresh_database
 ROOT = Path(__file__).resolve().parent.parent
 GRIDS = 5
 KILLS = 6
-
-
-def album_part(chat_id: int, user_id: int, message_id: int, group: str, photo: str,
-               caption: str | None) -> dict[str, object]:
-    msg: dict[str, object] = {
-        "message_id": message_id, "date": 1_780_000_000,
-        "chat": {"id": chat_id, "type": "supergroup", "title": "g"},
-        "from": {"id": user_id, "is_bot": False, "first_name": f"居民{user_id}"},
-        "media_group_id": group,
-        "photo": [{"file_id": photo, "file_unique_id": photo, "width": 1, "height": 1}],
-    }
-    if caption:
-        msg["caption"] = caption
-        msg["caption_entities"] = [{"type": "bot_command", "offset": 0, "length": 7}]
-    return {"message": msg}
 
 
 class Bot:
@@ -84,48 +67,26 @@ async def test_sigkill_during_busy_scenario_loses_and_doubles_nothing(tmp_path: 
     url = await server.start()
     bot = Bot(tmp_path, url, await fresh_database(tmp_path, "kill.db"),
               write_registry(tmp_path / "district.yaml", GRIDS))
-    reports = 0
-    message_id = 1000
-
-    def push_reports(n: int) -> None:
-        nonlocal reports, message_id
-        for _ in range(n):
-            i = reports % GRIDS
-            message_id += 1
-            server.push(report_update(building_chat(i), resident(i, reports), f"问题{reports}",
-                                      message_id))
-            reports += 1
-
-    albums = 0
-
-    def push_album() -> None:
-        nonlocal albums, message_id
-        chat = building_chat(albums % GRIDS)
-        for part in range(3):
-            message_id += 1
-            server.push(album_part(chat, resident(9, albums), message_id, f"album{albums}",
-                                   f"album{albums}-p{part}",
-                                   f"/report 相册{albums}" if part == 0 else None))
-        albums += 1
+    stream = ReportStream(server, GRIDS)
 
     try:
-        push_reports(20)
-        push_album()
+        stream.push_reports(20)
+        stream.push_album()
         for _ in range(KILLS):
             await bot.start()
             await asyncio.sleep(rng.uniform(1.5, 3.5))
-            push_reports(8)
-            push_album()
+            stream.push_reports(8)
+            stream.push_album()
             await asyncio.sleep(rng.uniform(0.1, 1.5))
             await bot.kill()
-        push_reports(5)
+        stream.push_reports(5)
         await bot.start()
 
         async def done() -> bool:
             cases = await bot.query("SELECT count(*) FROM cases")
             pending = await bot.query("SELECT count(*) FROM outbox WHERE status = 'pending'")
             parts = await bot.query("SELECT count(*) FROM pending_photos")
-            return (bool(cases) and cases[0][0] == reports + albums and bool(pending)
+            return (bool(cases) and cases[0][0] == stream.cases and bool(pending)
                     and pending[0][0] == 0 and bool(parts) and parts[0][0] == 0
                     and server.unconfirmed == 0)
 
@@ -134,11 +95,11 @@ async def test_sigkill_during_busy_scenario_loses_and_doubles_nothing(tmp_path: 
 
         # Exactly one case per report, with every album photo.
         descriptions = Counter(d for (d,) in await bot.query("SELECT description FROM cases"))
-        assert len(descriptions) == reports + albums
+        assert len(descriptions) == stream.cases
         assert set(descriptions.values()) == {1}
         photos = await bot.query("SELECT c.description, count(p.id) FROM cases c "
                            "JOIN case_photos p ON p.case_id = c.id GROUP BY c.id")
-        assert len(photos) == albums and all(n == 3 for _, n in photos)
+        assert len(photos) == stream.albums and all(n == 3 for _, n in photos)
         # Every owed message reached its chat; a kill repeated at most one message.
         rows = await bot.query("SELECT chat_id, text, status FROM outbox")
         assert rows and {status for _, _, status in rows} <= {"sent"}
@@ -149,7 +110,7 @@ async def test_sigkill_during_busy_scenario_loses_and_doubles_nothing(tmp_path: 
         assert repeats <= KILLS
         # Each acknowledgement carries its case number, once per case.
         acks = [t for (_, t) in received if "已收到您的诉求" in t]
-        assert len(acks) == reports + albums
+        assert len(acks) == stream.cases
     finally:
         import json
         (tmp_path / "server.json").write_text(json.dumps({

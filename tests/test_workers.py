@@ -39,6 +39,7 @@ from bot.workers import alive_within, heartbeat, leave
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Case, CaseTimerStep, InboxUpdate, Outbox
 from tests.e2e import (
+    ReportStream,
     building_chat,
     district,
     report_update,
@@ -56,7 +57,6 @@ from tests.harness import (
     empty_database,
     server_database,
 )
-from tests.test_kill_restart import album_part
 from tests.test_webhook import free_port
 
 pytestmark = pytest.mark.skipif(server_database() is None,
@@ -431,27 +431,7 @@ async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> No
     shared = Shared(url, server)
     a = Worker(tmp_path, "A", api, TOKEN_A)
     b = Worker(tmp_path, "B", api, TOKEN_B)
-    reports = albums = 0
-    message_id = 1000
-
-    def push_reports(n: int) -> None:
-        nonlocal reports, message_id
-        for _ in range(n):
-            i = reports % GRIDS
-            message_id += 1
-            server.push(report_update(building_chat(i), resident(i, reports), f"问题{reports}",
-                                      message_id))
-            reports += 1
-
-    def push_album() -> None:
-        nonlocal albums, message_id
-        chat = building_chat(albums % GRIDS)
-        for part in range(3):
-            message_id += 1
-            server.push(album_part(chat, resident(9, albums), message_id, f"album{albums}",
-                                   f"album{albums}-p{part}",
-                                   f"/report 相册{albums}" if part == 0 else None))
-        albums += 1
+    stream = ReportStream(server, GRIDS)
 
     try:
         await a.start(fast_district(tmp_path / "district.yaml"))
@@ -459,27 +439,27 @@ async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> No
         await b.start()
         await wait_for(lambda: _true("B" in server.who("getme")), 60, "B to start")
         for _ in range(3):
-            push_reports(4)
-            push_album()
+            stream.push_reports(4)
+            stream.push_album()
             await asyncio.sleep(1.0)
         # The poller stops (a deploy, a crash): the other worker takes over polling.
         assert await a.stop() == 0
-        push_reports(3)
-        push_album()
-        await wait_for(lambda: shared.settled(reports + albums), 120,
+        stream.push_reports(3)
+        stream.push_album()
+        await wait_for(lambda: shared.settled(stream.cases), 120,
                        "every case escalated twice and every message sent")
         await a.start()  # back again, it waits for B's polling claim and works beside it
-        push_reports(3)
-        await wait_for(lambda: shared.settled(reports + albums), 90,
+        stream.push_reports(3)
+        await wait_for(lambda: shared.settled(stream.cases), 90,
                        "the last reports handled by both workers")
         assert await b.stop() == 0 and await a.stop() == 0
 
         # Each report made one case, each album one case with its three photos; every owed
         # message reached its chat exactly once, whichever worker sent it.
-        await shared.each_once(reports + albums)
-        assert await shared.scalar("SELECT count(*) FROM case_photos") == 3 * albums
+        await shared.each_once(stream.cases)
+        assert await shared.scalar("SELECT count(*) FROM case_photos") == 3 * stream.albums
         acks = [r for r in server.received if "已收到您的诉求" in r.text]
-        assert len(acks) == reports + albums
+        assert len(acks) == stream.cases
     finally:
         for worker in (a, b):
             if worker.proc is not None and worker.proc.returncode is None:
