@@ -48,9 +48,9 @@ from storage.fsm import SqlStorage
 from storage.models import OrgSettings
 
 log = logging.getLogger(__name__)
-# A syntactically valid token for runs that never reach Telegram (the demo, tests).
 # How often a worker deletes handled updates and sent messages past their retention.
 PRUNE_EVERY = timedelta(minutes=10)
+# A syntactically valid token for runs that never reach Telegram (the demo, tests).
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
 PRIVATE_COMMANDS = ("report", "my", "cases", "case", "cancel", "whoami", "help")
 GROUP_COMMANDS = ("report", "bind", "whoami", "help", "cancel")
@@ -88,12 +88,14 @@ class App:
             await prune(self.sessions, now)
             await prune_sent(self.sessions, now, self.settings.outbox_retention_days)
             self.pruned_at = now
-        self.delivery.pacer.workers = await heartbeat(
-            self.sessions, self.worker_id, now, alive_within(self.settings.sweep_seconds))
+        if self.delivery.claims.shared:  # SQLite has one process: nobody to share with
+            self.delivery.pacer.workers = await heartbeat(
+                self.sessions, self.worker_id, now, alive_within(self.settings.sweep_seconds))
         return steps
 
     async def close(self) -> None:
-        await leave(self.sessions, self.worker_id)
+        if self.delivery.claims.shared:
+            await leave(self.sessions, self.worker_id)
         await self.bot.session.close()
         await self.engine.dispose()
 

@@ -606,12 +606,10 @@ class Delivery:
                         if isinstance(result, Awaitable):
                             await result
                     looked = time.monotonic()
-                    free_in = self._start_workers(workers, stop, await self.due_chats(
+                    self._start_workers(workers, stop, await self.due_chats(
                         self.ctx.clock.now(), exclude=list(workers)))
-                    # A chat left for its rate limit, or a row left to retry (a 429), is
-                    # looked at again when it may go, not a whole tick later.
-                    if free_in is not None:
-                        pause = min(pause, free_in)
+                    # A row left to retry (a 429) is looked at again when it may go, not a
+                    # whole tick later.
                     while self._retries and self._retries[0] <= looked:
                         heapq.heappop(self._retries)  # due when we looked: seen
                     if self._retries:
@@ -637,22 +635,15 @@ class Delivery:
                 await asyncio.gather(*late, return_exceptions=True)
 
     def _start_workers(self, workers: dict[int, asyncio.Task[int]], stop: asyncio.Event,
-                       chats: list[int]) -> float | None:
-        """Starts a worker for each chat that may be sent to soon; returns in how many seconds
-        the first chat left for its limit may be (None: none was left)."""
-        free_in: float | None = None
+                       chats: list[int]) -> None:
         for chat in chats:
             if len(workers) >= self.concurrency:
-                break
-            wait = self.pacer.wait(chat)
-            if wait > RUN_WAIT:
-                # Its limit is far off; picked up again once it is free.
-                free_in = wait if free_in is None else min(free_in, wait)
-                continue
+                return
+            if self.pacer.wait(chat) > RUN_WAIT:
+                continue  # its limit is far off; picked up again once it is free
             task = asyncio.create_task(self.serve(chat, RUN_WAIT, stop))
             workers[chat] = task
             task.add_done_callback(functools.partial(self._worker_done, workers, chat))
-        return free_in
 
     def _worker_done(self, workers: dict[int, asyncio.Task[int]], chat: int,
                      task: asyncio.Task[int]) -> None:

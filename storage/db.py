@@ -157,19 +157,28 @@ class SchemaChange:
         return f"{adopted}upgraded the database from schema {self.before} to {self.after}"
 
 
-def alembic_config(conn: Connection, scripts: Path | None = None) -> Config:
-    """Alembic's configuration for migrations run on `conn` (see storage/migrations/env.py);
-    `scripts` is where the revisions are (this package's, unless a test says otherwise)."""
+def _config(scripts: Path | None) -> Config:
+    """`scripts` is where the revisions are (this package's, unless a test says otherwise)."""
     config = Config()
     config.set_main_option("script_location", str(scripts or MIGRATIONS))
+    return config
+
+
+def alembic_config(conn: Connection, scripts: Path | None = None) -> Config:
+    """Alembic's configuration for migrations run on `conn` (see storage/migrations/env.py)."""
+    config = _config(scripts)
     config.attributes["connection"] = conn
     return config
 
 
 def _scripts(scripts: Path | None) -> ScriptDirectory:
-    config = Config()
-    config.set_main_option("script_location", str(scripts or MIGRATIONS))
-    return ScriptDirectory.from_config(config)
+    return _script_directory(scripts or MIGRATIONS)
+
+
+@cache
+def _script_directory(location: Path) -> ScriptDirectory:
+    # Read once per process: a start looks for the head and for the database's revision.
+    return ScriptDirectory.from_config(_config(location))
 
 
 def head_revision(scripts: Path | None = None) -> str:
