@@ -25,6 +25,7 @@ from bot.deadlines import (
     next_check,
     pending_steps,
 )
+from bot.directory import CategoryInfo, directory
 from bot.org import (
     Actor,
     Level,
@@ -44,9 +45,7 @@ from storage.models import (
     CasePhoto,
     CaseTimerStep,
     Category,
-    Node,
     Person,
-    Role,
 )
 
 
@@ -151,10 +150,11 @@ def _transition(tx: Tx, case: Case, action: str, actor_id: int | None,
     _record(tx, case, action, actor_id, note, from_status=before)
 
 
-async def _category(tx: Tx, code: str | None) -> Category:
-    cat = await tx.db.get(Category, code or "other")
+async def _category(tx: Tx, code: str | None) -> CategoryInfo:
+    categories = (await directory(tx.db)).categories
+    cat = categories.get(code or "other")
     if cat is None or not cat.active:
-        cat = await tx.db.get(Category, "other")
+        cat = categories.get("other")
     if cat is None:
         raise DomainError("not_configured")
     return cat
@@ -162,7 +162,7 @@ async def _category(tx: Tx, code: str | None) -> Category:
 
 async def _sync_deadline(tx: Tx, case: Case) -> None:
     """The deadline is the clock start plus the current category's SLA, always."""
-    cat = await tx.db.get(Category, case.category)
+    cat = (await directory(tx.db)).categories.get(case.category)
     if cat is not None:
         case.deadline_at = case.clock_started_at + timedelta(seconds=cat.sla_seconds)
 
@@ -305,7 +305,7 @@ async def check_report_quota(tx: Tx, submitter_id: int) -> None:
     Counted from the cases table, so it holds across restarts and whichever way the reports
     came in (group, album, private chat). Staff report for others all day: they are exempt.
     """
-    if await tx.db.scalar(select(Role.id).where(Role.person_id == submitter_id).limit(1)):
+    if (await directory(tx.db)).roles_of.get(submitter_id):
         return
     recent = await tx.db.scalar(
         select(func.count()).select_from(Case).where(
@@ -322,7 +322,7 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
     if not description and not inp.photos:
         raise DomainError("empty_report")
     await check_report_quota(tx, inp.submitted_by_id or inp.reporter_id)
-    building = await tx.db.get(Node, inp.building_id)
+    building = (await directory(tx.db)).place(inp.building_id)
     if building is None or building.kind != "building" or not building.active:
         raise DomainError("no_building")
     cat = await _category(tx, inp.category)
@@ -404,7 +404,7 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
 
 async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) -> Case:
     case, lin = await _act(tx, actor, case_id, rev, "category")
-    cat = await tx.db.get(Category, code)
+    cat = (await directory(tx.db)).categories.get(code)
     if cat is None or not cat.active:
         raise DomainError("bad_category")
     if cat.code == case.category:

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.deadlines import Policy
+from bot.directory import org_settings
 from bot.texts import Texts
-from storage.models import OrgSettings
 
 
 class NotConfigured(Exception):
@@ -41,7 +41,7 @@ class Tx:
 
 
 async def begin(db: AsyncSession, ctx: Ctx) -> Tx:
-    row = await db.get(OrgSettings, 1)
+    row = await org_settings(db)
     if row is None:
         raise NotConfigured("load a registry first: gridbot registry load FILE.yaml")
     policy = Policy.from_row(row)

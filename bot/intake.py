@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import Tx
-from bot.org import load_actor, node_by_chat
+from bot.directory import CategoryInfo, Place, directory
+from bot.org import load_actor
 from bot.user_text import clean_name
-from storage.models import Category, Node, Person
+from storage.models import Person
 
 
-async def place_of_chat(db: AsyncSession, chat_id: int) -> tuple[Node, Node | None] | None:
+async def place_of_chat(db: AsyncSession, chat_id: int) -> tuple[Place, Place | None] | None:
     """The building (and unit) a residents' chat is bound to, or None."""
-    node = await node_by_chat(db, chat_id)
+    d = await directory(db)
+    node = d.by_chat.get(chat_id)
     if node is None:
         return None
     if node.kind == "building":
         return node, None
-    if node.kind == "unit" and node.parent_id is not None:
-        building = await db.get(Node, node.parent_id)
+    if node.kind == "unit":
+        building = d.place(node.parent_id)
         if building is not None:
             return building, node
     return None
@@ -62,32 +63,25 @@ def _link(person: Person, building_id: int, unit_id: int | None) -> None:
         person.unit_id = unit_id
 
 
-async def active_categories(db: AsyncSession) -> list[Category]:
-    rows = await db.scalars(
-        select(Category).where(Category.active.is_(True)).order_by(Category.position)
-    )
-    return list(rows.all())
+async def active_categories(db: AsyncSession) -> list[CategoryInfo]:
+    return (await directory(db)).active_categories()
 
 
-async def buildings_page(db: AsyncSession, page: int, size: int) -> tuple[list[Node], int]:
+async def buildings_page(db: AsyncSession, page: int, size: int) -> tuple[list[Place], int]:
     """One page of buildings to choose from (with their community's name), and the page count."""
-    rows = (await db.scalars(
-        select(Node).where(Node.kind == "building", Node.active.is_(True))
-        .order_by(Node.position)
-    )).all()
+    rows = (await directory(db)).buildings()
     pages = max(1, -(-len(rows) // size))
     page = min(max(page, 0), pages - 1)
-    return list(rows[page * size:(page + 1) * size]), pages
+    return rows[page * size:(page + 1) * size], pages
 
 
-async def building_label(db: AsyncSession, building: Node) -> str:
-    grid = await db.get(Node, building.parent_id) if building.parent_id else None
-    community = await db.get(Node, grid.parent_id) if grid and grid.parent_id else None
-    return f"{community.name} {building.name}" if community else building.name
+async def building_label(db: AsyncSession, building: Place) -> str:
+    above = (await directory(db)).ancestors(building)
+    return f"{above[1].name} {building.name}" if len(above) > 1 else building.name
 
 
-async def link_building(db: AsyncSession, person: Person, building_id: int) -> Node | None:
-    building = await db.get(Node, building_id)
+async def link_building(db: AsyncSession, person: Person, building_id: int) -> Place | None:
+    building = (await directory(db)).place(building_id)
     if building is None or building.kind != "building" or not building.active:
         return None
     if person.building_id != building.id:

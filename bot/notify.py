@@ -15,6 +15,7 @@ from bot import phones
 from bot.buttons import Action, button
 from bot.context import Tx
 from bot.deadlines import light
+from bot.directory import CategoryInfo, directory
 from bot.org import (
     Actor,
     Level,
@@ -27,16 +28,14 @@ from bot.org import (
     works_in_grid,
 )
 from bot.outbox import enqueue
-from storage.models import Case, CaseEvent, CasePhoto, Category, Person
+from storage.models import Case, CaseEvent, CasePhoto, Person
 
 Buttons = list[list[dict[str, Any]]]
 
 
 async def category_name(tx: Tx, code: str) -> str:
-    cat = await tx.db.get(Category, code)
-    if cat is None:
-        return code
-    return cat.name_zh if tx.texts.locale == "zh_CN" else cat.name_en
+    cat = (await directory(tx.db)).categories.get(code)
+    return cat.name(tx.texts.locale) if cat is not None else code
 
 
 async def person_name(tx: Tx, person_id: int | None) -> str:
@@ -162,7 +161,7 @@ async def staff_fallback(tx: Tx, person_id: int, chat_id: int, case: Case | None
     return None
 
 
-def category_buttons(tx: Tx, case: Case, categories: list[Category]) -> Buttons:
+def category_buttons(tx: Tx, case: Case, categories: list[CategoryInfo]) -> Buttons:
     names = [
         button(c.name_zh if tx.texts.locale == "zh_CN" else c.name_en, Action.SET_CATEGORY,
                case.id, case.rev, c.code)

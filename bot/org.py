@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
+from bot.directory import Place, directory
 from storage.models import Node, Person, Role
 
 
@@ -51,13 +51,13 @@ def level_below(level: str) -> Level | None:
 class Lineage:
     """A building (and maybe unit) with every node above it."""
 
-    building: Node
-    grid: Node
-    community: Node
-    street: Node
-    unit: Node | None = None
+    building: Place
+    grid: Place
+    community: Place
+    street: Place
+    unit: Place | None = None
 
-    def node_for(self, level: str) -> Node:
+    def node_for(self, level: str) -> Place:
         return {"grid": self.grid, "community": self.community, "street": self.street}[level]
 
     @property
@@ -106,42 +106,40 @@ class Actor:
         """Staff see the cases under the nodes they hold a role at (a unit head: their unit)."""
         return bool(self.node_ids() & lineage.ids)
 
-    def may_bind(self, node: Node, ancestors: list[Node]) -> bool:
+    def may_bind(self, node: Node | Place, ancestors: list[Place]) -> bool:
         held = self.node_ids(*BINDING_ROLES)
         return any(n.id in held for n in [node, *ancestors])
 
 
 async def load_actor(db: AsyncSession, user_id: int, fallback_name: str = "") -> Actor:
     person = await db.get(Person, user_id)
-    query = select(Role.role, Role.node_id).where(Role.person_id == user_id)
-    rows = (await db.execute(query)).all()
+    roles = (await directory(db)).roles_of.get(user_id, ())
     return Actor(
         id=user_id,
         name=person.name if person else fallback_name,
-        roles=[(RoleName(r), n) for r, n in rows],
+        roles=[(RoleName(r), n) for r, n in roles],
     )
 
 
-async def ancestors(db: AsyncSession, node: Node) -> list[Node]:
-    """Nodes above `node`, nearest first."""
-    chain: list[Node] = []
-    parent_id = node.parent_id
-    while parent_id is not None:
-        parent = await db.get(Node, parent_id)
-        if parent is None:
-            break
-        chain.append(parent)
-        parent_id = parent.parent_id
-    return chain
+async def ancestors(db: AsyncSession, node: Node | Place) -> list[Place]:
+    """Places above `node`, nearest first."""
+    d = await directory(db)
+    start = d.place(node.id)
+    return d.ancestors(start) if start is not None else []
+
+
+async def place_by_id(db: AsyncSession, node_id: int | None) -> Place | None:
+    return (await directory(db)).place(node_id)
 
 
 async def lineage_of(db: AsyncSession, building_id: int, unit_id: int | None = None) -> Lineage:
-    building = await db.get(Node, building_id)
+    d = await directory(db)
+    building = d.place(building_id)
     if building is None:
         raise LookupError(f"building {building_id} is not in the registry")
-    grid, community, street = (await ancestors(db, building))[:3]
-    unit = await db.get(Node, unit_id) if unit_id is not None else None
-    return Lineage(building=building, grid=grid, community=community, street=street, unit=unit)
+    grid, community, street = d.ancestors(building)[:3]
+    return Lineage(building=building, grid=grid, community=community, street=street,
+                   unit=d.place(unit_id))
 
 
 async def holders(db: AsyncSession, role: RoleName, node_id: int) -> list[Person]:
@@ -167,21 +165,14 @@ async def handlers_at(db: AsyncSession, lineage: Lineage, level: str) -> list[Pe
 async def works_in_grid(db: AsyncSession, person_id: int, grid_id: int) -> bool:
     """Whether the person holds a role at the grid or at a building or unit in it: the people
     a grid's work chat is for. Supervisors above the grid are not among them."""
-    parent = aliased(Node)
-    found = await db.scalar(
-        select(Role.id)
-        .join(Node, Node.id == Role.node_id)
-        .outerjoin(parent, parent.id == Node.parent_id)
-        .where(Role.person_id == person_id,
-               or_(Node.id == grid_id, Node.parent_id == grid_id, parent.parent_id == grid_id))
-        .limit(1)
-    )
-    return found is not None
+    return (await directory(db)).works_in_grid(person_id, grid_id)
 
 
-async def node_by_chat(db: AsyncSession, chat_id: int) -> Node | None:
-    return await db.scalar(select(Node).where(Node.chat_id == chat_id, Node.active.is_(True)))
+async def node_by_chat(db: AsyncSession, chat_id: int) -> Place | None:
+    """The active place a chat is bound to."""
+    return (await directory(db)).by_chat.get(chat_id)
 
 
 async def node_by_code(db: AsyncSession, code: str) -> Node | None:
+    """The active node with this code, as a row to change (binding)."""
     return await db.scalar(select(Node).where(Node.code == code, Node.active.is_(True)))

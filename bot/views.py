@@ -13,7 +13,7 @@ from bot import binding, notify
 from bot.cases import OPEN_STATUSES, DomainError
 from bot.context import Tx
 from bot.deadlines import light
-from bot.org import Actor, RoleName, lineage_of
+from bot.org import Actor, RoleName, lineage_of, place_by_id
 from bot.phones import mask_phones
 from bot.texts import TEXT_LIMIT, Texts
 from bot.user_text import clean_name
@@ -199,7 +199,7 @@ async def my_cases(tx: Tx, actor: Actor) -> str:
 async def whoami(tx: Tx, actor: Actor) -> str:
     roles = []
     for role, node_id in actor.roles:
-        node = await tx.db.get(Node, node_id)
+        node = await place_by_id(tx.db, node_id)
         if node is not None:
             roles.append({"role": tx.texts.label(f"role_{role.value}"), "place": node.name,
                           "code": node.code})

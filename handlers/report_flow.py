@@ -33,11 +33,11 @@ from bot.intake import (
     link_building,
 )
 from bot.notify import category_name
-from bot.org import Actor
+from bot.org import Actor, place_by_id
 from bot.texts import Texts
 from handlers.common import RouterSpec, hold_draft_photo, message_text, open_tx, refuse
 from handlers.middlewares import display_name
-from storage.models import Node, Person
+from storage.models import Person
 
 router = RouterSpec("report_flow")
 router.message.filter(F.chat.type == "private")
@@ -305,7 +305,7 @@ async def _ask_confirm(message: Message, state: FSMContext, db: AsyncSession, ct
         return
     data = await state.get_data()
     person = await _person(db, tx, message)
-    building = await db.get(Node, person.building_id) if person.building_id else None
+    building = await place_by_id(db, person.building_id)
     await state.set_state(ReportFlow.confirm)
     text = tx.texts.render(
         "report_summary",

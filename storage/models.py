@@ -129,6 +129,9 @@ class OrgSettings(Base):
     rating_within: Mapped[int | None] = mapped_column(Integer)
     quiet_start: Mapped[str | None] = mapped_column(String(5))
     quiet_end: Mapped[str | None] = mapped_column(String(5))
+    # Moved on by every change to places, roles or categories (bot.directory): a worker keeps
+    # those in memory while this number stays what it was when it read them.
+    registry_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 def _clock_start_default(context: Any) -> Any:

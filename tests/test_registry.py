@@ -29,6 +29,10 @@ SAMPLE_TEXT = SAMPLE.read_text("utf-8")
 TABLES = {t: f"SELECT * FROM {t} ORDER BY 1" for t in ("nodes", "people", "categories",
                                                         "org_settings")}
 TABLES["roles"] = "SELECT person_id, role, node_id FROM roles ORDER BY 1, 2, 3"
+# Every load moves the registry number on, changed or not: workers then read the registry
+# again once, which is cheap; everything else must stay as it was.
+TABLES["org_settings"] = ("SELECT id, timezone, locale, verify_within, remind_at, overdue_repeat, "
+                          "escalate_after, rating_within, quiet_start, quiet_end FROM org_settings")
 
 
 def edit(text: str, old: str, new: str) -> str:
