@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.buttons import CaseButton
@@ -35,12 +37,15 @@ async def enqueue(
     fallback_reply_to: int | None = None,
     not_before: datetime | None = None,
     kind: str = "",
-) -> Outbox | None:
-    """Add a message unless one with the same dedupe key exists; return the new row or None."""
-    pending = [o for o in db.new if isinstance(o, Outbox) and o.dedupe_key == key]
-    if pending or await db.scalar(select(Outbox.id).where(Outbox.dedupe_key == key)):
-        return None
-    row = Outbox(
+    markup: dict[str, Any] | None = None,
+) -> int | None:
+    """Add a message unless one with the same dedupe key exists; return the new row's id or
+    None.
+
+    One statement: the unique dedupe key decides at the insert, so a second worker racing on
+    the same key gets None instead of an error that would roll its whole update back.
+    """
+    values = dict(
         dedupe_key=key,
         chat_id=chat_id,
         person_id=person_id,
@@ -48,6 +53,7 @@ async def enqueue(
         text=text,
         photos=list(photos),
         buttons=[list(r) for r in buttons],
+        markup=markup,
         reply_to_message_id=reply_to,
         fallback_chat_id=fallback_chat_id,
         fallback_reply_to=fallback_reply_to,
@@ -58,8 +64,10 @@ async def enqueue(
         parts_done=0,
         created_at=now,
     )
-    db.add(row)
-    return row
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(Outbox).values(**values).on_conflict_do_nothing(
+        index_elements=[Outbox.dedupe_key]).returning(Outbox.id)
+    return await db.scalar(stmt)
 
 
 async def release_held(db: AsyncSession, person_id: int, now: datetime) -> int:

@@ -232,9 +232,9 @@ class PacedSends(BaseRequestMiddleware):
     async def _queue(self, db: AsyncSession, method: TelegramMethod[TelegramType], chat: int,
                      error: Exception | None) -> Response[TelegramType]:
         """Write the answer to the outbox in the update's transaction; return a stand-in."""
-        row = await self._enqueue(db, method, chat)
+        row_id = await self._enqueue(db, method, chat)
         reason = describe(error) if error is not None else "no slot free now"
-        if row is None:
+        if row_id is None:
             # Nothing the outbox can carry (a file upload, a location): the handler goes on.
             log.warning("a direct %s could not be sent (%s) nor queued: dropped",
                         method.__api_method__, reason)
@@ -242,10 +242,8 @@ class PacedSends(BaseRequestMiddleware):
                                                     | OSError | TimeoutError):
                 log.warning("the dropped %s failed with %r", method.__api_method__, error)
             row_id = 0
-        else:
-            if error is not None:
-                log.warning("a direct answer went to the outbox as %s (%s)", row.id, reason)
-            row_id = row.id
+        elif error is not None:
+            log.warning("a direct answer went to the outbox as %s (%s)", row_id, reason)
         stand_in = _stand_in(chat, {"message_id": -row_id})
         if method.__api_method__.lower() in ("sendmediagroup", "forwardmessages",
                                              "copymessages"):
@@ -253,7 +251,7 @@ class PacedSends(BaseRequestMiddleware):
         return stand_in  # type: ignore[return-value]
 
     async def _enqueue(self, db: AsyncSession, method: TelegramMethod[Any],
-                       chat: int) -> Outbox | None:
+                       chat: int) -> int | None:
         if isinstance(method, SendMessage):
             text, photos = method.text, []
         elif isinstance(method, SendPhoto) and isinstance(method.photo, str):
@@ -272,12 +270,8 @@ class PacedSends(BaseRequestMiddleware):
         reply_to = getattr(reply, "message_id", None)
         if reply_to is None:
             reply_to = getattr(method, "reply_to_message_id", None)
-        row = await enqueue(
+        # Its id is the stand-in's message id.
+        return await enqueue(
             db, f"{DIRECT_KIND}:{uuid.uuid4().hex}", chat, text, self.now(), photos=photos,
             buttons=buttons, reply_to=reply_to if isinstance(reply_to, int) else None,
-            kind=DIRECT_KIND)
-        if row is None:
-            return None
-        row.markup = other
-        await db.flush()  # its id is the stand-in's
-        return row
+            kind=DIRECT_KIND, markup=other)

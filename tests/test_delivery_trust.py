@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import outbox_admin
 from bot.app import App, build_app
@@ -389,15 +390,15 @@ async def test_sent_rows_are_deleted_after_the_retention_period(h: Harness) -> N
     start = h.clock.now()
     async with h.app.sessions() as db:
         for n in range(5):
-            row = await enqueue(db, f"old{n}", 1000 + n, "旧消息", start)
-            assert row is not None
-            row.status = ("sent", "superseded", "sent", "failed", "held")[n]
+            row_id = await enqueue(db, f"old{n}", 1000 + n, "旧消息", start)
+            assert row_id is not None
+            await _set_status(db, row_id, ("sent", "superseded", "sent", "failed", "held")[n])
         await db.commit()
     h.clock.advance(timedelta(days=80))
     async with h.app.sessions() as db:
         recent = await enqueue(db, "recent", 2000, "新消息", h.clock.now())
         assert recent is not None
-        recent.status = "sent"
+        await _set_status(db, recent, "sent")
         await db.commit()
     h.clock.advance(timedelta(days=11))  # the old rows are 91 days old, the recent one 11
     await h.app.sweep()
@@ -410,13 +411,17 @@ async def test_sent_rows_are_deleted_after_the_retention_period(h: Harness) -> N
 async def test_pruning_goes_in_batches(h: Harness) -> None:
     async with h.app.sessions() as db:
         for n in range(7):
-            row = await enqueue(db, f"s{n}", 1000 + n, "消息", h.clock.now())
-            assert row is not None
-            row.status = "sent"
+            row_id = await enqueue(db, f"s{n}", 1000 + n, "消息", h.clock.now())
+            assert row_id is not None
+            await _set_status(db, row_id, "sent")
         await db.commit()
     h.clock.advance(timedelta(days=2))
     assert await prune_sent(h.app.sessions, h.clock.now(), 1, batch=3) == 7
     assert await h.outbox_count() == 0
+
+
+async def _set_status(db: AsyncSession, row_id: int, status: str) -> None:
+    await db.execute(update(Outbox).where(Outbox.id == row_id).values(status=status))
 
 
 def test_retention_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
