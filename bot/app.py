@@ -77,10 +77,13 @@ class App:
     async def tick(self) -> None:
         """What runs every second: albums that have settled become cases. The only loop that
         finishes albums (the sweep does not), and each album is claimed atomically."""
-        await finish_albums(self.sessions, self.ctx)
+        if await finish_albums(self.sessions, self.ctx):
+            self.delivery.wake()  # the album's acknowledgement and cards are owed now
 
     async def sweep(self) -> int:
         steps = await sweep(self.sessions, self.ctx)
+        if steps:
+            self.delivery.wake()  # reminders and escalations are owed now, not at the next tick
         now = self.ctx.clock.now()
         # Rows are kept for days: deleting old ones a few times an hour is plenty, and spares
         # every other sweep the transactions (one per status) that find nothing to delete.

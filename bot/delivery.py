@@ -203,6 +203,15 @@ class NoSlot(Exception):
         self.seconds = seconds
 
 
+@dataclass(frozen=True)
+class Due:
+    """A chat's first row to send, with what the sender needs to know of its person."""
+
+    row: Outbox
+    person: bool  # the row names a person we know
+    dm_ok: bool | None  # theirs: whether the bot can write to them (None: not known yet)
+
+
 class Delivery:
     def __init__(self, bot: Bot, sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
                  limits: Limits | None = None, concurrency: int = CONCURRENT_CHATS) -> None:
@@ -220,8 +229,15 @@ class Delivery:
         self._elsewhere: dict[int, float] = {}
         # When the rows this worker left to retry later are due again (monotonic, a heap).
         self._retries: list[float] = []
+        # Chats whose last turn ended with nothing more due in them.
+        self._drained: set[int] = set()
+        # Whether the last pass found more chats than free places.
+        self._crowded = False
+        # Counts `wake` calls: a worker ending need not wake the loop unless one came meanwhile.
+        self._wakes = 0
 
     def wake(self) -> None:
+        self._wakes += 1
         self._wake.set()
 
     async def wait(self, seconds: float) -> None:
@@ -278,6 +294,7 @@ class Delivery:
 
         Nothing is sent without the chat's claim; a chat another worker holds is skipped.
         """
+        self._drained.discard(chat_id)
         claim = await self.claims.take(OUTBOX_CHAT, chat_id)
         if claim is None:
             self._elsewhere[chat_id] = time.monotonic() + ELSEWHERE
@@ -304,14 +321,22 @@ class Delivery:
                     claim: Claim) -> int:
         self._served[chat_id] = time.monotonic()
         moved = 0
-        for _ in range(ROWS_PER_TURN):
+        # The chat's next due row, once read in the transaction that wrote down the one before
+        # it: a row costs one transaction, not two.
+        ahead: Due | None = None
+        known = False
+        for turn in range(ROWS_PER_TURN):
             if stop is not None and stop.is_set():
                 break
             if not claim.valid:
                 break  # the claim went with its connection: another worker may have the chat
-            step = await self._deliver(chat_id, max_pause)
-            if step is None:
+            if not known:
+                ahead = await self._first_due(chat_id)
+            if ahead is None:
+                self._drained.add(chat_id)
                 break  # nothing due in this chat now
+            step, ahead, known = await self._deliver(ahead, max_pause,
+                                                     more=turn + 1 < ROWS_PER_TURN)
             self.outage.ok()
             if step in (Step.SENT, Step.SETTLED, Step.AGAIN):
                 moved += 1
@@ -321,27 +346,52 @@ class Delivery:
 
     # --- one row ---------------------------------------------------------------------------
 
-    async def _deliver(self, chat_id: int, max_pause: float) -> Step | None:
-        """The chat's first due row, sent (or settled); None when nothing is due now. The row is
-        read in the same transaction that finds it: one round trip, not two."""
+    async def _next_due(self, db: AsyncSession, chat_id: int) -> Due | None:
+        """The chat's first row to send, with its person (if any) and whether they can be
+        written to, in one statement."""
         now = self.ctx.clock.now()
+        found = (await db.execute(
+            select(Outbox, Person.id, Person.dm_ok)
+            .outerjoin(Person, Person.id == Outbox.person_id)
+            .where(Outbox.chat_id == chat_id, Outbox.status == "pending",
+                   Outbox.not_before <= now)
+            .order_by(Outbox.id).limit(1))).first()
+        if found is None:
+            return None
+        row, person_id, dm_ok = found
+        if row.retry_at is not None and row.retry_at > now:
+            return None  # the chat's rows wait behind it
+        return Due(row, person_id is not None, dm_ok)
+
+    async def _first_due(self, chat_id: int) -> Due | None:
         async with self.sessions() as db:
-            row = await db.scalar(
-                select(Outbox).where(Outbox.chat_id == chat_id, Outbox.status == "pending",
-                                     Outbox.not_before <= now)
-                .order_by(Outbox.id).limit(1))
-            if row is None or (row.retry_at is not None and row.retry_at > now):
-                return None
-            row_id = row.id
-            person = await db.get(Person, row.person_id) if row.person_id else None
-            if person is not None and person.dm_ok is False:
-                # Known not to have started the bot: no call, straight to the fallback.
-                await self._unreachable(db, row, person)
+            return await self._next_due(db, chat_id)
+
+    async def _deliver(self, due: Due, max_pause: float,
+                       more: bool) -> tuple[Step, Due | None, bool]:
+        """Send (or settle) the chat's first due row, read after the chat was claimed.
+
+        Returns the step, and when `more` rows may follow in this turn and the row moved on,
+        the chat's next due row read in the transaction that wrote this one down (with True;
+        False when it was not looked for).
+        """
+        row = due.row
+        if due.person and due.dm_ok is False:
+            # Known not to have started the bot: no call, straight to the fallback.
+            async with self.sessions() as db:
+                fresh = await db.get(Outbox, row.id)
+                person = await db.get(Person, row.person_id)
+                step = Step.GONE
+                if fresh is not None and fresh.status == "pending" and person is not None:
+                    await self._unreachable(db, fresh, person)
+                    step = Step.SETTLED
+                ahead = await self._next_due(db, row.chat_id) if more else None
                 await db.commit()
-                return Step.SETTLED
-        # The session is closed while Telegram is called: no lock is held over the network.
+            self.wake()  # the fallback goes to another chat
+            return step, ahead, more
+        # No session is open while Telegram is called: no lock is held over the network.
         if not await self.pacer.acquire(row.chat_id, parts_of(row), max_pause):
-            return Step.PAUSED
+            return Step.PAUSED, None, False
         parts_done = row.parts_done
         outcome: int | Exception | None
         part: Part | None = None
@@ -355,44 +405,79 @@ class Delivery:
         # Telegram has answered: a short database outage now must not make us send again.
         for _ in range(RECORD_TRIES - 1):
             try:
-                return await self._write(row_id, parts_done, outcome, part)
+                return await self._write(due, parts_done, outcome, part, more)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 await asyncio.sleep(self.outage.failed(exc))
-        return await self._write(row_id, parts_done, outcome, part)
+        return await self._write(due, parts_done, outcome, part, more)
 
-    async def _write(self, row_id: int, parts_done: int, outcome: int | Exception | None,
-                     part: Part | None) -> Step:
+    async def _write(self, due: Due, parts_done: int, outcome: int | Exception | None,
+                     part: Part | None, more: bool) -> tuple[Step, Due | None, bool]:
+        """Write down what became of one row, and read the chat's next due row in the same
+        transaction when the turn goes on."""
+        row = due.row
+        retry_in: float | None = None
         async with self.sessions() as db:
-            fresh = await db.get(Outbox, row_id)
-            if fresh is None:
-                return Step.GONE  # erased while it was being sent
-            fresh.parts_done = parts_done
-            step = await self._record(db, fresh, outcome, part)
+            if isinstance(outcome, Exception):
+                fresh = await db.get(Outbox, row.id)
+                if fresh is None:
+                    step = Step.GONE  # erased while it was being sent
+                else:
+                    fresh.parts_done = parts_done
+                    step = await self._record(db, fresh, outcome, part)
+                    if fresh.status == "pending" and fresh.retry_at is not None:
+                        retry_in = (fresh.retry_at - self.ctx.clock.now()).total_seconds()
+            else:
+                step = await self._sent(db, due, parts_done, outcome)
+            look = more and step in (Step.SENT, Step.SETTLED, Step.AGAIN, Step.GONE)
+            ahead = await self._next_due(db, row.chat_id) if look else None
             await db.commit()
-        if fresh.status == "pending" and fresh.retry_at is not None:
-            self._retry_soon((fresh.retry_at - self.ctx.clock.now()).total_seconds())
-        return step
+        if isinstance(outcome, Exception):
+            # A fallback or a notice may have been queued for another chat, or the chat moved
+            # to a new id: the loop looks for due chats again.
+            self.wake()
+        if retry_in is not None:
+            self._retry_soon(retry_in)
+        return step, ahead, look
 
     def _retry_soon(self, seconds: float) -> None:
         """A row waits to be tried again in `seconds`: the loop looks again then, not a tick
         later."""
         heapq.heappush(self._retries, time.monotonic() + max(0.0, seconds))
 
-    async def _record(self, db: AsyncSession, row: Outbox, outcome: int | Exception | None,
+    async def _sent(self, db: AsyncSession, due: Due, parts_done: int,
+                    message_id: int | None) -> Step:
+        """Mark a row sent with one UPDATE: the row is not read again, what it needs is held."""
+        row = due.row
+        result = await db.execute(
+            update(Outbox).where(Outbox.id == row.id)
+            .values(status="sent", sent_at=self.ctx.clock.now(), sent_message_id=message_id,
+                    retry_at=None, attempts=Outbox.attempts + 1, parts_done=parts_done)
+            .execution_options(synchronize_session=False))
+        if not getattr(result, "rowcount", 1):
+            return Step.GONE  # erased while it was being sent
+        if due.person and due.dm_ok is not True:
+            # Written only when it changes: the person can be written to after all.
+            await db.execute(update(Person).where(Person.id == row.person_id)
+                             .values(dm_ok=True).execution_options(synchronize_session=False))
+        if row.kind == DIRECT_KIND and message_id is not None:
+            # A handler that queued this answer kept its stand-in id (e.g. a report prompt
+            # a reply to which is a report): it now names the real message.
+            await db.execute(update(ReportPrompt).where(
+                ReportPrompt.chat_id == row.chat_id, ReportPrompt.message_id == -row.id)
+                .values(message_id=message_id))
+        return Step.SENT
+
+    async def _record(self, db: AsyncSession, row: Outbox, exc: Exception,
                       part: Part | None) -> Step:
-        """Write down what became of one send: sent, to retry, held, or given up."""
+        """Write down what became of a send that failed: to retry, held, or given up."""
         now = self.ctx.clock.now()
         person = await db.get(Person, row.person_id) if row.person_id else None
-        if isinstance(outcome, NoSlot):
-            row.retry_at = now + timedelta(seconds=outcome.seconds)
+        if isinstance(exc, NoSlot):
+            row.retry_at = now + timedelta(seconds=exc.seconds)
             return Step.PAUSED
         row.attempts += 1
-        if not isinstance(outcome, Exception):
-            await self._sent(db, row, outcome, person, now)
-            return Step.SENT
-        exc = outcome
         if isinstance(exc, TelegramRetryAfter):
             self.pacer.block(row.chat_id, exc.retry_after)
             row.retry_at = now + timedelta(seconds=exc.retry_after)
@@ -429,21 +514,6 @@ class Delivery:
         log.warning("outbox %s: unexpected answer (%s); try %d, retrying later", row.id,
                     reason, row.attempts)
         return Step.LATER
-
-    async def _sent(self, db: AsyncSession, row: Outbox, message_id: int | None,
-                    person: Person | None, now: datetime) -> None:
-        row.status = "sent"
-        row.sent_at = now
-        row.sent_message_id = message_id
-        row.retry_at = None
-        if person is not None and not person.dm_ok:
-            person.dm_ok = True
-        if row.kind == DIRECT_KIND and message_id is not None:
-            # A handler that queued this answer kept its stand-in id (e.g. a report prompt
-            # a reply to which is a report): it now names the real message.
-            await db.execute(update(ReportPrompt).where(
-                ReportPrompt.chat_id == row.chat_id, ReportPrompt.message_id == -row.id)
-                .values(message_id=message_id))
 
     def _give_up(self, row: Outbox, reason: str) -> Step:
         row.status = "failed"
@@ -566,13 +636,12 @@ class Delivery:
                 "fallback_mention", user_id=person.id, name=person.name,
                 link=self.ctx.deep_link("start"),
             ) + "\n\n" + notify.mask_phones(row.text)
-        fallback = await enqueue(
+        await enqueue(
             db, f"{row.dedupe_key}:fallback", row.fallback_chat_id, text,
             self.ctx.clock.now(), case_id=row.case_id, photos=row.photos, buttons=row.buttons,
             reply_to=row.fallback_reply_to,
+            kind="reporter_fallback" if row.kind == "reporter" else "",
         )
-        if fallback is not None and row.kind == "reporter":
-            fallback.kind = "reporter_fallback"
 
     async def _lost(self, db: AsyncSession, row: Outbox) -> None:
         """Nothing reaches the reporter of a case: the grid leader is told, to call them."""
@@ -636,22 +705,33 @@ class Delivery:
 
     def _start_workers(self, workers: dict[int, asyncio.Task[int]], stop: asyncio.Event,
                        chats: list[int]) -> None:
+        self._crowded = False
         for chat in chats:
             if len(workers) >= self.concurrency:
+                self._crowded = True
                 return
             if self.pacer.wait(chat) > RUN_WAIT:
                 continue  # its limit is far off; picked up again once it is free
             task = asyncio.create_task(self.serve(chat, RUN_WAIT, stop))
             workers[chat] = task
-            task.add_done_callback(functools.partial(self._worker_done, workers, chat))
+            task.add_done_callback(
+                functools.partial(self._worker_done, workers, chat, self._wakes))
 
-    def _worker_done(self, workers: dict[int, asyncio.Task[int]], chat: int,
+    def _worker_done(self, workers: dict[int, asyncio.Task[int]], chat: int, wakes: int,
                      task: asyncio.Task[int]) -> None:
         workers.pop(chat, None)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
             if is_transient(exc):
                 self.outage.failed(exc)
             else:
                 log.error("delivery to one chat failed; trying again", exc_info=exc)
-        self.wake()  # a slot is free, and the chat may have more
+        # The loop looks for due chats again only when that may find something: a chat was
+        # left waiting for this place, this chat may have more (its turn ended before it ran
+        # out), or something was woken for while this chat was excluded. A worker that sent
+        # a chat's last row adds nothing to know, and costs no query.
+        drained = chat in self._drained
+        self._drained.discard(chat)
+        if exc is not None or not drained or self._crowded or self._wakes != wakes:
+            self.wake()
 
