@@ -37,13 +37,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from bot.clock import ManualClock
 from bot.deadlines import Phase, Policy, StepName, next_check, pending_steps
 from bot.registry import apply_registry, parse_registry
-from storage.db import create_schema, make_engine, make_sessionmaker
+from storage.db import create_schema, head_revision, make_engine, make_sessionmaker
 from storage.models import Case, Node, OrgSettings
 from tests.e2e import building_chat, district, head, leader, resident
 from tests.harness import empty_database
@@ -77,6 +77,11 @@ def registry_dict(grids: int = GRIDS) -> dict[str, Any]:
 def _sla(text: str) -> timedelta:
     unit = {"h": 3600, "d": 86400}[text[-1]]
     return timedelta(seconds=int(text[:-1]) * unit)
+
+
+CASE_DEFAULTS: dict[str, Any] = {"checked_at": None, "request_at": None, "review_at": None,
+                                 "whistle_due_at": None, "extended_seconds": 0,
+                                 "extension_count": 0, "checked": None}
 
 
 @dataclass
@@ -269,7 +274,9 @@ class _Gen:
         """Steps due by NOW taken (recorded, with their messages); next check after NOW."""
         phase = {"verifying": Phase.VERIFY, "resolved": Phase.RATE}.get(c["status"],
                                                                          Phase.HANDLE)
-        view = SimpleNamespace(**c)
+        # Columns the generator leaves to their defaults (no extension, request, suspension,
+        # check or whistle in generated cases) still exist on the case the timers read.
+        view = SimpleNamespace(**{**CASE_DEFAULTS, **c})
         taken: set[tuple[str, int, datetime]] = set()
         for _ in range(8):
             due = [s for s in pending_steps(phase, view, self.policy, NOW, taken)  # type: ignore[arg-type]
@@ -341,7 +348,9 @@ def _sqlite_value(column: str, value: Any) -> Any:
 
 
 def _cache_path(n: int, seed: int) -> Path:
-    return CACHE / f"gen-v{GEN_VERSION}-n{n}-s{seed}.db"
+    # Keyed by the schema's head too: a file made at an older revision would be upgraded by
+    # every run that starts on a copy of it, and the upgrade timed with the run.
+    return CACHE / f"gen-v{GEN_VERSION}-r{head_revision()}-n{n}-s{seed}.db"
 
 
 async def _prepare(url: str) -> tuple[Policy, dict[int, int]]:
@@ -436,7 +445,8 @@ async def _pg_has(url: str, n: int) -> bool:
         async with engine.connect() as conn:
             count = await conn.scalar(select(func.count()).select_from(Case))
             top = await conn.scalar(select(func.max(Case.reported_at)))
-        return count == n and top is not None
+            at = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        return count == n and top is not None and at == head_revision()
     except Exception:
         return False
     finally:

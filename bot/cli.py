@@ -63,7 +63,8 @@ async def _load_registry(settings: Settings, path: Path) -> str:
     finally:
         await engine.dispose()
     summary = (f"registry loaded from {path}: {report.nodes} places, {report.people} people, "
-               f"{report.roles} roles, {report.categories} categories")
+               f"{report.roles} roles, {report.categories} categories, "
+               f"{report.departments} departments")
     if report.deactivated:
         summary += f"; no longer in the file (kept for old cases): {', '.join(report.deactivated)}"
     return summary

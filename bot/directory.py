@@ -1,12 +1,13 @@
-"""The registry in memory between updates: places, roles and categories.
+"""The registry in memory between updates: places, roles, categories and departments.
 
 Every update needs the place a chat stands for, the places above it, who holds which role
 and the categories; read from the database each time they were most of an update's
 statements. They change only when a registry is loaded, a chat is bound or a group migrates,
 so each worker keeps them in memory, checked once per session against
-`org_settings.registry_version`. Any change to `nodes`, `roles` or `categories` made through
-a session moves that number on in the same transaction (the hooks below), so no writer can
-forget to, and another worker sees the change at its next update.
+`org_settings.registry_version`. Any change to `nodes`, `roles`, `categories`, `departments`
+or `department_members` made through a session moves that number on in the same transaction
+(the hooks below), so no writer can forget to, and another worker sees the change at its
+next update.
 
 What the directory hands out are frozen snapshots, never ORM rows: code that changes a place
 (binding) loads the row itself.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy import Table, event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from storage.models import Category, Node, OrgSettings, Role
+from storage.models import Category, Department, DepartmentMember, Node, OrgSettings, Role
 
 _SESSION_KEY = "gridbot.directory"
 # The org_settings row the check read, held so the session's identity map (which holds rows
@@ -33,7 +34,7 @@ _SETTINGS_KEY = "gridbot.org_settings"
 # Set on a session whose open transaction changed the registry: until it ends, what it reads
 # is its own, uncommitted view, which is neither kept for the session nor shared.
 _CHANGED_KEY = "gridbot.registry_changed"
-WATCHED: tuple[type[Any], ...] = (Node, Role, Category)
+WATCHED: tuple[type[Any], ...] = (Node, Role, Category, Department, DepartmentMember)
 WATCHED_TABLES = frozenset(cls.__tablename__ for cls in WATCHED)
 
 
@@ -60,9 +61,23 @@ class CategoryInfo:
     urgent: bool
     active: bool
     position: int
+    check_required: bool = False  # 核查 before the rating
 
     def name(self, locale: str) -> str:
         return self.name_zh if locale == "zh_CN" else self.name_en
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentInfo:
+    """A department cases can be whistled to (吹哨报到), and the people who answer for it."""
+
+    id: int
+    code: str
+    name: str
+    chat_id: int | None
+    active: bool
+    position: int
+    members: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,18 @@ class Directory:
     roles_of: dict[int, tuple[tuple[str, int], ...]]
     # Categories in the registry's order.
     categories: dict[str, CategoryInfo]
+    # Active departments by code, in the registry's order: the 吹哨 picker and button.
+    departments: dict[str, DepartmentInfo] = field(default_factory=dict)
+    # Every department by id, inactive ones too: a whistle names one the registry may
+    # since have dropped.
+    departments_by_id: dict[int, DepartmentInfo] = field(default_factory=dict)
+
+    def department(self, department_id: int) -> DepartmentInfo | None:
+        return self.departments_by_id.get(department_id)
+
+    def departments_of(self, person_id: int) -> list[DepartmentInfo]:
+        """The active departments `person_id` answers for."""
+        return [d for d in self.departments.values() if person_id in d.members]
 
     def place(self, node_id: int | None) -> Place | None:
         return self.places.get(node_id) if node_id is not None else None
@@ -164,12 +191,33 @@ async def _load(db: AsyncSession, version: int | None) -> Directory:
         row["code"]: CategoryInfo(code=row["code"], name_zh=row["name_zh"],
                                   name_en=row["name_en"], sla_seconds=row["sla_seconds"],
                                   urgent=bool(row["urgent"]), active=bool(row["active"]),
-                                  position=row["position"])
+                                  position=row["position"],
+                                  check_required=bool(row["check_required"]))
         for row in (await db.execute(select(cats).order_by(cats.c.position, cats.c.code)))
         .mappings()
     }
+    # Departments and their people in one statement: a row per member (one with no member
+    # for a department the registry left out, whose people were removed).
+    members: dict[int, list[int]] = {}
+    rows: dict[int, Any] = {}
+    dq = (select(Department.id, Department.code, Department.name, Department.chat_id,
+                 Department.active, Department.position, DepartmentMember.person_id)
+          .outerjoin(DepartmentMember, DepartmentMember.department_id == Department.id)
+          .order_by(Department.position, Department.id, DepartmentMember.id))
+    for d_row in (await db.execute(dq)).all():
+        rows.setdefault(d_row.id, d_row)
+        if d_row.person_id is not None:
+            members.setdefault(d_row.id, []).append(d_row.person_id)
+    by_id = {
+        d_id: DepartmentInfo(id=d_id, code=d.code, name=d.name, chat_id=d.chat_id,
+                             active=bool(d.active), position=d.position,
+                             members=frozenset(members.get(d_id, ())))
+        for d_id, d in rows.items()
+    }
     return Directory(version=version, places=places, by_chat=by_chat, by_code=by_code,
-                     roles_of={k: tuple(v) for k, v in roles.items()}, categories=categories)
+                     roles_of={k: tuple(v) for k, v in roles.items()}, categories=categories,
+                     departments={d.code: d for d in by_id.values() if d.active},
+                     departments_by_id=by_id)
 
 
 def forget_shared() -> None:

@@ -20,7 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.cases import retime_open_cases
 from bot.clock import Clock
 from bot.durations import parse_duration
-from storage.models import Category, Node, OrgSettings, Person, Role
+from storage.models import (
+    Category,
+    Department,
+    DepartmentMember,
+    Node,
+    OrgSettings,
+    Person,
+    Role,
+)
 
 Path_ = tuple[str | int, ...]
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -57,9 +65,17 @@ class PolicyModel(_Model):
     escalate_after: int | None
     rating_within: int | None
     quiet_hours: str | None
+    # The workflow of the standard; every key optional, so older registries load unchanged.
+    # The defaults are seconds: a validator in "before" mode does not run on a default.
+    max_extensions: int = Field(default=1, ge=0, le=10)  # per case; 0 turns 延期 off
+    extension_answer_within: int | None = 86400  # a request unanswered is declined
+    check: bool = False  # 核查 before rating, for every category
+    check_within: int | None = 86400
+    whistle_ack_within: int | None = 1800
 
     _durations = field_validator(
-        "verify_within", "overdue_repeat", "escalate_after", "rating_within", mode="before"
+        "verify_within", "overdue_repeat", "escalate_after", "rating_within",
+        "extension_answer_within", "check_within", "whistle_ack_within", mode="before"
     )(_duration)
 
     @field_validator("quiet_hours")
@@ -75,6 +91,7 @@ class CategoryModel(_Model):
     name: dict[str, str]
     sla: int
     urgent: bool = False
+    check: bool = False  # 核查: a building head checks the result before the rating
 
     @field_validator("sla", mode="before")
     @classmethod
@@ -130,12 +147,22 @@ class StreetModel(_Model):
     communities: list[CommunityModel] = []
 
 
+class DepartmentModel(_Model):
+    """A department a case can be whistled to (吹哨报到): its contact people get the card."""
+
+    code: str = Field(pattern=_CODE.pattern)
+    name: str = Field(min_length=1, max_length=200)
+    people: list[PersonRef] = Field(min_length=1)
+    chat: int | None = Field(default=None, lt=0)  # its work chat, optional
+
+
 class RegistryModel(_Model):
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
     policy: PolicyModel
     categories: list[CategoryModel] = Field(min_length=1)
     streets: list[StreetModel] = Field(min_length=1)
+    departments: list[DepartmentModel] = []
 
     @field_validator("timezone")
     @classmethod
@@ -300,6 +327,21 @@ def _cross_check(model: RegistryModel | dict[str, Any], lines: dict[Path_, int])
                             code(f"{b_code}/{u_code}", (*up, "code"))
                         chat(_get(unit, "chat"), (*up, "chat"))
                         person(_get(unit, "head"), (*up, "head"))
+
+    # Departments have codes of their own (not places'); a chat is one place's or one
+    # department's, and a person has one name wherever they appear.
+    dept_codes: set[str] = set()
+    for di, dept in _each(model, "departments"):
+        dp: Path_ = ("departments", di)
+        d_code = _get(dept, "code")
+        if isinstance(d_code, str):
+            if d_code in dept_codes:
+                problems.append(f"{_where((*dp, 'code'), lines)}: department {d_code!r} is "
+                                "listed twice")
+            dept_codes.add(d_code)
+        chat(_get(dept, "chat"), (*dp, "chat"))
+        for pi, ref in _each(dept, "people"):
+            person(ref, (*dp, "people", pi))
     return problems
 
 
@@ -312,6 +354,7 @@ class ApplyReport:
     people: int = 0
     roles: int = 0
     categories: int = 0
+    departments: int = 0
     deactivated: list[str] = field(default_factory=list)
 
 
@@ -382,6 +425,9 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         if code not in seen and node.active:
             node.active = False
             report.deactivated.append(code)
+    for dept in model.departments:
+        for ref in dept.people:
+            people[ref.id] = ref.name
 
     now = clock.now()
     for pid, name in people.items():
@@ -411,9 +457,32 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         row.name_en = cat.name.get("en") or cat.name["zh_CN"]
         row.sla_seconds = cat.sla
         row.urgent = cat.urgent
+        row.check_required = cat.check
         row.active = True
         row.position = i
     report.categories = len(model.categories)
+
+    # Departments are matched by code and never deleted (whistles refer to them); their
+    # people are replaced wholesale, like roles.
+    depts = {d.code: d for d in (await db.scalars(select(Department))).all()}
+    for d in depts.values():
+        d.active = False
+    for i, dept in enumerate(model.departments):
+        d_row = depts.get(dept.code)
+        if d_row is None:
+            d_row = Department(code=dept.code)
+            db.add(d_row)
+            depts[dept.code] = d_row
+        d_row.name = dept.name
+        d_row.chat_id = dept.chat
+        d_row.active = True
+        d_row.position = i
+    await db.execute(delete(DepartmentMember))
+    await db.flush()
+    for dept in model.departments:
+        for pid in dict.fromkeys(ref.id for ref in dept.people):
+            db.add(DepartmentMember(department_id=depts[dept.code].id, person_id=pid))
+    report.departments = len(model.departments)
 
     settings = await db.get(OrgSettings, 1)
     old_policy = _timing(settings) if settings is not None else None
@@ -428,6 +497,11 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     settings.overdue_repeat = policy.overdue_repeat
     settings.escalate_after = policy.escalate_after
     settings.rating_within = policy.rating_within
+    settings.max_extensions = policy.max_extensions
+    settings.extension_answer_within = policy.extension_answer_within
+    settings.check_all = policy.check
+    settings.check_within = policy.check_within
+    settings.whistle_ack_within = policy.whistle_ack_within
     if policy.quiet_hours:
         settings.quiet_start, settings.quiet_end = policy.quiet_hours.split("-")
     else:
@@ -445,4 +519,5 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
 def _timing(row: OrgSettings) -> tuple[object, ...]:
     """What of the org settings the timers depend on."""
     return (row.timezone, row.verify_within, row.remind_at, row.overdue_repeat,
-            row.escalate_after, row.rating_within, row.quiet_start, row.quiet_end)
+            row.escalate_after, row.rating_within, row.quiet_start, row.quiet_end,
+            row.extension_answer_within, row.check_within, row.whistle_ack_within)

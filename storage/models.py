@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -109,6 +110,10 @@ class Category(Base):
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # 核查: a building head checks the result on site before the reporter rates it. Not
+    # called `check`, an SQL keyword.
+    check_required: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                 server_default=false())
 
 
 class OrgSettings(Base):
@@ -132,6 +137,15 @@ class OrgSettings(Base):
     # Moved on by every change to places, roles or categories (bot.directory): a worker keeps
     # those in memory while this number stays what it was when it read them.
     registry_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # 延期: approved extensions a case may have over its life; 0 turns extensions off.
+    max_extensions: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # A pending extension or suspension request nobody answers within this is declined.
+    extension_answer_within: Mapped[int | None] = mapped_column(Integer)
+    # 核查 for every category, not only those that ask for it.
+    check_all: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    check_within: Mapped[int | None] = mapped_column(Integer)
+    # 吹哨报到: a department that has not acknowledged within this goes to the street.
+    whistle_ack_within: Mapped[int | None] = mapped_column(Integer)
 
 
 def _clock_start_default(context: Any) -> Any:
@@ -185,8 +199,26 @@ class Case(Base):
     reject_reason: Mapped[str | None] = mapped_column(Text)
     # Derived: when the sweep must look at the case next (its earliest timer step not taken).
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Counts reopenings, so notices of a later round get dedupe keys of their own.
+    # Counts reworks (返工: 不满意 or a failed check), so notices of a later round get dedupe
+    # keys of their own; the rework count is `round - 1`, so nothing else may bump it.
     round: Mapped[int] = mapped_column(Integer, default=1)
+    # Approved extensions of the current round's deadline (reset by rework and resume), and
+    # of the case's whole life (capped by the policy's max_extensions).
+    extended_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    extension_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the pending extension or suspension request was made; None: none is pending.
+    # The request's timeout counts from it (the row is in case_requests).
+    request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Suspended (挂账): the day the case comes back to its handler.
+    review_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # 核查 of this round: None (no check), pending, passed, unchecked (timed out) or skipped
+    # (wanted, but the building has no head); checked_at is when it passed or timed out, and
+    # the rating window counts from it.
+    checked: Mapped[str | None] = mapped_column(String(16))
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The earliest acknowledgement due of the case's whistles called and not escalated: the
+    # timer reads the case row only.
+    whistle_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CaseTimerStep(Base):
@@ -215,6 +247,8 @@ class CasePhoto(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     file_id: Mapped[str] = mapped_column(String(255))
+    # report, result (the handler's after-photos), check (a failed check's), whistle (a
+    # department's after-photos).
     kind: Mapped[str] = mapped_column(String(16), default="report")
 
 
@@ -231,6 +265,88 @@ class CaseEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class Department(Base):
+    """A department a case can be whistled to (吹哨报到): 派出所, 市场监管所 and so on.
+
+    Never deleted: whistles refer to it; one the registry no longer lists is inactive.
+    """
+
+    __tablename__ = "departments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Its work chat, where a card goes for a member the bot cannot write to.
+    chat_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DepartmentMember(Base):
+    """A department's contact person, as the registry last said (replaced at each load)."""
+
+    __tablename__ = "department_members"
+    __table_args__ = (UniqueConstraint("department_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+
+
+class CaseRequest(Base):
+    """A handler's request to the level above: an extension (延期) or a suspension (挂账).
+
+    Statuses: pending, approved, declined, expired (nobody answered in time), withdrawn (the
+    case left the level or the handling). Person columns carry no foreign key, like
+    CaseEvent.actor_id: erasure clears them.
+    """
+
+    __tablename__ = "case_requests"
+    __table_args__ = (Index("ix_case_requests_case", "case_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # The case's level when asked, and the level that answers.
+    level: Mapped[str] = mapped_column(String(16))
+    approver_level: Mapped[str] = mapped_column(String(16))
+    requested_by_id: Mapped[int | None] = mapped_column(BigInteger)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    seconds: Mapped[int | None] = mapped_column(Integer)  # extension: how long
+    review_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # suspension
+    answered_by_id: Mapped[int | None] = mapped_column(BigInteger)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answer_note: Mapped[str | None] = mapped_column(Text)
+
+
+class Whistle(Base):
+    """A department called in on a case (吹哨报到). Statuses: called, acked, done, withdrawn.
+
+    `ack_due_at` is fixed when called; `escalated_at` is when the street was told it was not
+    acknowledged in time. Person columns carry no foreign key, as in CaseRequest.
+    """
+
+    __tablename__ = "whistles"
+    __table_args__ = (Index("ix_whistles_case", "case_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+    called_by_id: Mapped[int | None] = mapped_column(BigInteger)
+    called_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ask: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="called")
+    ack_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acked_by_id: Mapped[int | None] = mapped_column(BigInteger)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_by_id: Mapped[int | None] = mapped_column(BigInteger)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(Text)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PendingPhoto(Base):

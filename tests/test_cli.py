@@ -115,8 +115,8 @@ def test_registry_load_prints_a_summary_and_can_be_repeated(
     assert "Traceback" not in err
     lines = out.strip().splitlines()
     assert len(lines) == 1, out
-    assert lines[0] == (f"registry loaded from {SAMPLE}: 9 places, 9 people, 9 roles, "
-                        "9 categories")
+    assert lines[0] == (f"registry loaded from {SAMPLE}: 9 places, 12 people, 9 roles, "
+                        "9 categories, 3 departments")
     assert made(db_path)
 
     assert main(["registry", "load", str(SAMPLE)]) == 0

@@ -80,7 +80,15 @@ def _tables(conn: Connection) -> set[str]:
 
 # Columns later revisions add to tables that were there before them: a database from
 # before such a revision has not got them, so rows are compared without them.
-ADDED_COLUMNS = {("org_settings", "registry_version")}
+ADDED_COLUMNS = {
+    ("org_settings", "registry_version"),
+    # 0004: the workflow of the standard.
+    *(("cases", c) for c in ("extended_seconds", "extension_count", "request_at", "review_at",
+                             "checked", "checked_at", "whistle_due_at")),
+    ("categories", "check_required"),
+    *(("org_settings", c) for c in ("max_extensions", "extension_answer_within", "check_all",
+                                    "check_within", "whistle_ack_within")),
+}
 
 
 def _rows(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -305,6 +313,50 @@ def test_a_database_behind_is_refused_then_upgraded_with_every_row(
             await engine.dispose()
 
     assert asyncio.run(after()) == before
+
+
+async def test_0004_makes_a_reopen_event_a_rework_and_keeps_every_row(tmp_path: Path) -> None:
+    """返工 is one event kind: a database from before 0004 whose history has a 不满意
+    reopening (`reopen`) comes out with it as `rework`, every other row as it was; the way
+    back names it `reopen` again."""
+    h, url = await _populated(tmp_path)
+    await h.app.close()
+    engine = make_engine(url)
+
+    def at_0003_with_a_reopen(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+        command.downgrade(alembic_config(conn), "0003")
+        case_id, at = conn.execute(text("SELECT id, reported_at FROM cases ORDER BY id")).first()
+        conn.execute(text(
+            "INSERT INTO case_events (case_id, at, actor_id, action, from_status, to_status,"
+            " note) VALUES (:c, :at, :a, 'reopen', 'resolved', 'accepted', '还是很脏')"),
+            {"c": case_id, "at": at, "a": RESIDENT})
+        return _rows(conn)
+
+    def upgraded(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+        command.upgrade(alembic_config(conn), "head")
+        return _rows(conn)
+
+    def downgraded(conn: Connection) -> list[str]:
+        command.downgrade(alembic_config(conn), "0003")
+        return list(conn.execute(text(
+            "SELECT action FROM case_events WHERE note = '还是很脏'")).scalars())
+
+    try:
+        before = await _sync(engine, at_0003_with_a_reopen)
+        after = await _sync(engine, upgraded)
+        assert await _sync(engine, _drift) == []
+        # The event's action is the only difference: (id, case_id, at, actor, action, ...).
+        renamed = [(*r[:4], "rework", *r[5:]) if r[4] == "reopen" else r
+                   for r in before["case_events"]]
+        assert any(r[4] == "reopen" for r in before["case_events"])
+        assert after == {**before, "case_events": renamed}
+        settings = await _sync(engine, lambda conn: tuple(conn.execute(text(
+            "SELECT max_extensions, extension_answer_within, check_all, check_within,"
+            " whistle_ack_within FROM org_settings")).one()))
+        assert settings == (1, 86400, False, 86400, 1800)
+        assert await _sync(engine, downgraded) == ["reopen"]
+    finally:
+        await engine.dispose()
 
 
 async def test_upgrade_flag_decides_and_sqlite_upgrades_by_default(tmp_path: Path) -> None:

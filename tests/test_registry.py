@@ -15,12 +15,33 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.cli import main
 from bot.clock import ManualClock
+from bot.deadlines import Policy
+from bot.directory import directory
 from bot.durations import parse_duration
 from bot.registry import ApplyReport, RegistryError, apply_registry, parse_registry
 from storage.db import create_schema, make_engine, make_sessionmaker
-from storage.models import Case, Category, Node, OrgSettings, Person, Role
+from storage.models import (
+    Case,
+    Category,
+    Department,
+    DepartmentMember,
+    Node,
+    OrgSettings,
+    Person,
+    Role,
+)
 from tests.e2e import query
-from tests.harness import HEAD5, MORNING, SAMPLE, fresh_database
+from tests.harness import (
+    HEAD5,
+    LEADER,
+    MARKET,
+    MORNING,
+    POLICE,
+    POLICE_CHAT,
+    PROPERTY,
+    SAMPLE,
+    fresh_database,
+)
 
 SAMPLE_TEXT = SAMPLE.read_text("utf-8")
 # What a reload must leave as it was. Roles are compared without their ids: the registry
@@ -29,10 +50,15 @@ SAMPLE_TEXT = SAMPLE.read_text("utf-8")
 TABLES = {t: f"SELECT * FROM {t} ORDER BY 1" for t in ("nodes", "people", "categories",
                                                         "org_settings")}
 TABLES["roles"] = "SELECT person_id, role, node_id FROM roles ORDER BY 1, 2, 3"
+TABLES["departments"] = "SELECT * FROM departments ORDER BY 1"
+TABLES["department_members"] = ("SELECT department_id, person_id FROM department_members "
+                                "ORDER BY 1, 2")
 # Every load moves the registry number on, changed or not: workers then read the registry
 # again once, which is cheap; everything else must stay as it was.
 TABLES["org_settings"] = ("SELECT id, timezone, locale, verify_within, remind_at, overdue_repeat, "
-                          "escalate_after, rating_within, quiet_start, quiet_end FROM org_settings")
+                          "escalate_after, rating_within, quiet_start, quiet_end, "
+                          "max_extensions, extension_answer_within, check_all, check_within, "
+                          "whistle_ack_within FROM org_settings")
 
 
 def edit(text: str, old: str, new: str) -> str:
@@ -69,7 +95,7 @@ async def counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
         return {
             model.__tablename__: int(await db.scalar(select(func.count()).select_from(model))
                                      or 0)
-            for model in (Node, Person, Role, Category)
+            for model in (Node, Person, Role, Category, Department, DepartmentMember)
         }
 
 
@@ -100,8 +126,13 @@ async def test_sample_loads_with_expected_shape(
     # 1 street, 1 community, 2 grids, 3 buildings, 2 units.
     assert report.nodes == 9
     assert report.categories == 9
+    assert report.departments == 3
     assert report.deactivated == []
-    assert await counts(sessions) == {"nodes": 9, "people": 9, "roles": 9, "categories": 9}
+    # 9 people with roles, and the 3 departments' contact people, who have none.
+    assert report.people == 12
+    assert await counts(sessions) == {"nodes": 9, "people": 12, "roles": 9, "categories": 9,
+                                      "departments": 3, "department_members": 3}
+    assert await roles_of(sessions, POLICE) == set()
     assert await roles_of(sessions, HEAD5) == {("building_head", "BSY-01-05")}
     unit = await node(sessions, "BSY-01-03/1")
     building = await node(sessions, "BSY-01-03")
@@ -235,6 +266,159 @@ async def test_null_durations_and_quiet_hours_are_stored_as_none(
             after.rating_within, after.quiet_start, after.quiet_end) == (None,) * 7
 
 
+# --- the handling workflow's keys (延期, 挂账, 核查, 吹哨报到) ------------------------------------
+
+
+WORKFLOW_POLICY = ("max_extensions", "extension_answer_within", "check", "check_within",
+                   "whistle_ack_within")
+
+
+def without_workflow_keys(text: str) -> str:
+    """The sample as registries were before the workflow keys: none of them is written."""
+    lines = [line for line in text.splitlines(keepends=True)
+             if line.strip().split(":")[0] not in WORKFLOW_POLICY]
+    text = "".join(lines)
+    text = edit(text, ", check: true}", "}")
+    return text[:text.index("\n# Departments")] + "\n"
+
+
+async def test_a_registry_without_the_workflow_keys_loads_with_their_defaults(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    text = without_workflow_keys(SAMPLE_TEXT)
+    assert "departments" not in text and "max_extensions" not in text and "check" not in text
+    model = parse_registry(text)
+    assert model.departments == []
+    assert (model.policy.max_extensions, model.policy.extension_answer_within,
+            model.policy.check, model.policy.check_within,
+            model.policy.whistle_ack_within) == (1, 86400, False, 86400, 1800)
+    assert not any(c.check for c in model.categories)
+    report = await load(sessions, text, clock)
+    assert (report.people, report.departments) == (9, 0)
+    async with sessions() as db:
+        row = await db.get(OrgSettings, 1)
+        assert row is not None
+        assert (row.max_extensions, row.extension_answer_within, row.check_all,
+                row.check_within, row.whistle_ack_within) == (1, 86400, False, 86400, 1800)
+        policy = Policy.from_row(row)
+        known = await directory(db)
+    assert (policy.max_extensions, policy.extension_answer_within, policy.check_all,
+            policy.check_within, policy.whistle_ack_within) == (
+        1, timedelta(days=1), False, timedelta(days=1), timedelta(minutes=30))
+    assert known.departments == {}
+    assert not any(c.check_required for c in known.categories.values())
+
+
+async def test_the_workflow_keys_are_stored_and_null_turns_a_timer_off(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    text = SAMPLE_TEXT
+    text = edit(text, "max_extensions: 1 ", "max_extensions: 0 ")
+    text = edit(text, "extension_answer_within: 1d", "extension_answer_within: null")
+    text = edit(text, "check: false ", "check: true ")
+    text = edit(text, "check_within: 1d", "check_within: 4h")
+    text = edit(text, "whistle_ack_within: 30m", "whistle_ack_within: null")
+    await load(sessions, text, clock)
+    async with sessions() as db:
+        row = await db.get(OrgSettings, 1)
+        assert row is not None
+        policy = Policy.from_row(row)
+    assert (policy.max_extensions, policy.extension_answer_within, policy.check_all,
+            policy.check_within, policy.whistle_ack_within) == (
+        0, None, True, timedelta(hours=4), None)
+
+
+async def test_a_changed_workflow_timer_retimes_open_cases(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.registry
+
+    seen: list[bool] = []
+    real = bot.registry.retime_open_cases
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["policy_changed"])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(bot.registry, "retime_open_cases", spy)
+    await load(sessions, SAMPLE_TEXT, clock)
+    await load(sessions, SAMPLE_TEXT, clock)
+    await load(sessions, edit(SAMPLE_TEXT, "whistle_ack_within: 30m", "whistle_ack_within: 1h"),
+               clock)
+    assert seen == [False, False, True]
+
+
+async def test_category_check_is_stored_and_in_the_directory(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    async with sessions() as db:
+        housing = await db.get(Category, "housing")
+        facility = await db.get(Category, "facility")
+        known = await directory(db)
+    assert housing is not None and housing.check_required is True
+    assert facility is not None and facility.check_required is False
+    assert [c for c, info in known.categories.items() if info.check_required] == ["housing"]
+    # Taken out of the file, the check goes with it.
+    await load(sessions, edit(SAMPLE_TEXT, ", check: true}", "}"), clock)
+    async with sessions() as db:
+        housing = await db.get(Category, "housing")
+    assert housing is not None and housing.check_required is False
+
+
+async def test_departments_are_applied_and_in_the_directory(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    async with sessions() as db:
+        known = await directory(db)
+        police_person = await db.get(Person, POLICE)
+    assert police_person is not None and police_person.name == "社区民警小李"
+    assert list(known.departments) == ["police", "market", "property"]
+    police = known.departments["police"]
+    assert (police.name, police.chat_id, police.members) == (
+        "莲花派出所", POLICE_CHAT, frozenset({POLICE}))
+    assert known.departments["market"].members == frozenset({MARKET})
+    assert known.departments["property"].chat_id is None
+    assert known.department(police.id) is police
+    assert [d.code for d in known.departments_of(PROPERTY)] == ["property"]
+    assert known.departments_of(LEADER) == []
+
+
+async def test_a_department_left_out_is_deactivated_and_its_people_removed(
+        sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> None:
+    await load(sessions, SAMPLE_TEXT, clock)
+    async with sessions() as db:
+        police_id = (await directory(db)).departments["police"].id
+    # The police leave the file; the market gets a second person, the leader, who also has
+    # a role in a grid.
+    text = edit(SAMPLE_TEXT, """  - code: police
+    name: 莲花派出所
+    people:
+      - {id: 950001, name: 社区民警小李}
+    chat: -1009500000950
+""", "")
+    text = edit(text, "      - {id: 950011, name: 市场监管员小王}\n",
+                "      - {id: 950011, name: 市场监管员小王}\n"
+                "      - {id: 920001, name: 网格长甲}\n")
+    report = await load(sessions, text, clock)
+    assert report.departments == 2
+    async with sessions() as db:
+        known = await directory(db)
+        gone = await db.get(Department, police_id)
+        still = await db.get(Person, POLICE)
+    assert list(known.departments) == ["market", "property"]
+    assert known.departments["market"].members == frozenset({MARKET, LEADER})
+    # Kept for the whistles that name it, inactive and with nobody in it.
+    assert gone is not None and gone.active is False
+    dropped = known.department(police_id)
+    assert dropped is not None and not dropped.active and dropped.members == frozenset()
+    assert still is not None
+    assert known.departments_of(POLICE) == []
+    # Back in the file: the same row, active again.
+    await load(sessions, SAMPLE_TEXT, clock)
+    async with sessions() as db:
+        known = await directory(db)
+    assert known.departments["police"].id == police_id
+    assert known.departments["police"].members == frozenset({POLICE})
+
+
 # --- rejecting -----------------------------------------------------------------------------
 
 
@@ -355,6 +539,47 @@ def test_cross_check_problems_alone() -> None:
     assert "code 'BSY-01-03' is used twice" in joined
     assert "chat -1009200000103 is bound to two places" in joined
     assert "person 920001 is named both '网格长甲' and '别名'" in joined
+
+
+def test_department_cross_checks() -> None:
+    text = SAMPLE_TEXT
+    # Listed twice; a chat that is a building's; a person named otherwise than in the tree.
+    text = edit(text, "  - code: market\n", "  - code: police\n")
+    text = edit(text, "chat: -1009500000950", "chat: -1009200000103")
+    text = edit(text, "{id: 950021, name: 物业客服小张}", "{id: 930103, name: 物业小张}")
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    problems = info.value.problems
+    joined = "\n".join(problems)
+    assert len(problems) == 3, joined
+    assert (f"line {line_of(text, '- code: police', nth=2)}: departments[1].code: "
+            "department 'police' is listed twice") in problems
+    assert (f"line {line_of(text, 'chat: -1009200000103', nth=2)}: departments[0].chat: "
+            "chat -1009200000103 is bound to two places") in problems
+    assert (f"line {line_of(text, '物业小张')}: departments[2].people[0]: person 930103 is "
+            "named both '楼栋长丙' and '物业小张'") in problems
+
+
+@pytest.mark.parametrize("old, new, path", [
+    ("      - {id: 950011, name: 市场监管员小王}\n", "      []\n", "departments[1].people"),
+    ("chat: -1009500000950", "chat: 1009500000950", "departments[0].chat"),
+    ("  - code: market\n", "  - code: 市场\n", "departments[1].code"),
+    ("    name: 莲花派出所\n", "    name: ''\n", "departments[0].name"),
+    ("max_extensions: 1 ", "max_extensions: -1 ", "policy.max_extensions"),
+    ("max_extensions: 1 ", "max_extensions: 11 ", "policy.max_extensions"),
+    ("check_within: 1d", "check_within: 1x", "policy.check_within"),
+    ("whistle_ack_within: 30m", "whistle_ack_within: 30", "policy.whistle_ack_within"),
+    ("extension_answer_within: 1d", "extension_answer_within: 0d",
+     "policy.extension_answer_within"),
+    ("check: false ", "check: maybe ", "policy.check"),
+    ("  - code: police\n", "  - code: police\n    phone: 110\n", "departments[0].phone"),
+])
+def test_bad_workflow_keys_name_their_path(old: str, new: str, path: str) -> None:
+    text = edit(SAMPLE_TEXT, old, new)
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    assert len(info.value.problems) == 1, info.value.problems
+    assert f": {path}: " in info.value.problems[0], info.value.problems
 
 
 # --- durations -----------------------------------------------------------------------------
