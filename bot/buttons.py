@@ -28,6 +28,12 @@ class Action(StrEnum):
     SEND_BACK = "sb"  # supervisor: back down one level (asks for a reason)
     RESOLVE = "rs"  # asks for the result
     RATE = "rt"  # argument: good / fair / bad
+    EXTEND = "xr"  # handler: ask the level above for more time (延期)
+    SUSPEND = "su"  # handler: ask the level above to suspend (挂账)
+    RESUME = "sr"  # back to handling before the review date
+    WHISTLE = "wh"  # call a department in (吹哨)
+    CHECK_PASS = "kp"  # building head: the on-site check passed
+    CHECK_FAIL = "kf"  # building head: it did not (asks for a reason): 返工
 
 
 RATINGS = ("good", "fair", "bad")
@@ -109,3 +115,84 @@ class BindButton:
 
 def bind_button(text: str, request_id: int, answer: BindAnswer) -> dict[str, Any]:
     return {"text": text, "callback_data": BindButton(request_id, answer).pack()}
+
+
+REQUEST_PREFIX = "q1"
+WHISTLE_PREFIX = "w1"
+
+
+class RequestAnswer(StrEnum):
+    APPROVE = "y"  # 同意
+    DECLINE = "n"  # 不同意 (asks for a reason)
+
+
+class WhistleAnswer(StrEnum):
+    ACK = "a"  # 报到
+    DONE = "d"  # 已处理 (asks for a note)
+
+
+def _sub_object(data: str, prefix: str) -> tuple[int, str] | None:
+    """`<prefix>:<row id>:<answer>` split, or None: the shape every sub-object button has."""
+    parts = data.split(":")
+    if len(parts) != 3 or parts[0] != prefix or not parts[1].isascii():
+        return None
+    try:
+        row_id = int(parts[1])
+    except ValueError:
+        return None
+    if not 0 < row_id <= 2**31 - 1:
+        return None
+    return row_id, parts[2]
+
+
+@dataclass(frozen=True)
+class RequestButton:
+    """`q1:<case request id>:<y|n>`: a supervisor's answer to an extension or suspension
+    request. Stale when the request is no longer pending, whatever the case's rev: the handler
+    accepting or assigning meanwhile does not spoil the approval."""
+
+    request_id: int
+    answer: RequestAnswer
+
+    def pack(self) -> str:
+        return f"{REQUEST_PREFIX}:{self.request_id}:{self.answer.value}"
+
+    @classmethod
+    def unpack(cls, data: str) -> RequestButton | None:
+        split = _sub_object(data, REQUEST_PREFIX)
+        if split is None:
+            return None
+        try:
+            return cls(split[0], RequestAnswer(split[1]))
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class WhistleButton:
+    """`w1:<whistle id>:<a|d>`: a department's 报到 or 已处理; the whistle's status decides
+    whether it is stale."""
+
+    whistle_id: int
+    answer: WhistleAnswer
+
+    def pack(self) -> str:
+        return f"{WHISTLE_PREFIX}:{self.whistle_id}:{self.answer.value}"
+
+    @classmethod
+    def unpack(cls, data: str) -> WhistleButton | None:
+        split = _sub_object(data, WHISTLE_PREFIX)
+        if split is None:
+            return None
+        try:
+            return cls(split[0], WhistleAnswer(split[1]))
+        except ValueError:
+            return None
+
+
+def request_button(text: str, request_id: int, answer: RequestAnswer) -> dict[str, Any]:
+    return {"text": text, "callback_data": RequestButton(request_id, answer).pack()}
+
+
+def whistle_button(text: str, whistle_id: int, answer: WhistleAnswer) -> dict[str, Any]:
+    return {"text": text, "callback_data": WhistleButton(whistle_id, answer).pack()}

@@ -8,19 +8,21 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
 from markupsafe import Markup
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import notify
+from bot import notify, org
 from bot.context import Tx
 from bot.deadlines import (
     Phase,
     SentKey,
     Step,
     StepName,
+    deadline_of,
     due_now,
     next_check,
     pending_steps,
@@ -55,18 +57,22 @@ class CaseStatus(StrEnum):
     ACCEPTED = "accepted"  # a handler took it
     ASSIGNED = "assigned"  # handed to the building head as a task
     RESOLVED = "resolved"  # result recorded, waiting for the reporter's rating
+    CHECKING = "checking"  # result recorded, waiting for the building head's on-site check
+    SUSPENDED = "suspended"  # 挂账: waits for money, planning or another authority
     CLOSED = "closed"
     REJECTED = "rejected"
 
 
 S = CaseStatus
 HANDLING = frozenset({S.OPEN, S.ACCEPTED, S.ASSIGNED})
-OPEN_STATUSES = frozenset({S.VERIFYING, *HANDLING, S.RESOLVED})
+OPEN_STATUSES = frozenset({S.VERIFYING, *HANDLING, S.SUSPENDED, S.CHECKING, S.RESOLVED})
 FINAL_STATUSES = frozenset({S.CLOSED, S.REJECTED})
 # Which timers each status has; a status missing here (final ones) has none.
 TIMER_PHASE: dict[str, Phase] = {
     S.VERIFYING: Phase.VERIFY,
     **{s: Phase.HANDLE for s in HANDLING},
+    S.SUSPENDED: Phase.SUSPENDED,
+    S.CHECKING: Phase.CHECK,
     S.RESOLVED: Phase.RATE,
 }
 # A sweep takes at most this many steps of one case at once (a timeout, an overdue alert
@@ -87,9 +93,24 @@ TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
     "auto_escalate": (HANDLING, S.OPEN),
     "send_back": (HANDLING, S.OPEN),
     "resolve": (HANDLING, S.RESOLVED),
+    "resolve_check": (HANDLING, S.CHECKING),
+    "check_pass": (frozenset({S.CHECKING}), S.RESOLVED),
+    "check_timeout": (frozenset({S.CHECKING}), S.RESOLVED),
+    "suspend": (HANDLING, S.SUSPENDED),
+    "resume": (frozenset({S.SUSPENDED}), S.ACCEPTED),
+    "suspend_review": (frozenset({S.SUSPENDED}), S.ACCEPTED),
     "rate": (frozenset({S.RESOLVED}), S.CLOSED),
-    "reopen": (frozenset({S.RESOLVED}), S.OPEN),
+    # 返工: 不满意 at the follow-up, or a failed on-site check; one kind, counted as round - 1.
+    "rework": (frozenset({S.RESOLVED, S.CHECKING}), S.OPEN),
     "rating_timeout": (frozenset({S.RESOLVED}), S.CLOSED),
+}
+# Actions that open a prompt before any transition: the statuses they may start from.
+PROMPT_FROM: dict[str, frozenset[CaseStatus]] = {
+    "extend": HANDLING,
+    "suspend": HANDLING,
+    "whistle": HANDLING,
+    "check_fail": frozenset({S.CHECKING}),
+    "rate_bad": frozenset({S.RESOLVED}),
 }
 # Actions that change nothing a button depends on keep the rev.
 _KEEPS_REV = {"category", "ack"}
@@ -129,7 +150,7 @@ class ReportInput:
     source_message_id: int | None = None
 
 
-def _record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,
+def record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,
             from_status: str | None = None) -> None:
     tx.db.add(CaseEvent(
         case_id=case.id, at=tx.now, actor_id=actor_id, action=action,
@@ -137,7 +158,7 @@ def _record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | N
     ))
 
 
-def _transition(tx: Tx, case: Case, action: str, actor_id: int | None,
+def transition(tx: Tx, case: Case, action: str, actor_id: int | None,
                 note: str | None = None) -> None:
     allowed, target = TRANSITIONS[action]
     if case.status not in allowed:
@@ -147,7 +168,7 @@ def _transition(tx: Tx, case: Case, action: str, actor_id: int | None,
         case.status = target
     if action not in _KEEPS_REV:
         case.rev += 1
-    _record(tx, case, action, actor_id, note, from_status=before)
+    record(tx, case, action, actor_id, note, from_status=before)
 
 
 async def _category(tx: Tx, code: str | None) -> CategoryInfo:
@@ -161,10 +182,13 @@ async def _category(tx: Tx, code: str | None) -> CategoryInfo:
 
 
 async def _sync_deadline(tx: Tx, case: Case) -> None:
-    """The deadline is the clock start plus the current category's SLA, always."""
+    """The deadline is the clock start plus the current category's SLA and the extensions
+    approved this round, always."""
     cat = (await directory(tx.db)).categories.get(case.category)
     if cat is not None:
-        case.deadline_at = case.clock_started_at + timedelta(seconds=cat.sla_seconds)
+        case.deadline_at = deadline_of(case.clock_started_at,
+                                       timedelta(seconds=cat.sla_seconds),
+                                       case.extended_seconds)
 
 
 async def _steps_taken(tx: Tx, case: Case) -> set[SentKey]:
@@ -192,7 +216,7 @@ async def schedule(tx: Tx, case: Case) -> None:
     case.next_check_at = next_check(_pending(tx, case, taken), case, tx.policy, tx.now)
 
 
-async def _save(tx: Tx, case: Case) -> None:
+async def save(tx: Tx, case: Case) -> None:
     await schedule(tx, case)
     await tx.db.commit()
 
@@ -237,7 +261,7 @@ async def _claim(tx: Tx, case_id: int, rev: int) -> None:
         raise DomainError("stale" if exists else "no_case", case_id=case_id)
 
 
-def _require(ok: bool) -> None:
+def require(ok: bool) -> None:
     if not ok:
         raise DomainError("not_allowed")
 
@@ -250,7 +274,7 @@ async def check(tx: Tx, actor: Actor, case_id: int, rev: int, action: str) -> Ca
     """Whether `actor` may start `action` now; for buttons that first ask for text."""
     case, lin = await get_case(tx, case_id, rev)
     await _permit(tx, actor, case, lin, action)
-    allowed, _ = TRANSITIONS["reopen" if action == "rate_bad" else action]
+    allowed = PROMPT_FROM.get(action) or TRANSITIONS[action][0]
     if case.status not in allowed:
         raise DomainError("stale", case_id=case.id)
     if action == "escalate" and level_above(case.level) is None:
@@ -262,34 +286,46 @@ async def check(tx: Tx, actor: Actor, case_id: int, rev: int, action: str) -> Ca
 
 async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage, action: str) -> None:
     if action in ("confirm", "reject"):
-        _require(_is_head(actor, lin))
+        require(_is_head(actor, lin))
     elif action == "category":
         if case.status == S.VERIFYING:
-            _require(_is_head(actor, lin) or actor.handles(lin, Level.GRID))
+            require(_is_head(actor, lin) or actor.handles(lin, Level.GRID))
         else:
-            _require(actor.handles(lin, case.level))
+            require(actor.handles(lin, case.level))
     elif action in ("accept", "assign", "resolve", "send_back"):
-        _require(actor.handles(lin, case.level))
+        require(actor.handles(lin, case.level))
     elif action == "escalate":
         if case.level == Level.GRID:
             # Grid members help handle cases; taking one up a level is the leader's call,
             # or theirs while the grid has no leader.
             leaderless = not await holders(tx.db, RoleName.GRID_LEADER, lin.grid.id)
-            _require(actor.has(RoleName.GRID_LEADER, lin.grid.id)
+            require(actor.has(RoleName.GRID_LEADER, lin.grid.id)
                      or actor.handles(lin, Level.COMMUNITY)
                      or (leaderless and actor.has(RoleName.GRID_MEMBER, lin.grid.id)))
         else:
-            _require(actor.handles(lin, case.level))
+            require(actor.handles(lin, case.level))
     elif action in ("ack", "done"):
         # The task was handed to them as the building's head, and they must still be it.
-        _require(case.assignee_id == actor.id and _is_head(actor, lin))
+        require(case.assignee_id == actor.id and _is_head(actor, lin))
     elif action in ("rate", "rate_bad"):
-        _require(case.reporter_id == actor.id)
+        require(case.reporter_id == actor.id)
+    elif action in ("extend", "suspend"):
+        # The one who holds the case at its level asks; supervisors above answer.
+        require(await org.holds_level(tx.db, actor, lin, case.level))
+    elif action == "resume":
+        above = level_above(case.level)
+        require(await org.holds_level(tx.db, actor, lin, case.level)
+                or (above is not None and actor.handles(lin, above)))
+    elif action == "whistle":
+        require(actor.has(RoleName.GRID_LEADER, lin.grid.id)
+                or actor.handles(lin, Level.COMMUNITY))
+    elif action in ("check", "check_pass", "check_fail"):
+        require(_is_head(actor, lin))
     else:  # pragma: no cover - a new action must be given its rule here
         raise DomainError("not_allowed")
 
 
-async def _act(tx: Tx, actor: Actor, case_id: int, rev: int, action: str
+async def act(tx: Tx, actor: Actor, case_id: int, rev: int, action: str
                ) -> tuple[Case, Lineage]:
     case, lin = await get_case(tx, case_id, rev, claim=True)
     await _permit(tx, actor, case, lin, action)
@@ -346,7 +382,7 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
         source_message_id=inp.source_message_id,
         reported_at=tx.now,
         clock_started_at=tx.now,
-        deadline_at=tx.now + timedelta(seconds=cat.sla_seconds),
+        deadline_at=deadline_of(tx.now, timedelta(seconds=cat.sla_seconds)),
         round=1,
     )
     tx.db.add(case)
@@ -368,7 +404,7 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
     else:
         kind = "urgent" if case.urgent else "unverified"
         await notify.handler_card(tx, case, lin, kind)
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
@@ -376,11 +412,11 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
 
 
 async def confirm(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, lin = await _act(tx, actor, case_id, rev, "confirm")
-    _transition(tx, case, "confirm", actor.id)
+    case, lin = await act(tx, actor, case_id, rev, "confirm")
+    transition(tx, case, "confirm", actor.id)
     case.verified = "confirmed"
     await notify.handler_card(tx, case, lin, "new")
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
@@ -388,8 +424,8 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, _ = await _act(tx, actor, case_id, rev, "reject")
-    _transition(tx, case, "reject", actor.id, reason)
+    case, _ = await act(tx, actor, case_id, rev, "reject")
+    transition(tx, case, "reject", actor.id, reason)
     case.verified = "rejected"
     case.reject_reason = reason
     case.closed_at = tx.now
@@ -398,28 +434,28 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
         tx, f"case:{case.id}:rejected", case,
         tx.texts.render("rejected", case_id=case.id, reason=reason),
     )
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
 async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) -> Case:
-    case, lin = await _act(tx, actor, case_id, rev, "category")
+    case, lin = await act(tx, actor, case_id, rev, "category")
     cat = (await directory(tx.db)).categories.get(code)
     if cat is None or not cat.active:
         raise DomainError("bad_category")
     if cat.code == case.category:
         return case
     old = await notify.category_name(tx, case.category)
-    _transition(tx, case, "category", actor.id, f"{old} → {await notify.category_name(tx, code)}")
+    transition(tx, case, "category", actor.id, f"{old} → {await notify.category_name(tx, code)}")
     case.category = cat.code
     if cat.urgent and not case.urgent:
         case.urgent = True
         if case.status == S.VERIFYING:
             # An urgent case does not wait for verification.
-            _transition(tx, case, "confirm", actor.id)
+            transition(tx, case, "confirm", actor.id)
             case.verified = "skipped" if not _is_head(actor, lin) else "confirmed"
             await notify.handler_card(tx, case, lin, "urgent")
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
@@ -427,43 +463,43 @@ async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) 
 
 
 async def accept(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, _ = await _act(tx, actor, case_id, rev, "accept")
-    _transition(tx, case, "accept", actor.id)
+    case, _ = await act(tx, actor, case_id, rev, "accept")
+    transition(tx, case, "accept", actor.id)
     case.accepted_by_id = actor.id
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
 async def assign(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, lin = await _act(tx, actor, case_id, rev, "assign")
+    case, lin = await act(tx, actor, case_id, rev, "assign")
     heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
     if not heads:
         raise DomainError("no_head")
     head = heads[0]
-    _transition(tx, case, "assign", actor.id, head.name)
+    transition(tx, case, "assign", actor.id, head.name)
     case.accepted_by_id = case.accepted_by_id or actor.id
     case.assignee_id = head.id
     case.assignee_ack_at = None
     await notify.task_card(tx, case, lin, head, note=await notify.person_name(tx, actor.id))
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
 async def acknowledge_task(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, _ = await _act(tx, actor, case_id, rev, "ack")
+    case, _ = await act(tx, actor, case_id, rev, "ack")
     if case.assignee_ack_at is None:
-        _transition(tx, case, "ack", actor.id)
+        transition(tx, case, "ack", actor.id)
         case.assignee_ack_at = tx.now
-        await _save(tx, case)
+        await save(tx, case)
     return case
 
 
 async def task_done(tx: Tx, actor: Actor, case_id: int, rev: int, note: str = "") -> Case:
-    case, lin = await _act(tx, actor, case_id, rev, "done")
-    _transition(tx, case, "done", actor.id, clean_text(note, REASON_LIMIT) or None)
+    case, lin = await act(tx, actor, case_id, rev, "done")
+    transition(tx, case, "done", actor.id, clean_text(note, REASON_LIMIT) or None)
     case.assignee_id = None
     await notify.handler_card(tx, case, lin, "task_done", note=actor.name)
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
@@ -471,13 +507,13 @@ async def escalate(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) ->
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, lin = await _act(tx, actor, case_id, rev, "escalate")
+    case, lin = await act(tx, actor, case_id, rev, "escalate")
     target = level_above(case.level)
     if target is None:
         raise DomainError("top_level", case_id=case.id)
-    _transition(tx, case, "escalate", actor.id, reason)
-    await _move(tx, case, lin, target, "escalated", reason)
-    await _save(tx, case)
+    transition(tx, case, "escalate", actor.id, reason)
+    await move(tx, case, lin, target, "escalated", reason)
+    await save(tx, case)
     return case
 
 
@@ -485,18 +521,22 @@ async def send_back(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, lin = await _act(tx, actor, case_id, rev, "send_back")
+    case, lin = await act(tx, actor, case_id, rev, "send_back")
     target = level_below(case.level)
     if target is None:
         raise DomainError("bottom_level", case_id=case.id)
-    _transition(tx, case, "send_back", actor.id, reason)
-    await _move(tx, case, lin, target, "returned", reason)
-    await _save(tx, case)
+    transition(tx, case, "send_back", actor.id, reason)
+    await move(tx, case, lin, target, "returned", reason)
+    await save(tx, case)
     return case
 
 
-async def _move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
-                note: str | None, *, deferrable: bool = False) -> None:
+async def move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
+               note: str | None, *, deferrable: bool = False) -> None:
+    if case.request_at is not None:
+        # A request was made to the supervisors above the old level: it no longer holds.
+        from bot import case_requests  # it builds on this module
+        await case_requests.withdraw(tx, case, "moved")
     case.level = target
     case.assignee_id = None
     got = await notify.handler_card(tx, case, lin, kind, note, deferrable=deferrable)
@@ -504,7 +544,7 @@ async def _move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
         # Nobody holds this level: the case goes on up rather than sit unseen.
         above = level_above(target)
         if above is not None:
-            await _move(tx, case, lin, above, kind, note, deferrable=deferrable)
+            await move(tx, case, lin, above, kind, note, deferrable=deferrable)
 
 
 async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
@@ -512,24 +552,62 @@ async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
     result = clean_text(result)
     if not result:
         raise DomainError("result_needed")
-    case, lin = await _act(tx, actor, case_id, rev, "resolve")
-    _transition(tx, case, "resolve", actor.id, result)
+    from bot import checks  # it builds on this module
+    case, lin = await act(tx, actor, case_id, rev, "resolve")
+    heads = await checks.needs_check(tx, case, lin)
+    transition(tx, case, "resolve_check" if heads else "resolve", actor.id, result)
+    photos = (photos or [])[:10]
     case.result = result
     case.resolved_at = tx.now
     case.resolved_by_id = actor.id
     case.assignee_id = None
-    for file_id in (photos or [])[:10]:
+    for file_id in photos:
         tx.db.add(CasePhoto(case_id=case.id, file_id=file_id, kind="result"))
     await tx.db.flush()
+    await leaving_handling(tx, case, lin)
+    if heads:
+        await checks.start(tx, case, lin, heads, photos)
+    else:
+        await to_rating(tx, case, lin, photos)
+    await save(tx, case)
+    return case
+
+
+async def to_rating(tx: Tx, case: Case, lin: Lineage, photos: list[str]) -> None:
+    """The result goes to the reporter with the rating buttons, and to the building's group."""
     await notify.tell_reporter(
         tx, f"case:{case.id}:r{case.round}:resolved", case,
-        tx.texts.render("resolved_reporter", case_id=case.id, result=result,
+        tx.texts.render("resolved_reporter", case_id=case.id, result=case.result or "",
                         category=await notify.category_name(tx, case.category)),
-        buttons=notify.rating_buttons(tx, case), photos=(photos or [])[:10],
+        buttons=notify.rating_buttons(tx, case), photos=photos[:10],
     )
     await notify.public_notice(tx, case, lin)
-    await _save(tx, case)
-    return case
+
+
+async def leaving_handling(tx: Tx, case: Case, lin: Lineage) -> None:
+    """The case leaves its handler (resolved, suspended): what was asked of others lapses."""
+    from bot import case_requests, whistles  # they build on this module
+    if case.request_at is not None:
+        await case_requests.withdraw(tx, case, "left")
+    await whistles.withdraw_open(tx, case, lin)
+
+
+async def rework(tx: Tx, case: Case, lin: Lineage, actor_id: int | None, reason: str, *,
+                 kind: Literal["reopened", "check_failed"]) -> None:
+    """返工: back to the grid with the reason, in a new round, so the clock and every timer
+    start again. 不满意 and a failed check are the same thing, counted as `round - 1`."""
+    transition(tx, case, "rework", actor_id, reason)
+    case.round += 1
+    case.level = Level.GRID
+    case.result = None
+    case.resolved_at = None
+    case.resolved_by_id = None
+    case.assignee_id = None
+    case.clock_started_at = tx.now
+    case.extended_seconds = 0
+    case.checked = None
+    case.checked_at = None
+    await notify.handler_card(tx, case, lin, kind, note=reason)
 
 
 # --- follow up -----------------------------------------------------------------------------
@@ -539,42 +617,37 @@ async def rate(tx: Tx, actor: Actor, case_id: int, rev: int, score: str,
                comment: str = "") -> Case:
     if score not in ("good", "fair", "bad"):
         raise DomainError("bad_input")
-    case, lin = await _act(tx, actor, case_id, rev, "rate" if score != "bad" else "rate_bad")
+    case, lin = await act(tx, actor, case_id, rev, "rate" if score != "bad" else "rate_bad")
     comment = clean_text(comment, REASON_LIMIT)
     resolver = case.resolved_by_id
     if score == "bad":
         if not comment:
             raise DomainError("comment_needed")
-        _transition(tx, case, "reopen", actor.id, comment)
+        if case.status != S.RESOLVED:
+            # Rework also leads from a check; a rating button cannot start that one.
+            raise DomainError("stale", case_id=case.id)
         case.rating = "bad"
         case.rating_comment = comment
-        case.round += 1
-        case.level = Level.GRID
-        case.result = None
-        case.resolved_at = None
-        case.resolved_by_id = None
-        # A new round: the clock starts again, and with it every timer of the case.
-        case.clock_started_at = tx.now
-        await notify.handler_card(tx, case, lin, "reopened", note=comment)
+        await rework(tx, case, lin, actor.id, comment, kind="reopened")
     else:
-        _transition(tx, case, "rate", actor.id, tx.texts.plain(f"rating_{score}"))
+        transition(tx, case, "rate", actor.id, tx.texts.plain(f"rating_{score}"))
         case.rating = score
         case.rating_comment = comment or None
         case.closed_at = tx.now
         case.close_reason = "rated"
         if resolver is not None:
             await notify.tell_staff(
-                tx, f"case:{case.id}:r{case.round}:rated", [await _person(tx, resolver)],
+                tx, f"case:{case.id}:r{case.round}:rated", [await person(tx, resolver)],
                 case, lin, "rated", rating=tx.texts.label(f"rating_{score}"),
             )
-    await _save(tx, case)
+    await save(tx, case)
     return case
 
 
-async def _person(tx: Tx, person_id: int) -> Person:
-    person = await tx.db.get(Person, person_id)
-    assert person is not None
-    return person
+async def person(tx: Tx, person_id: int) -> Person:
+    found = await tx.db.get(Person, person_id)
+    assert found is not None
+    return found
 
 
 # --- clock-driven --------------------------------------------------------------------------
@@ -621,44 +694,59 @@ async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey
         await notify.tell_staff(tx, key, heads, case, lin, "verify_remind", deferrable=True)
     elif step.name == StepName.VERIFY_TIMEOUT:
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
-        _transition(tx, case, "verify_timeout", None)
+        transition(tx, case, "verify_timeout", None)
         case.verified = "unverified"
         await notify.tell_staff(tx, key, heads, case, lin, "verify_timeout", deferrable=True)
         await notify.handler_card(tx, case, lin, "unverified", deferrable=True)
     elif step.name == StepName.DUE_SOON:
-        await notify.tell_staff(tx, key, await _owners(tx, case, lin), case, lin, "due_soon",
+        await notify.tell_staff(tx, key, await owners(tx, case, lin), case, lin, "due_soon",
                                 deferrable=True)
     elif step.name == StepName.OVERDUE:
         # The count people read is of the alerts they got for this deadline.
         count = 1 + sum(1 for name, _, basis in taken
                         if name == StepName.OVERDUE and basis == step.basis)
-        _record(tx, case, "overdue", None, str(count))
-        await notify.tell_staff(tx, key, await _owners(tx, case, lin), case, lin, "overdue",
+        record(tx, case, "overdue", None, str(count))
+        await notify.tell_staff(tx, key, await owners(tx, case, lin), case, lin, "overdue",
                                 deferrable=True, count=count)
     elif step.name == StepName.ESCALATE:
         target = Level.COMMUNITY if step.n == 1 else Level.STREET
         if _rank(case.level) >= _rank(target):
             return f"escalate_{target.value}_not_needed"
-        _transition(tx, case, "auto_escalate", None)
-        await _move(tx, case, lin, target, "escalated", tx.texts.plain("overdue_note"),
+        transition(tx, case, "auto_escalate", None)
+        await move(tx, case, lin, target, "escalated", tx.texts.plain("overdue_note"),
                     deferrable=True)
         return f"escalate_{target.value}"
     elif step.name == StepName.RATING_TIMEOUT:
-        _transition(tx, case, "rating_timeout", None)
+        transition(tx, case, "rating_timeout", None)
         case.closed_at = tx.now
         case.close_reason = "no_feedback"
+    elif step.name in _FEATURE_STEPS:
+        return await _feature_step(tx, case, lin, step, key)
     return step.name.value
+
+
+_FEATURE_STEPS = frozenset({StepName.REQUEST_TIMEOUT, StepName.SUSPEND_REVIEW,
+                            StepName.CHECK_TIMEOUT, StepName.WHISTLE_ESCALATE})
+
+
+async def _feature_step(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
+    from bot import case_requests, checks, suspension, whistles  # they build on this module
+    handler = {StepName.REQUEST_TIMEOUT: case_requests.expire_due,
+               StepName.SUSPEND_REVIEW: suspension.review_due,
+               StepName.CHECK_TIMEOUT: checks.timeout,
+               StepName.WHISTLE_ESCALATE: whistles.escalate_due}[step.name]
+    return await handler(tx, case, lin, step, key)
 
 
 def _rank(level: str) -> int:
     return [Level.GRID, Level.COMMUNITY, Level.STREET].index(Level(level))
 
 
-async def _owners(tx: Tx, case: Case, lin: Lineage) -> list[Person]:
+async def owners(tx: Tx, case: Case, lin: Lineage) -> list[Person]:
     """Who a reminder goes to: the handlers of the case's level, and the assignee if any."""
     people = await handlers_at(tx.db, lin, case.level)
     if case.assignee_id is not None and all(p.id != case.assignee_id for p in people):
-        people.append(await _person(tx, case.assignee_id))
+        people.append(await person(tx, case.assignee_id))
     return people
 
 
@@ -680,7 +768,8 @@ async def retime_open_cases(db: AsyncSession, now: datetime, *,
         rows = await db.scalars(select(Case).where(open_cases,
                                                    Case.category.in_(list(sla))))
         for case in rows.all():
-            case.deadline_at = case.clock_started_at + sla[case.category]
+            case.deadline_at = deadline_of(case.clock_started_at, sla[case.category],
+                                           case.extended_seconds)
             case.next_check_at = now
             touched += 1
     if policy_changed:

@@ -1,9 +1,11 @@
 """The one timer model of a case: when each of its steps falls due, and the quiet hours.
 
-A case's clock starts at its report and again at a reopening; its deadline is the clock start
-plus its current category's SLA. Every timer step (verification reminder and timeout, due
-soon, overdue and its repeats, each escalation, the rating timeout) is derived here from the
-clock start, the phase of the status, the policy and the steps already taken. Pure functions
+A case's clock starts at its report and again at a rework (返工) or the end of a suspension;
+its deadline is the clock start plus its current category's SLA and the extensions approved.
+Every timer step (verification reminder and timeout, due soon, overdue and its repeats, each
+escalation, the rating timeout, and the workflow's request, review, check and whistle steps)
+is derived here from the case's columns, the phase of its status, the policy and the steps
+already taken. Pure functions
 over a case's columns, so the sweep, the transitions and the tests share them.
 """
 
@@ -22,6 +24,7 @@ class Light(StrEnum):
     GREEN = "green"
     YELLOW = "yellow"
     RED = "red"
+    PAUSED = "paused"  # suspended (挂账): no deadline runs
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,13 @@ class Policy:
     rating_within: timedelta | None
     quiet_start: time | None
     quiet_end: time | None
+    # The workflow of the standard (延期, 挂账, 核查, 吹哨报到). Defaults are the registry's, so a
+    # Policy made by hand (tests) need not name them.
+    max_extensions: int = 1
+    extension_answer_within: timedelta | None = timedelta(days=1)
+    check_all: bool = False
+    check_within: timedelta | None = timedelta(days=1)
+    whistle_ack_within: timedelta | None = timedelta(minutes=30)
 
     @classmethod
     def from_row(cls, row: OrgSettings) -> Policy:
@@ -52,6 +62,11 @@ class Policy:
             rating_within=seconds(row.rating_within),
             quiet_start=hhmm(row.quiet_start),
             quiet_end=hhmm(row.quiet_end),
+            max_extensions=row.max_extensions,
+            extension_answer_within=seconds(row.extension_answer_within),
+            check_all=row.check_all,
+            check_within=seconds(row.check_within),
+            whistle_ack_within=seconds(row.whistle_ack_within),
         )
 
     def quiet_until(self, now: datetime) -> datetime | None:
@@ -79,6 +94,8 @@ class Phase(StrEnum):
     VERIFY = "verify"  # the building head's window, ending at the latest at the deadline
     HANDLE = "handle"  # due soon, overdue and its repeats, escalations
     RATE = "rate"  # the reporter's window to rate
+    CHECK = "check"  # the building head's on-site check after the result
+    SUSPENDED = "suspended"  # 挂账: only the review date; no reminders, never red
 
 
 class StepName(StrEnum):
@@ -88,6 +105,11 @@ class StepName(StrEnum):
     OVERDUE = "overdue"
     ESCALATE = "escalate"
     RATING_TIMEOUT = "rating_timeout"
+    # The steps of the workflow features: each changes something and is made on time.
+    REQUEST_TIMEOUT = "request_timeout"  # an extension or suspension request nobody answered
+    SUSPEND_REVIEW = "suspend_review"  # a suspended case's review date
+    CHECK_TIMEOUT = "check_timeout"  # no on-site check within check_within
+    WHISTLE_ESCALATE = "whistle_escalate"  # a department did not acknowledge in time
 
 
 # Steps that only remind someone: they wait for the end of the quiet hours. The others
@@ -115,8 +137,16 @@ class Step:
         return self.name in REMINDERS
 
 
-def deadline_of(clock_started_at: datetime, sla: timedelta) -> datetime:
-    return clock_started_at + sla
+def add_time(policy: Policy, start: datetime, delta: timedelta) -> datetime:
+    """`delta` of the district's time after `start`: every new due time goes through here,
+    so a working calendar (issue 10) changes this one function. Today: plain time."""
+    return start + delta
+
+
+def deadline_of(clock_started_at: datetime, sla: timedelta,
+                extended_seconds: int = 0) -> datetime:
+    """The clock start plus the SLA, plus the extensions (延期) approved for this round."""
+    return clock_started_at + sla + timedelta(seconds=extended_seconds)
 
 
 def due_soon_at(case: Case, policy: Policy) -> datetime | None:
@@ -179,9 +209,31 @@ def pending_steps(phase: Phase | None, case: Case, policy: Policy, now: datetime
             for n in (1, 2):
                 steps.append(Step(StepName.ESCALATE, deadline + policy.escalate_after * n,
                                   deadline, n))
+        if case.request_at is not None and policy.extension_answer_within:
+            steps.append(Step(StepName.REQUEST_TIMEOUT,
+                              add_time(policy, case.request_at,
+                                       policy.extension_answer_within),
+                              case.request_at))
+        if case.whistle_due_at is not None:
+            # A whistle's ack_due_at is fixed when it is called (called_at + a positive
+            # ack_within), and one take escalates every whistle due by then: any whistle left
+            # over or called later is due after every basis already taken, so (step, 1,
+            # basis) is never taken twice for different whistles.
+            steps.append(Step(StepName.WHISTLE_ESCALATE, case.whistle_due_at,
+                              case.whistle_due_at))
+    elif phase == Phase.SUSPENDED:
+        # The only step of a suspended case: no due soon, no overdue, no escalation.
+        if case.review_at is not None:
+            steps.append(Step(StepName.SUSPEND_REVIEW, case.review_at, case.review_at))
+    elif phase == Phase.CHECK:
+        if policy.check_within and case.resolved_at is not None:
+            steps.append(Step(StepName.CHECK_TIMEOUT,
+                              add_time(policy, case.resolved_at, policy.check_within),
+                              case.resolved_at))
     elif phase == Phase.RATE and case.resolved_at is not None and policy.rating_within:
-        steps.append(Step(StepName.RATING_TIMEOUT, case.resolved_at + policy.rating_within,
-                          case.resolved_at))
+        # After a check the reporter gets the whole window from the check (old rows: none).
+        start = case.checked_at or case.resolved_at
+        steps.append(Step(StepName.RATING_TIMEOUT, start + policy.rating_within, start))
     return sorted((s for s in steps if s.key not in sent), key=lambda s: s.due_at)
 
 
@@ -206,6 +258,8 @@ def next_check(steps: list[Step], case: Case, policy: Policy, now: datetime
 
 
 def light(case: Case, policy: Policy, now: datetime) -> Light:
+    if case.status == "suspended":
+        return Light.PAUSED
     if now >= case.deadline_at:
         return Light.RED
     soon = due_soon_at(case, policy)

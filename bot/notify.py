@@ -6,12 +6,12 @@ Every function here runs inside the transaction of the change that makes the mes
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
-from bot import phones
+from bot import org, phones
 from bot.buttons import Action, button
 from bot.context import Tx
 from bot.deadlines import light
@@ -97,6 +97,12 @@ async def case_view(tx: Tx, case: Case, lin: Lineage,
         "result": case.result,
         "photo_count": len(photos),
         "assignee": name(case.assignee_id) if case.assignee_id else None,
+        # The workflow's lines, all from the case's own columns.
+        "extended": case.extended_seconds > 0,
+        "original_deadline_at": case.deadline_at - timedelta(seconds=case.extended_seconds),
+        "rework": case.round - 1,
+        "review_at": case.review_at,
+        "checked": tx.texts.label(f"checked_{case.checked}") if case.checked else None,
     }
 
 
@@ -116,8 +122,9 @@ async def send_to_person(
 ) -> None:
     """A private message; if Telegram will not let us write to the person, a copy goes to
     `fallback_chat_id`: the reporter's own group for a notice to a reporter, and for staff
-    only the work chat of a grid they work in (see `staff_fallback`)."""
-    if fallback_chat_id is not None and kind != "reporter":
+    only the work chat of a grid they work in (see `staff_fallback`). A department's card
+    (`kind="department"`) goes to the department's own work chat as given."""
+    if fallback_chat_id is not None and kind not in ("reporter", "department"):
         fallback_chat_id = await staff_fallback(tx, person_id, fallback_chat_id, case,
                                                 not_before)
     await enqueue(
@@ -170,7 +177,11 @@ def category_buttons(tx: Tx, case: Case, categories: list[CategoryInfo]) -> Butt
     return [names[i:i + 2] for i in range(0, len(names), 2)]
 
 
-def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool) -> Buttons:
+def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: bool = False,
+                    departments: bool = False) -> Buttons:
+    """The handler's buttons. `above`: there is someone above to ask (延期, 挂账), and the
+    features are on; `departments`: there is a department to call in (吹哨)."""
+    from bot import extensions, suspension, whistles  # they build on bot.cases
     t = tx.texts
     rows: Buttons = []
     first = []
@@ -188,7 +199,33 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool) -> Buttons
     if case.level != Level.GRID:
         third.append(button(t.plain("btn_send_back"), Action.SEND_BACK, case.id, case.rev))
     rows.append(third)
+    fourth = []
+    if case.status in ("open", "accepted", "assigned"):
+        asking = above and case.request_at is None
+        if (asking and extensions.ENABLED and tx.now < case.deadline_at
+                and case.extension_count < tx.policy.max_extensions):
+            fourth.append(button(t.plain("btn_extend"), Action.EXTEND, case.id, case.rev))
+        if asking and suspension.ENABLED:
+            fourth.append(button(t.plain("btn_suspend"), Action.SUSPEND, case.id, case.rev))
+        if departments and whistles.ENABLED:
+            fourth.append(button(t.plain("btn_whistle"), Action.WHISTLE, case.id, case.rev))
+    if fourth:
+        rows.append(fourth)
     return rows
+
+
+async def _asks_above(tx: Tx, case: Case, lin: Lineage) -> bool:
+    """Whether a request could go above the case's level: one query, only when a feature
+    that asks is on."""
+    from bot import extensions, suspension  # they build on bot.cases
+    if not (extensions.ENABLED or suspension.ENABLED):
+        return False
+    return await org.approvers(tx.db, lin, case.level) is not None
+
+
+async def _has_departments(tx: Tx) -> bool:
+    from bot import whistles  # it builds on bot.cases
+    return whistles.ENABLED and bool((await directory(tx.db)).departments)
 
 
 async def handler_card(
@@ -201,7 +238,9 @@ async def handler_card(
     photos = await photos_of(tx, case)
     view = await case_view(tx, case, lin, photos)
     text = tx.texts.render("case_card", case=view, kind=kind, note=note)
-    buttons = handler_buttons(tx, case, lin, has_head=bool(heads))
+    buttons = handler_buttons(tx, case, lin, has_head=bool(heads),
+                              above=await _asks_above(tx, case, lin),
+                              departments=await _has_departments(tx))
     not_before = quiet_delay(tx, case) if deferrable else None
     for person in recipients:
         await send_to_person(
@@ -241,10 +280,43 @@ async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons
         return task_buttons(tx, case)
     if case.status in ("open", "accepted", "assigned") and actor.handles(lin, case.level):
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
-        return handler_buttons(tx, case, lin, has_head=bool(heads))
+        # Only who holds the level asks above; only the grid leader and those above whistle.
+        above = (await _asks_above(tx, case, lin)
+                 and await org.holds_level(tx.db, actor, lin, case.level))
+        whistle = (actor.has(RoleName.GRID_LEADER, lin.grid.id)
+                   or actor.handles(lin, Level.COMMUNITY))
+        return handler_buttons(tx, case, lin, has_head=bool(heads), above=above,
+                               departments=whistle and await _has_departments(tx))
+    if case.status == "checking" and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
+        return check_buttons(tx, case)
+    if case.status == "suspended" and await _may_resume(tx, actor, case, lin):
+        return resume_buttons(tx, case)
     if case.status == "resolved" and case.reporter_id == actor.id:
         return rating_buttons(tx, case)
     return []
+
+
+async def _may_resume(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> bool:
+    from bot import suspension  # it builds on bot.cases
+    if not suspension.ENABLED:
+        return False
+    above = org.level_above(case.level)
+    return (await org.holds_level(tx.db, actor, lin, case.level)
+            or (above is not None and actor.handles(lin, above)))
+
+
+def check_buttons(tx: Tx, case: Case) -> Buttons:
+    """通过 / 不通过 on a check card (none while the feature is off)."""
+    from bot import checks  # it builds on bot.cases
+    if not checks.ENABLED:
+        return []
+    t = tx.texts
+    return [[button(t.plain("btn_check_pass"), Action.CHECK_PASS, case.id, case.rev),
+             button(t.plain("btn_check_fail"), Action.CHECK_FAIL, case.id, case.rev)]]
+
+
+def resume_buttons(tx: Tx, case: Case) -> Buttons:
+    return [[button(tx.texts.plain("btn_resume"), Action.RESUME, case.id, case.rev)]]
 
 
 async def verify_card(tx: Tx, case: Case, lin: Lineage, head: Person) -> None:
@@ -290,12 +362,14 @@ async def tell_staff(
 
 async def tell_reporter(
     tx: Tx, key: str, case: Case, text: str, buttons: Buttons | None = None,
-    photos: list[str] | None = None,
+    photos: list[str] | None = None, *, private: bool = False,
 ) -> None:
-    """A message to the reporter: privately, or as a reply to their report in the group."""
+    """A message to the reporter: privately, or as a reply to their report in the group;
+    with `private`, never in the group (what the neighbours need not read)."""
     if case.reporter_id is None:
         return
-    in_group = case.source_chat_id is not None and case.source_chat_id < 0
+    in_group = (not private and case.source_chat_id is not None
+                and case.source_chat_id < 0)
     await send_to_person(
         tx, key, case.reporter_id, text, case=case, buttons=buttons, photos=photos,
         fallback_chat_id=case.source_chat_id if in_group else None,
@@ -377,7 +451,8 @@ async def history(tx: Tx, case: Case) -> list[dict[str, Any]]:
         rows.append({
             "at": ev.at,
             "actor": names.get(ev.actor_id, str(ev.actor_id)) if ev.actor_id else None,
-            "action": tx.texts.label(f"event_{ev.action}"),
+            # The source of a rework (不满意 or a failed check) is the status it left.
+            "action": tx.texts.label(f"event_{ev.action}", from_status=ev.from_status),
             "note": ev.note,
         })
     return rows

@@ -176,3 +176,30 @@ async def node_by_chat(db: AsyncSession, chat_id: int) -> Place | None:
 async def node_by_code(db: AsyncSession, code: str) -> Node | None:
     """The active node with this code, as a row to change (binding)."""
     return await db.scalar(select(Node).where(Node.code == code, Node.active.is_(True)))
+
+
+async def holds_level(db: AsyncSession, actor: Actor, lineage: Lineage, level: str) -> bool:
+    """Whether `actor` holds the case at `level` itself, not from above: the grid's leader (a
+    grid member while the grid has no leader), or that level's supervisors. Who asks for an
+    extension or a suspension; those above answer it."""
+    node = lineage.node_for(level)
+    if Level(level) == Level.GRID:
+        if actor.has(RoleName.GRID_LEADER, node.id):
+            return True
+        if not actor.has(RoleName.GRID_MEMBER, node.id):
+            return False
+        return not await holders(db, RoleName.GRID_LEADER, node.id)
+    return any(actor.has(role, node.id) for role in HANDLER_ROLES[Level(level)])
+
+
+async def approvers(db: AsyncSession, lineage: Lineage, level: str
+                    ) -> tuple[Level, list[Person]] | None:
+    """The nearest level above `level` with someone to handle it, and who: those who answer
+    a request made at `level`. None: nobody above, so nothing can be asked."""
+    above = level_above(level)
+    while above is not None:
+        people = await handlers_at(db, lineage, above)
+        if people:
+            return above, people
+        above = level_above(above)
+    return None

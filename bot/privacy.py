@@ -5,8 +5,10 @@ but nothing that leads back to them: the case no longer names a reporter or subm
 numbers and their name are masked in the case's texts, the audit events they acted in keep
 the action without the actor, messages addressed to them are deleted, and so are their
 conversation state, their photos waiting to join a report, the updates received from them
-and their own row. A person who still holds a role in the registry is not erased: the
-registry would only bring them back; they are removed from the registry file first.
+and their own row. The requests they made or answered (延期, 挂账) and the whistles they called,
+acknowledged or answered (吹哨报到) keep what was asked and done without naming them. A person
+who still holds a role in the registry, or is still a department's contact, is not erased:
+the registry would only bring them back; they are removed from the registry file first.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, or_, select
+from sqlalchemy import ColumnElement, Text, cast, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.notify import mask_phones
@@ -25,6 +27,9 @@ from storage.models import (
     Case,
     CaseEvent,
     CasePhoto,
+    CaseRequest,
+    Department,
+    DepartmentMember,
     FsmRecord,
     InboxUpdate,
     Node,
@@ -32,6 +37,7 @@ from storage.models import (
     PendingPhoto,
     Person,
     Role,
+    Whistle,
 )
 
 PLACEHOLDER = "***"
@@ -75,11 +81,15 @@ class Held:
     pending: list[PendingPhoto]
     inbox: list[InboxUpdate]
     binds: list[BindRequest]  # /bind questions waiting for their answer
+    requests: list[CaseRequest]  # extension / suspension requests they made or answered
+    whistles: list[Whistle]  # departments they called in, or answered for
+    departments: list[Department]  # they are a contact of, as the registry says
 
     @property
     def anything(self) -> bool:
         return any((self.person, self.roles, self.cases, self.handled, self.events,
-                    self.outbox, self.fsm, self.pending, self.inbox, self.binds))
+                    self.outbox, self.fsm, self.pending, self.inbox, self.binds,
+                    self.requests, self.whistles, self.departments))
 
 
 async def _held(db: AsyncSession, user_id: int) -> Held:
@@ -116,7 +126,25 @@ async def _held(db: AsyncSession, user_id: int) -> Held:
     binds = list((await db.scalars(
         select(BindRequest).where(BindRequest.person_id == user_id)
         .order_by(BindRequest.id))).all())
-    return Held(person, roles, cases, handled, events, outbox, fsm, pending, inbox, binds)
+    requests = list((await db.scalars(
+        select(CaseRequest).where(or_(CaseRequest.requested_by_id == user_id,
+                                      CaseRequest.answered_by_id == user_id))
+        .order_by(CaseRequest.id))).all())
+    whistles = list((await db.scalars(
+        select(Whistle).where(or_(Whistle.called_by_id == user_id,
+                                  Whistle.acked_by_id == user_id,
+                                  Whistle.done_by_id == user_id))
+        .order_by(Whistle.id))).all())
+    departments = list((await db.scalars(
+        select(Department).join(DepartmentMember, DepartmentMember.department_id == Department.id)
+        .where(DepartmentMember.person_id == user_id).order_by(Department.code))).all())
+    return Held(person, roles, cases, handled, events, outbox, fsm, pending, inbox, binds,
+                requests, whistles, departments)
+
+
+def _as(row: object, user_id: int, *columns: str) -> list[str]:
+    """Which of a row's person columns (`called_by` for `called_by_id` …) name the user."""
+    return [c for c in columns if getattr(row, f"{c}_id") == user_id]
 
 
 def _time(value: datetime | None) -> str | None:
@@ -139,6 +167,10 @@ async def export_person(db: AsyncSession, user_id: int, now: datetime) -> dict[s
     if not held.anything:
         raise PrivacyError(f"nothing is held about Telegram user {user_id}")
     p = held.person
+    wanted = {w.department_id for w in held.whistles}
+    departments = {d_id: code for d_id, code in (await db.execute(
+        select(Department.id, Department.code).where(Department.id.in_(wanted)))).all()
+    } if wanted else {}
     cases = []
     for case in held.cases:
         photos = (await db.scalars(
@@ -196,6 +228,20 @@ async def export_person(db: AsyncSession, user_id: int, now: datetime) -> dict[s
             "text": o.text, "photos": o.photos,
         } for o in held.outbox],
         "conversation_state": [{"state": f.state, "data": f.data} for f in held.fsm],
+        "departments": [{"code": d.code, "name": d.name} for d in held.departments],
+        "case_requests": [{
+            "id": r.id, "case_id": r.case_id, "kind": r.kind, "status": r.status,
+            "as": _as(r, user_id, "requested_by", "answered_by"),
+            "requested_at": _time(r.requested_at), "reason": r.reason, "seconds": r.seconds,
+            "review_at": _time(r.review_at), "answered_at": _time(r.answered_at),
+            "answer_note": r.answer_note,
+        } for r in held.requests],
+        "whistles": [{
+            "id": w.id, "case_id": w.case_id, "department": departments.get(w.department_id),
+            "status": w.status, "as": _as(w, user_id, "called_by", "acked_by", "done_by"),
+            "called_at": _time(w.called_at), "ask": w.ask, "acked_at": _time(w.acked_at),
+            "done_at": _time(w.done_at), "note": w.note,
+        } for w in held.whistles],
         "bind_requests": [{
             "chat_id": b.chat_id, "place": await _code(db, b.node_id),
             "created_at": _time(b.created_at),
@@ -224,6 +270,8 @@ class Erased:
     states: int = 0
     photos: int = 0
     updates: int = 0
+    requests: int = 0
+    whistles: int = 0
     person: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -232,7 +280,8 @@ class Erased:
                 f"reporter, {self.events} case events without their name, "
                 f"{self.messages_deleted} messages to them deleted, {self.messages_masked} "
                 f"other messages masked, {self.states} conversation states, {self.photos} "
-                f"pending photos and {self.updates} received updates removed"
+                f"pending photos and {self.updates} received updates removed, "
+                f"{self.requests} requests and {self.whistles} whistles without their name"
                 + ("" if self.person else "; they had no person row"))
 
 
@@ -265,6 +314,11 @@ async def erase_person(db: AsyncSession, user_id: int) -> Erased:
         raise PrivacyError(f"Telegram user {user_id} still holds roles in the registry "
                            f"({roles}): remove them from the registry file and load it "
                            "(gridbot registry load FILE), then erase")
+    if held.departments:
+        codes = ", ".join(d.code for d in held.departments)
+        raise PrivacyError(f"Telegram user {user_id} is still a contact of departments in the "
+                           f"registry ({codes}): remove them from the registry file and load "
+                           "it (gridbot registry load FILE), then erase")
     done = Erased(user_id)
     scrub = _Scrubber(user_id, held.person.name if held.person else None)
     their_cases = {c.id for c in held.cases}
@@ -305,6 +359,33 @@ async def erase_person(db: AsyncSession, user_id: int) -> Erased:
         # Notes on their cases may carry their number; anyone's note may carry their name
         # (a report on their behalf, a task handed to them).
         event.note = scrub(event.note, phones=event.case_id in their_cases)
+
+    # Requests and whistles keep what was asked and done, without who: their columns, and
+    # their name in anyone's text (a reason may name the head it waits for); on their cases
+    # a phone number too, as for event notes.
+    for req in held.requests:
+        if req.requested_by_id == user_id:
+            req.requested_by_id = None
+        if req.answered_by_id == user_id:
+            req.answered_by_id = None
+    for whistle in held.whistles:
+        for column in ("called_by_id", "acked_by_id", "done_by_id"):
+            if getattr(whistle, column) == user_id:
+                setattr(whistle, column, None)
+    done.requests, done.whistles = len(held.requests), len(held.whistles)
+    named: list[ColumnElement[bool]] = [CaseRequest.case_id.in_(their_cases)]
+    named += [c.contains(n) for n in scrub.names
+              for c in (CaseRequest.reason, CaseRequest.answer_note)]
+    for req in (await db.scalars(select(CaseRequest).where(or_(*named)))).all():
+        phones = req.case_id in their_cases
+        req.reason = scrub(req.reason, phones=phones) or ""
+        req.answer_note = scrub(req.answer_note, phones=phones)
+    named = [Whistle.case_id.in_(their_cases)]
+    named += [c.contains(n) for n in scrub.names for c in (Whistle.ask, Whistle.note)]
+    for whistle in (await db.scalars(select(Whistle).where(or_(*named)))).all():
+        phones = whistle.case_id in their_cases
+        whistle.ask = scrub(whistle.ask, phones=phones) or ""
+        whistle.note = scrub(whistle.note, phones=phones)
 
     # Messages to them go: what is not sent yet must never be sent, and what was sent keeps
     # their chat id and the text they were sent. A copy meant for them in a group goes too.

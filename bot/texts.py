@@ -38,6 +38,7 @@ class Texts:
         )
         self._env.filters["local"] = self.local_time
         self._env.globals["label"] = self.label
+        self._labels: dict[str, str] | None = None
         # One Texts per time zone, made once and shared, so templates compile once per zone.
         self._zones = _zones if _zones is not None else {}
         self._zones[timezone] = self
@@ -58,23 +59,39 @@ class Texts:
         text = self._env.get_template(f"{template}.j2").render(**context)
         return text.strip()
 
+    def _label_index(self) -> dict[str, str]:
+        """Which labels file holds each block: labels.j2, then each part's labels_*.j2 in
+        name order. Built once per Texts; a block in two files is an error."""
+        if self._labels is None:
+            index: dict[str, str] = {}
+            names = sorted(n for n in self._env.list_templates(extensions=["j2"])
+                           if n.startswith("labels_"))
+            for file in ["labels.j2", *names]:
+                for block in self._env.get_template(file).blocks:
+                    if block in index:
+                        raise ValueError(f"label {block!r} is in {index[block]} and {file} "
+                                         f"({self.locale})")
+                    index[block] = file
+            self._labels = index
+        return self._labels
+
     def label(self, name: str, /, **context: Any) -> Markup:
-        """A block of labels.j2 as HTML: a status name, a refusal, a short phrase.
+        """A block of the labels files as HTML: a status name, a refusal, a short phrase.
 
         Markup, so a template that shows it does not escape it a second time.
         """
-        template = self._env.get_template("labels.j2")
-        block = template.blocks.get(name)
-        if block is None:
+        file = self._label_index().get(name)
+        if file is None:
             raise KeyError(f"labels.j2 ({self.locale}) has no block {name!r}")
-        return Markup("".join(block(template.new_context(context))).strip())
+        template = self._env.get_template(file)
+        return Markup("".join(template.blocks[name](template.new_context(context))).strip())
 
     def plain(self, name: str, /, **context: Any) -> str:
         """A label as plain text, for what Telegram does not parse: buttons, alerts, menus."""
         return self.label(name, **context).unescape()
 
     def has_label(self, name: str) -> bool:
-        return name in self._env.get_template("labels.j2").blocks
+        return name in self._label_index()
 
     def template_names(self) -> list[str]:
         return sorted(n.removesuffix(".j2") for n in self._env.list_templates(extensions=["j2"]))

@@ -84,7 +84,9 @@ async def staff_cases(tx: Tx, actor: Actor, page: int = 1) -> str:
         summary = _summary(case.description)
         items.append({
             "id": case.id,
-            "light": light(case, tx.policy, tx.now).value if case.status != "resolved" else "",
+            # A result waiting for its check or its rating has no deadline running.
+            "light": (light(case, tx.policy, tx.now).value
+                      if case.status not in ("resolved", "checking") else ""),
             "status": tx.texts.label(f"status_{case.status}"),
             "category": (name_zh if zh else name_en) or case.category,
             "place": " ".join(n for n in (community_name, building_name, unit_name) if n),

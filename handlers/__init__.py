@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import admin, case_buttons, fallback, guard, intake, report_flow
+from handlers import (
+    admin,
+    case_buttons,
+    checks,
+    extensions,
+    fallback,
+    guard,
+    intake,
+    report_flow,
+    requests,
+    suspension,
+    whistles,
+)
 
 
 def build_router() -> Router:
@@ -12,6 +24,13 @@ def build_router() -> Router:
     root.include_routers(
         guard.router.build(),  # not from a person: anonymous admins, channels, other bots
         admin.router.build(),  # commands only: never swallows a conversation's answers
+        # Before case_buttons: their `c1:` actions and flow callbacks are their own, and
+        # case_buttons takes every other `c1:` as a bad button.
+        requests.router.build(),  # 同意 / 不同意 on extension and suspension requests
+        extensions.router.build(),  # 延期
+        suspension.router.build(),  # 挂账
+        checks.router.build(),  # 核查
+        whistles.router.build(),  # 吹哨报到
         case_buttons.router.build(),  # case buttons and the prompts they open
         report_flow.router.build(),  # the private guided report
         intake.router.build(),  # reports in groups

@@ -16,8 +16,6 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import (
     CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     Message,
     ReplyKeyboardRemove,
 )
@@ -25,19 +23,21 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cases, notify, user_text
-from bot.albums import count_draft_photos, take_draft_photos
+from bot.albums import take_draft_photos
 from bot.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
 from bot.delivery import keyboard
 from bot.intake import active_categories
 from bot.org import Actor, lineage_of
+from bot.texts import Texts
 from handlers.common import (
     RouterSpec,
-    hold_draft_photo,
+    draft_with_photos,
     message_text,
     open_tx,
     prompt_markup,
     refuse,
+    submit_markup,
 )
 from storage.models import Case
 
@@ -78,7 +78,7 @@ async def cancel(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx
                         else None)
 
 
-async def _refresh(query: CallbackQuery, tx: Tx, actor: Actor, case: Case) -> None:
+async def refresh(query: CallbackQuery, tx: Tx, actor: Actor, case: Case) -> None:
     """Show the card's buttons as they are for this person now."""
     if not isinstance(query.message, Message):
         return
@@ -114,12 +114,8 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
     if asks is not None:
         action, st, label = asks
         await cases.check(tx, actor, cid, rev, action)
-        if not isinstance(query.message, Message):
-            # No message to answer under (an inline or too old message): a prompt nobody
-            # sees would take their next words as the answer. Press it on a fresh card.
-            await query.answer(tx.texts.plain("flow_expired"), show_alert=True)
-            return
-        await _ask(query, state, st, btn, query.message, tx.texts.label(label, case_id=cid))
+        await ask(query, state, st, tx.texts, tx.texts.label(label, case_id=cid),
+                  case_id=btn.case_id, rev=btn.rev, arg=btn.arg)
         return
     if a == Action.CATEGORY:
         case = await cases.check(tx, actor, cid, rev, "category")
@@ -145,14 +141,22 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
         case = await cases.rate(tx, actor, cid, rev, btn.arg)
     else:  # pragma: no cover - every action is handled above
         raise cases.DomainError("bad_button")
-    await _refresh(query, tx, actor, case)
+    await refresh(query, tx, actor, case)
     await query.answer(tx.texts.plain(f"done_{a.name.lower()}", case_id=cid), show_alert=False)
 
 
-async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButton,
-               message: Message, text: str) -> None:
+async def ask(query: CallbackQuery, state: FSMContext, st: State, texts: Texts, text: str,
+              **data: object) -> None:
+    """Open a prompt: the state and what the answer needs (`case_id`, `rev` …), then the
+    question under the card, naming whose prompt it is in a group."""
+    message = query.message
+    if not isinstance(message, Message):
+        # No message to ask under (an inline or too old message): a prompt nobody sees would
+        # take their next words as the answer. Press it on a fresh card.
+        await query.answer(texts.plain("flow_expired"), show_alert=True)
+        return
     await state.set_state(st)
-    await state.set_data({"case_id": btn.case_id, "rev": btn.rev, "arg": btn.arg})
+    await state.set_data(data)
     await query.answer()
     if message.chat.type != "private":
         # Say whose prompt it is. Markup, so the name is escaped exactly once.
@@ -164,7 +168,8 @@ async def _ask(query: CallbackQuery, state: FSMContext, st: State, btn: CaseButt
 # --- the prompts -----------------------------------------------------------------------------
 
 
-async def _text_or_again(message: Message, ctx: Ctx) -> str | None:
+async def text_or_again(message: Message, ctx: Ctx) -> str | None:
+    """The prompt's answer as clean text, or None after asking again for text."""
     text = user_text.clean_text(message_text(message), user_text.REASON_LIMIT)
     if not user_text.visible(text):
         await message.reply(ctx.texts.label("ask_text_again"), reply_markup=prompt_markup(message))
@@ -179,6 +184,7 @@ async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ct
         return
     data = await state.get_data()
     cid, rev = int(data.get("case_id", 0)), int(data.get("rev", 0))
+    done = f"done_{action}"
     try:
         if action == "reject":
             await cases.reject(tx, actor, cid, rev, text)
@@ -187,7 +193,9 @@ async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ct
         elif action == "send_back":
             await cases.send_back(tx, actor, cid, rev, text)
         elif action == "resolve":
-            await cases.resolve(tx, actor, cid, rev, text, photos)
+            case = await cases.resolve(tx, actor, cid, rev, text, photos)
+            if case.status == cases.S.CHECKING:
+                done = "done_resolve_check"  # the reporter hears nothing before the check
         elif action == "rate_bad":
             await cases.rate(tx, actor, cid, rev, "bad", text)
     except cases.DomainError as err:
@@ -196,71 +204,44 @@ async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ct
         await refuse(message, tx, err)
         return
     await state.clear()
-    await message.reply(tx.texts.label(f"done_{action}", case_id=cid))
+    await message.reply(tx.texts.label(done, case_id=cid))
 
 
 @router.message(Prompt.reject, NOT_COMMAND)
 async def reject_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                         actor: Actor) -> None:
-    if (text := await _text_or_again(message, ctx)) is not None:
+    if (text := await text_or_again(message, ctx)) is not None:
         await _finish(message, state, db, ctx, actor, "reject", text)
 
 
 @router.message(Prompt.escalate, NOT_COMMAND)
 async def escalate_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                           actor: Actor) -> None:
-    if (text := await _text_or_again(message, ctx)) is not None:
+    if (text := await text_or_again(message, ctx)) is not None:
         await _finish(message, state, db, ctx, actor, "escalate", text)
 
 
 @router.message(Prompt.send_back, NOT_COMMAND)
 async def send_back_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                            actor: Actor) -> None:
-    if (text := await _text_or_again(message, ctx)) is not None:
+    if (text := await text_or_again(message, ctx)) is not None:
         await _finish(message, state, db, ctx, actor, "send_back", text)
 
 
 @router.message(Prompt.rate_bad, NOT_COMMAND)
 async def bad_comment(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                       actor: Actor) -> None:
-    if (text := await _text_or_again(message, ctx)) is not None:
+    if (text := await text_or_again(message, ctx)) is not None:
         await _finish(message, state, db, ctx, actor, "rate_bad", text)
-
-
-def _submit_markup(ctx: Ctx) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(inline_keyboard=[[
-        InlineKeyboardButton(text=ctx.texts.plain("btn_submit_result"), callback_data="pr:ok"),
-        InlineKeyboardButton(text=ctx.texts.plain("btn_cancel"), callback_data="pr:no"),
-    ]])
 
 
 @router.message(Prompt.resolve, NOT_COMMAND)
 async def result_given(message: Message, state: FSMContext, db: AsyncSession,
                        ctx: Ctx) -> None:
     """The result: text, and in a private chat photos too; submitted with a button."""
-    private = message.chat.type == "private"
-    if message.photo and private and message.from_user is not None:
-        await hold_draft_photo(db, message, ctx)
-    text = user_text.clean_text(message_text(message))
-    data = await state.get_data()
-    if user_text.visible(text):
-        data = await state.update_data(result=text)
-    if not data.get("result"):
-        if message.photo and private:
-            if message.media_group_id is None:
-                await message.answer(ctx.texts.label("photo_now_result"))
-            return
-        await message.reply(ctx.texts.label("ask_text_again"), reply_markup=prompt_markup(message))
-        return
-    if message.media_group_id is not None and not user_text.visible(text):
-        return  # further parts of an album; the preview came with the captioned part
-    photos = await count_draft_photos(db, message.chat.id) if private else 0
-    await message.answer(
-        ctx.texts.render("result_preview", case_id=data.get("case_id"), result=data["result"],
-                         photos=photos, private=private),
-        reply_markup=_submit_markup(ctx),
-    )
-
+    await draft_with_photos(message, state, db, ctx, key="result", limit=user_text.TEXT_LIMIT,
+                            photo_first="photo_now_result", preview="result_preview",
+                            markup=submit_markup(ctx, "btn_submit_result", "pr"))
 
 @router.callback_query(Prompt.resolve, F.data == "pr:ok")
 async def result_submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,

@@ -7,10 +7,18 @@ from typing import Any
 
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallbackType
-from aiogram.types import CallbackQuery, ForceReply, Message
+from aiogram.fsm.context import FSMContext
+from aiogram.types import (
+    CallbackQuery,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.albums import hold_photo
+from bot import user_text
+from bot.albums import count_draft_photos, hold_photo
 from bot.cases import DomainError
 from bot.context import Ctx, NotConfigured, Tx, begin
 from storage.models import PendingPhoto
@@ -90,6 +98,45 @@ class RouterSpec:
             for handler, filters in spec.handlers:
                 observer.register(handler, *filters)
         return router
+
+
+def submit_markup(ctx: Ctx, submit_label: str, prefix: str) -> InlineKeyboardMarkup:
+    """提交 / 取消 under a preview: `<prefix>:ok` and `<prefix>:no`."""
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text=ctx.texts.plain(submit_label), callback_data=f"{prefix}:ok"),
+        InlineKeyboardButton(text=ctx.texts.plain("btn_cancel"), callback_data=f"{prefix}:no"),
+    ]])
+
+
+async def draft_with_photos(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx, *,
+                            key: str, limit: int, photo_first: str, preview: str,
+                            markup: InlineKeyboardMarkup) -> None:
+    """One message of a prompt that takes text and, in a private chat, photos (a result, a
+    failed check's reason, a department's note): the text is kept under `key` in the prompt's
+    data, photos are held as drafts, and each time there is text a preview with 提交 / 取消
+    is shown. A photo before any text asks for the text (`photo_first`)."""
+    private = message.chat.type == "private"
+    if message.photo and private and message.from_user is not None:
+        await hold_draft_photo(db, message, ctx)
+    text = user_text.clean_text(message_text(message), limit)
+    data = await state.get_data()
+    if user_text.visible(text):
+        data = await state.update_data({key: text})
+    if not data.get(key):
+        if message.photo and private:
+            if message.media_group_id is None:
+                await message.answer(ctx.texts.label(photo_first))
+            return
+        await message.reply(ctx.texts.label("ask_text_again"), reply_markup=prompt_markup(message))
+        return
+    if message.media_group_id is not None and not user_text.visible(text):
+        return  # further parts of an album; the preview came with the captioned part
+    photos = await count_draft_photos(db, message.chat.id) if private else 0
+    await message.answer(
+        ctx.texts.render(preview, case_id=data.get("case_id"), photos=photos, private=private,
+                         **{key: data[key]}),
+        reply_markup=markup,
+    )
 
 
 async def hold_draft_photo(db: AsyncSession, message: Message, ctx: Ctx) -> None:

@@ -48,7 +48,8 @@ async def test_confirm_routes_to_grid_leader_with_card(h: Harness) -> None:
     assert case.status == "open" and case.verified == "confirmed"
     card = h.card(LEADER, case.id)
     assert "新诉求" in card.text and "user5550001" in card.text
-    assert card.labels == ["受理", "交楼栋长", "办结", "上报", "改类别"]
+    # 延期, 挂账 and 吹哨 follow these, in the districts that have them.
+    assert card.labels[:5] == ["受理", "交楼栋长", "办结", "上报", "改类别"]
     # The head's card now shows no buttons for a case that moved on.
     assert await h.events(case.id) == ["report", "confirm"]
 
@@ -145,7 +146,9 @@ async def test_unsatisfied_reopens_to_leader_with_comment(h: Harness) -> None:
     case = await h.case(case.id)
     assert case.status == "open" and case.rating == "bad" and case.round == 2
     card = h.card(LEADER, case.id)
-    assert "重新办理" in card.text and "灯还是不亮" in card.text
+    assert "重新办理" in card.text and "灯还是不亮" in card.text and "返工：1 次" in card.text
+    # 不满意 is 返工, one kind of event with a failed check.
+    assert (await h.events(case.id))[-1] == "rework"
     # Resolving the second round sends a fresh notice with fresh rating buttons.
     await resolve(h, LEADER, case.id, "更换了整条线路")
     await h.press(RESIDENT, h.last(RESIDENT), "满意")

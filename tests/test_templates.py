@@ -30,7 +30,7 @@ ITEM_IDS = (4217, 4230)
 NOW = datetime(2025, 3, 14, 2, 30, tzinfo=UTC)
 CARD_KINDS = (
     "verify", "urgent", "unverified", "new", "escalated", "returned", "task_done", "reopened",
-    "task",
+    "task", "check", "check_failed", "resumed",
 )
 # Tags Telegram's HTML parse mode understands.
 TELEGRAM_TAGS = {
@@ -39,7 +39,11 @@ TELEGRAM_TAGS = {
 }
 LINK = "https://t.me/gridbot?start=b12"
 
-MESSAGE_NAMES = [n for n in Texts(TEMPLATES, REFERENCE).template_names() if n != "labels"]
+# labels.j2 and each part's labels_*.j2 hold label blocks, not messages.
+LABEL_FILES = [n for n in Texts(TEMPLATES, REFERENCE).template_names()
+               if n == "labels" or n.startswith("labels_")]
+MESSAGE_NAMES = [n for n in Texts(TEMPLATES, REFERENCE).template_names()
+                 if n not in LABEL_FILES]
 
 
 def _source(locale: str, name: str) -> str:
@@ -88,6 +92,11 @@ def _staff_case(texts: Texts, **changes: Any) -> dict[str, Any]:
         "result": f"Replaced the bulb {EVIL}",
         "photo_count": 3,
         "assignee": f"Zhao Min {EVIL}",
+        "extended": True,
+        "original_deadline_at": NOW + timedelta(hours=19),
+        "rework": 2,
+        "review_at": NOW + timedelta(days=30),
+        "checked": texts.label("checked_pending"),
     }
     case.update(changes)
     return case
@@ -99,6 +108,7 @@ def _bare_case(texts: Texts) -> dict[str, Any]:
         texts, urgent=False, description="", submitted_by=None, latitude=None, longitude=None,
         photo_count=0, result=None, assignee=None, verified=texts.label("verified_pending"),
         status=texts.label("status_verifying"), level=texts.label("level_grid"),
+        extended=False, rework=0, review_at=None, checked=None,
     )
 
 
@@ -173,6 +183,23 @@ def _context(texts: Texts) -> dict[str, Any]:
             {"role": t("role_grid_leader"), "place": f"Grid 1 {EVIL}", "code": "BSY-01"},
             {"role": t("role_building_head"), "place": "Xingfuli 3", "code": "BSY-01-03"},
         ],
+        # Requests (延期 / 挂账): request_card and request_answered.
+        "requester": f"Zhao Min {EVIL}",
+        "length": 2 * 86400,
+        "new_deadline_at": NOW + timedelta(days=3),
+        "review_at": NOW + timedelta(days=90),
+        "answer_by": NOW + timedelta(days=1),
+        "outcome": "approved",
+        # The parts' templates (whistles, checks, suspension).
+        "department": f"Police station {EVIL}",
+        "ask": f"Please check the stall {EVIL}",
+        "caller": f"Zhao Min {EVIL}",
+        "ack_due_at": NOW + timedelta(minutes=30),
+        "person": f"Officer Li {EVIL}",
+        "whistle": {
+            "called_at": NOW - timedelta(hours=1), "caller": f"Zhao Min {EVIL}",
+            "ask": f"Please check the stall {EVIL}", "ack_due_at": NOW - timedelta(minutes=30),
+        },
     }
 
 
@@ -191,6 +218,18 @@ def _variants(texts: Texts, name: str) -> list[dict[str, Any]]:
         + [{"kind": k, "note": None, "case": _bare_case(texts)} for k in CARD_KINDS],
         "case_detail": [{}, {"case": _bare_case(texts), "events": []}],
         "case_list": [{}, {"total": 25}, {"items": [], "total": 0}],
+        "request_card": [
+            {"kind": "extension", "review_at": None},
+            {"kind": "extension", "length": 12 * 3600, "answer_by": None, "review_at": None},
+            {"kind": "suspension", "length": None, "new_deadline_at": None,
+             "case": _bare_case(texts)},
+        ],
+        "request_answered": [
+            {"kind": k, "outcome": o, "note": n}
+            for k in ("extension", "suspension")
+            for o in ("approved", "declined", "expired", "withdrawn")
+            for n in (None, f"Too long {EVIL}")
+        ] + [{"kind": "suspension", "outcome": "approved", "review_at": None}],
         "case_mine": [
             {"case": _resident_case(texts)},
             {"case": _resident_case(texts, description="", reject_reason=None, result=None,
@@ -266,12 +305,15 @@ def _case_numbers(source: str) -> list[str]:
 
 
 def _label_blocks(locale: str) -> dict[str, set[str]]:
-    """Each block of labels.j2 with the variables it reads."""
-    tree = _parse(locale, "labels")
-    return {
-        block.name: {n.name for n in block.find_all(nodes.Name) if n.ctx == "load"}
-        for block in tree.find_all(nodes.Block)
-    }
+    """Each block of labels.j2 and the labels_*.j2 files, with the variables it reads; a
+    block in two files is an error (Texts refuses it too)."""
+    blocks: dict[str, set[str]] = {}
+    for file in LABEL_FILES:
+        for block in _parse(locale, file).find_all(nodes.Block):
+            assert block.name not in blocks, f"{file}.j2 repeats block {block.name!r}"
+            blocks[block.name] = {n.name for n in block.find_all(nodes.Name)
+                                  if n.ctx == "load"}
+    return blocks
 
 
 # -- (a) same shape in every locale -------------------------------------------------------
@@ -376,14 +418,18 @@ LABEL_CONTEXT: dict[str, Any] = {
     "kind": f"Building group {EVIL}",
     "name": f"Supervisor {EVIL}",
     "link": LINK,
+    "from_status": "checking",
 }
 
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_labels_render(locale: str) -> None:
     texts = Texts(TEMPLATES, locale)
-    plain = _plain(texts, locale).get_template("labels.j2")
+    env = _plain(texts, locale)
+    files = {b.name: f for f in LABEL_FILES
+             for b in _parse(locale, f).find_all(nodes.Block)}
     for name, used in _label_blocks(locale).items():
+        plain = env.get_template(f"{files[name]}.j2")
         missing = used - set(LABEL_CONTEXT)
         assert not missing, f"labels.j2 block {name!r} needs {sorted(missing)}"
         assert texts.has_label(name)

@@ -1,0 +1,116 @@
+"""The buttons and prompt of bot.checks (核查): 通过 at once; 不通过 asks for a reason, and in a
+private chat takes photos too, then shows a preview to submit (`kf:ok`) or drop (`kf:no`).
+"""
+
+from __future__ import annotations
+
+from aiogram import F
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import cases, checks, user_text
+from bot.albums import take_draft_photos
+from bot.buttons import Action, CaseButton
+from bot.context import Ctx
+from bot.org import Actor
+from handlers.case_buttons import NOT_COMMAND, ask, refresh
+from handlers.common import (
+    RouterSpec,
+    draft_with_photos,
+    open_tx,
+    refuse,
+    submit_markup,
+)
+
+router = RouterSpec("checks")
+
+
+class CheckFlow(StatesGroup):
+    reason = State()
+
+
+@router.callback_query(F.data.regexp(r"^c1:(kp|kf):"))
+async def check_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                       actor: Actor) -> None:
+    btn = CaseButton.unpack(query.data or "")
+    if btn is None:
+        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+        return
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return
+    cid, rev = btn.case_id, btn.rev
+    try:
+        if btn.action == Action.CHECK_PASS:
+            case = await checks.pass_(tx, actor, cid, rev)
+            await refresh(query, tx, actor, case)
+            await query.answer(tx.texts.plain("done_check_pass", case_id=cid))
+            return
+        await cases.check(tx, actor, cid, rev, "check_fail")
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+        return
+    await ask(query, state, CheckFlow.reason, tx.texts,
+              tx.texts.label("ask_check_fail_reason", case_id=cid), case_id=cid, rev=rev)
+
+
+@router.message(CheckFlow.reason, NOT_COMMAND)
+async def reason_given(message: Message, state: FSMContext, db: AsyncSession,
+                       ctx: Ctx) -> None:
+    """The reason: text, and in a private chat photos too; submitted with a button."""
+    await draft_with_photos(message, state, db, ctx, key="reason",
+                            limit=user_text.REASON_LIMIT, photo_first="check_photo_now_reason",
+                            preview="check_fail_preview",
+                            markup=submit_markup(ctx, "btn_submit_check_fail", "kf"))
+
+@router.callback_query(CheckFlow.reason, F.data == "kf:ok")
+async def fail_submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                      actor: Actor) -> None:
+    data = await state.get_data()
+    if not isinstance(query.message, Message) or not data.get("reason"):
+        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
+        return
+    message = query.message
+    # Cleared first: a second submit pressed meanwhile finds no prompt.
+    await state.clear()
+    photos: list[str] = []
+    if message.chat.type == "private":
+        photos = await take_draft_photos(db, message.chat.id)
+    await query.answer()
+    await message.edit_reply_markup(reply_markup=None)
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    cid = int(data.get("case_id", 0))
+    try:
+        await checks.fail(tx, actor, cid, int(data.get("rev", 0)), data["reason"], photos)
+    except cases.DomainError as err:
+        await db.rollback()
+        if message.chat.type == "private":
+            # The rollback brought the photos back as drafts: they must not join a report.
+            await take_draft_photos(db, message.chat.id)
+            await db.commit()
+        await refuse(message, tx, err)
+        return
+    await message.reply(tx.texts.label("done_check_fail", case_id=cid))
+
+
+@router.callback_query(F.data == "kf:no")
+async def fail_cancel(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                      ctx: Ctx) -> None:
+    if await state.get_state() == CheckFlow.reason.state:
+        await state.clear()
+    if isinstance(query.message, Message):
+        if query.message.chat.type == "private":
+            await take_draft_photos(db, query.message.chat.id)
+            await db.commit()
+        await query.message.edit_reply_markup(reply_markup=None)
+    await query.answer(ctx.texts.plain("cancelled"))
+
+
+@router.callback_query(F.data == "kf:ok")
+async def fail_stale(query: CallbackQuery, ctx: Ctx) -> None:
+    await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)

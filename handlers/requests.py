@@ -1,0 +1,80 @@
+"""同意 / 不同意 on an extension or suspension request (`q1:<request id>:<y|n>`).
+
+The request row decides whether a button is stale, not the case's rev: the handler accepting
+or assigning the case meanwhile leaves the approval standing. 不同意 asks for a reason first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiogram import F
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import case_requests, cases
+from bot.buttons import REQUEST_PREFIX, RequestAnswer, RequestButton
+from bot.context import Ctx
+from bot.org import Actor
+from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
+from handlers.common import RouterSpec, open_tx, refuse
+
+router = RouterSpec("requests")
+
+
+class RequestFlow(StatesGroup):
+    reason = State()
+
+
+@router.callback_query(F.data.startswith(f"{REQUEST_PREFIX}:"))
+async def request_answer(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                         actor: Actor) -> None:
+    btn = RequestButton.unpack(query.data or "")
+    if btn is None:
+        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+        return
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return
+    try:
+        if btn.answer == RequestAnswer.APPROVE:
+            req = await case_requests.answer(tx, actor, btn.request_id, True)
+            if isinstance(query.message, Message):
+                # Answered: the card keeps its text and loses its buttons.
+                with contextlib.suppress(TelegramBadRequest):
+                    await query.message.edit_reply_markup(reply_markup=None)
+            await query.answer(tx.texts.plain("done_approve", case_id=req.case_id))
+            return
+        req = await case_requests.check_answer(tx, actor, btn.request_id)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+        return
+    await ask(query, state, RequestFlow.reason, tx.texts,
+              tx.texts.label("ask_decline_reason", case_id=req.case_id),
+              request_id=req.id, case_id=req.case_id)
+
+
+@router.message(RequestFlow.reason, NOT_COMMAND)
+async def decline_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                         actor: Actor) -> None:
+    text = await text_or_again(message, ctx)
+    if text is None:
+        return
+    data = await state.get_data()
+    # Cleared first: a second answer typed meanwhile finds no prompt.
+    await state.clear()
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    rid, cid = int(data.get("request_id", 0)), int(data.get("case_id", 0))
+    try:
+        await case_requests.answer(tx, actor, rid, False, text)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(message, tx, err)
+        return
+    await message.reply(tx.texts.label("done_decline", case_id=cid))

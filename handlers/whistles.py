@@ -1,0 +1,214 @@
+"""吹哨 on a case card and the department's 报到 / 已处理 (`w1:<whistle id>:<a|d>`).
+
+吹哨 (`c1:wh:…`) asks for the department (`wd:<code>` buttons), then for what is needed, then
+calls it in. A department's buttons are judged by the whistle row, not the case's rev: the
+handler accepting or assigning meanwhile does not spoil them. 已处理 asks for a note, and in a
+private chat photos too, shown in a preview with 提交 (`wn:ok`) and 取消 (`wn:no`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiogram import F
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import cases, user_text, whistles
+from bot.albums import take_draft_photos
+from bot.buttons import WHISTLE_PREFIX, CaseButton, WhistleAnswer, WhistleButton
+from bot.context import Ctx
+from bot.delivery import keyboard
+from bot.directory import directory
+from bot.org import Actor
+from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
+from handlers.common import (
+    RouterSpec,
+    draft_with_photos,
+    open_tx,
+    refuse,
+    submit_markup,
+)
+
+router = RouterSpec("whistles")
+
+
+class WhistleFlow(StatesGroup):
+    department = State()
+    ask = State()
+    note = State()
+
+
+# --- 吹哨: department, then what is needed ----------------------------------------------------
+
+
+@router.callback_query(F.data.regexp(r"^c1:wh:"))
+async def whistle_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                         actor: Actor) -> None:
+    btn = CaseButton.unpack(query.data or "")
+    if btn is None:
+        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+        return
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return
+    try:
+        await whistles.check_call(tx, actor, btn.case_id, btn.rev)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+        return
+    if not isinstance(query.message, Message):
+        await query.answer(tx.texts.plain("flow_expired"), show_alert=True)
+        return
+    departments = (await directory(tx.db)).departments.values()
+    rows = [[InlineKeyboardButton(text=d.name, callback_data=f"wd:{d.code}")]
+            for d in departments]
+    rows.append([InlineKeyboardButton(text=tx.texts.plain("btn_cancel"), callback_data="wd:")])
+    await state.set_state(WhistleFlow.department)
+    await state.set_data({"case_id": btn.case_id, "rev": btn.rev})
+    await query.answer()
+    await query.message.answer(tx.texts.label("ask_department", case_id=btn.case_id),
+                               reply_markup=InlineKeyboardMarkup(inline_keyboard=rows))
+
+
+@router.callback_query(WhistleFlow.department, F.data.startswith("wd:"))
+async def department_picked(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                            ctx: Ctx) -> None:
+    code = (query.data or "")[3:]
+    if isinstance(query.message, Message):
+        with contextlib.suppress(TelegramBadRequest):
+            await query.message.edit_reply_markup(reply_markup=None)
+    if not code:
+        await state.clear()
+        await query.answer(ctx.texts.plain("cancelled"))
+        return
+    dept = (await directory(db)).departments.get(code)
+    if dept is None or not isinstance(query.message, Message):
+        await state.clear()
+        await query.answer(ctx.texts.plain("err_no_department"), show_alert=True)
+        return
+    data = await state.get_data()
+    await ask(query, state, WhistleFlow.ask, ctx.texts,
+              ctx.texts.label("ask_whistle_ask", name=dept.name),
+              case_id=data.get("case_id"), rev=data.get("rev"), department=code)
+
+
+@router.callback_query(F.data.startswith("wd:"))
+async def department_stale(query: CallbackQuery, ctx: Ctx) -> None:
+    await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
+
+
+@router.message(WhistleFlow.ask, NOT_COMMAND)
+async def ask_given(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                    actor: Actor) -> None:
+    text = await text_or_again(message, ctx)
+    if text is None:
+        return
+    data = await state.get_data()
+    # Cleared first: a second answer typed meanwhile finds no prompt.
+    await state.clear()
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    cid, rev = int(data.get("case_id") or 0), int(data.get("rev") or 0)
+    code = str(data.get("department") or "")
+    try:
+        await whistles.call(tx, actor, cid, rev, code, text)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(message, tx, err)
+        return
+    dept = (await directory(db)).departments.get(code)
+    await message.reply(tx.texts.label("done_whistle", case_id=cid,
+                                       name=dept.name if dept else code))
+
+
+# --- the department: 报到, 已处理 --------------------------------------------------------------
+
+
+@router.callback_query(F.data.startswith(f"{WHISTLE_PREFIX}:"))
+async def department_answer(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                            ctx: Ctx, actor: Actor) -> None:
+    btn = WhistleButton.unpack(query.data or "")
+    if btn is None:
+        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+        return
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return
+    try:
+        if btn.answer == WhistleAnswer.ACK:
+            whistle = await whistles.acknowledge(tx, actor, btn.whistle_id)
+            if isinstance(query.message, Message):
+                # Acknowledged: 已处理 is what is left on the card.
+                with contextlib.suppress(TelegramBadRequest):
+                    await query.message.edit_reply_markup(
+                        reply_markup=keyboard(whistles.answer_buttons(tx, whistle)))
+            await query.answer(tx.texts.plain("done_whistle_ack", case_id=whistle.case_id))
+            return
+        whistle = await whistles.check_done(tx, actor, btn.whistle_id)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+        return
+    await ask(query, state, WhistleFlow.note, tx.texts,
+              tx.texts.label("ask_whistle_note", case_id=whistle.case_id),
+              whistle_id=whistle.id, case_id=whistle.case_id)
+
+
+@router.message(WhistleFlow.note, NOT_COMMAND)
+async def note_given(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx) -> None:
+    """The note: text, and in a private chat photos too; submitted with a button."""
+    await draft_with_photos(message, state, db, ctx, key="note", limit=user_text.REASON_LIMIT,
+                            photo_first="photo_now_whistle_note", preview="whistle_note_preview",
+                            markup=submit_markup(ctx, "btn_submit_whistle_note", "wn"))
+
+@router.callback_query(WhistleFlow.note, F.data == "wn:ok")
+async def note_submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                      actor: Actor) -> None:
+    data = await state.get_data()
+    if not isinstance(query.message, Message) or not data.get("note"):
+        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
+        return
+    # Cleared first: a second 提交 finds no prompt.
+    await state.clear()
+    photos: list[str] = []
+    if query.message.chat.type == "private":
+        photos = await take_draft_photos(db, query.message.chat.id)
+    await query.answer()
+    with contextlib.suppress(TelegramBadRequest):
+        await query.message.edit_reply_markup(reply_markup=None)
+    tx = await open_tx(db, ctx, query.message)
+    if tx is None:
+        return
+    wid, cid = int(data.get("whistle_id") or 0), int(data.get("case_id") or 0)
+    try:
+        await whistles.done(tx, actor, wid, str(data["note"]), photos)
+    except cases.DomainError as err:
+        await db.rollback()
+        await refuse(query.message, tx, err)
+        return
+    await query.message.answer(tx.texts.label("done_whistle_done", case_id=cid))
+
+
+@router.callback_query(F.data == "wn:no")
+async def note_cancel(query: CallbackQuery, state: FSMContext, db: AsyncSession,
+                      ctx: Ctx) -> None:
+    if await state.get_state() == WhistleFlow.note.state:
+        await state.clear()
+        if isinstance(query.message, Message) and query.message.chat.type == "private":
+            await take_draft_photos(db, query.message.chat.id)
+            await db.commit()
+    if isinstance(query.message, Message):
+        with contextlib.suppress(TelegramBadRequest):
+            await query.message.edit_reply_markup(reply_markup=None)
+    await query.answer(ctx.texts.plain("cancelled"))
+
+
+@router.callback_query(F.data == "wn:ok")
+async def note_stale(query: CallbackQuery, ctx: Ctx) -> None:
+    await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
