@@ -28,6 +28,7 @@ from tests.harness import (
     SAMPLE,
     STREET_SUP,
     Harness,
+    fresh_database,
     make_harness,
 )
 from tests.test_access import ROLES, parse_rules, run_in, snapshots  # noqa: F401
@@ -259,6 +260,8 @@ async def test_without_departments_there_is_no_button_and_no_statement(
         tmp_path: Path) -> None:
     """A district whose registry lists no department: no 吹哨 on the card, and resolving a
     case reads no whistle (withdraw_open answers from the case row and the directory)."""
+    # load=False opens the database as it is: on a server, empty it of the last test's rows.
+    await fresh_database(tmp_path, "t.db")
     h = await make_harness(tmp_path, load=False)
     try:
         text = SAMPLE.read_text("utf-8").split("\ndepartments:")[0]
