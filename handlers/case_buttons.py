@@ -32,6 +32,7 @@ from bot.org import Actor, lineage_of
 from bot.texts import Texts
 from handlers.common import (
     RouterSpec,
+    button_tx,
     draft_with_photos,
     message_text,
     open_tx,
@@ -92,13 +93,9 @@ async def refresh(query: CallbackQuery, tx: Tx, actor: Actor, case: Case) -> Non
 @router.callback_query(F.data.startswith("c1:"))
 async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                       actor: Actor) -> None:
-    btn = CaseButton.unpack(query.data or "")
-    if btn is None:
-        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+    if (pressed := await button_tx(query, db, ctx, CaseButton.unpack)) is None:
         return
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
+    btn, tx = pressed
     try:
         await _press(query, state, tx, actor, btn)
     except cases.DomainError as err:

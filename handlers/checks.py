@@ -18,6 +18,7 @@ from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, ask, refresh
 from handlers.common import (
     RouterSpec,
+    button_tx,
     draft_with_photos,
     open_tx,
     refuse,
@@ -34,13 +35,9 @@ class CheckFlow(StatesGroup):
 @router.callback_query(F.data.regexp(r"^c1:(kp|kf):"))
 async def check_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                        actor: Actor) -> None:
-    btn = CaseButton.unpack(query.data or "")
-    if btn is None:
-        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+    if (pressed := await button_tx(query, db, ctx, CaseButton.unpack)) is None:
         return
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
+    btn, tx = pressed
     cid, rev = btn.case_id, btn.rev
     try:
         if btn.action == Action.CHECK_PASS:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallbackType
@@ -23,6 +23,8 @@ from bot.cases import DomainError
 from bot.context import Ctx, NotConfigured, Tx, begin
 from storage.models import PendingPhoto
 
+B = TypeVar("B")
+
 
 async def open_tx(db: AsyncSession, ctx: Ctx, event: Message | CallbackQuery) -> Tx | None:
     """The domain transaction, or None after telling the person the bot is not set up yet."""
@@ -34,6 +36,20 @@ async def open_tx(db: AsyncSession, ctx: Ctx, event: Message | CallbackQuery) ->
         else:
             await event.answer(ctx.texts.label("not_configured"))
         return None
+
+
+async def button_tx(query: CallbackQuery, db: AsyncSession, ctx: Ctx,
+                    unpack: Callable[[str], B | None]) -> tuple[B, Tx] | None:
+    """The pressed button and the operation it starts; None once the person has been told
+    why not (a button this bot never made, or no registry loaded yet)."""
+    btn = unpack(query.data or "")
+    if btn is None:
+        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+        return None
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return None
+    return btn, tx
 
 
 async def refuse(event: Message | CallbackQuery, tx: Tx, err: DomainError) -> None:

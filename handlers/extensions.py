@@ -22,7 +22,7 @@ from bot.buttons import Action, CaseButton
 from bot.context import Ctx
 from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, text_or_again
-from handlers.common import RouterSpec, message_text, open_tx, prompt_markup, refuse
+from handlers.common import RouterSpec, button_tx, message_text, open_tx, prompt_markup, refuse
 
 router = RouterSpec("extensions")
 
@@ -45,13 +45,9 @@ def _length_markup(ctx: Ctx) -> InlineKeyboardMarkup:
 @router.callback_query(F.data.regexp(rf"^c1:{Action.EXTEND.value}:"))
 async def extend_pressed(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                          actor: Actor) -> None:
-    btn = CaseButton.unpack(query.data or "")
-    if btn is None:
-        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+    if (pressed := await button_tx(query, db, ctx, CaseButton.unpack)) is None:
         return
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
+    btn, tx = pressed
     try:
         await extensions.check_request(tx, actor, btn.case_id, btn.rev)
     except cases.DomainError as err:

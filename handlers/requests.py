@@ -20,7 +20,7 @@ from bot.buttons import REQUEST_PREFIX, RequestAnswer, RequestButton
 from bot.context import Ctx
 from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
-from handlers.common import RouterSpec, open_tx, refuse
+from handlers.common import RouterSpec, button_tx, open_tx, refuse
 
 router = RouterSpec("requests")
 
@@ -32,13 +32,9 @@ class RequestFlow(StatesGroup):
 @router.callback_query(F.data.startswith(f"{REQUEST_PREFIX}:"))
 async def request_answer(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                          actor: Actor) -> None:
-    btn = RequestButton.unpack(query.data or "")
-    if btn is None:
-        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+    if (pressed := await button_tx(query, db, ctx, RequestButton.unpack)) is None:
         return
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
+    btn, tx = pressed
     try:
         if btn.answer == RequestAnswer.APPROVE:
             req = await case_requests.answer(tx, actor, btn.request_id, True)

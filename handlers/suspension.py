@@ -22,7 +22,7 @@ from bot.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
 from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, ask, refresh, text_or_again
-from handlers.common import RouterSpec, message_text, open_tx, prompt_markup, refuse
+from handlers.common import RouterSpec, button_tx, message_text, open_tx, prompt_markup, refuse
 
 router = RouterSpec("suspension")
 
@@ -45,13 +45,9 @@ def _review_markup(ctx: Ctx) -> InlineKeyboardMarkup:
 @router.callback_query(F.data.regexp(r"^c1:(su|sr):"))
 async def suspend_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                          actor: Actor) -> None:
-    btn = CaseButton.unpack(query.data or "")
-    if btn is None:
-        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+    if (pressed := await button_tx(query, db, ctx, CaseButton.unpack)) is None:
         return
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
+    btn, tx = pressed
     try:
         if btn.action == Action.RESUME:
             case = await suspension.resume(tx, actor, btn.case_id, btn.rev)

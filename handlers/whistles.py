@@ -27,6 +27,7 @@ from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
 from handlers.common import (
     RouterSpec,
+    button_tx,
     draft_with_photos,
     open_tx,
     refuse,
@@ -48,13 +49,9 @@ class WhistleFlow(StatesGroup):
 @router.callback_query(F.data.regexp(r"^c1:wh:"))
 async def whistle_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                          actor: Actor) -> None:
-    btn = CaseButton.unpack(query.data or "")
-    if btn is None:
-        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+    if (pressed := await button_tx(query, db, ctx, CaseButton.unpack)) is None:
         return
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
+    btn, tx = pressed
     try:
         await whistles.check_call(tx, actor, btn.case_id, btn.rev)
     except cases.DomainError as err:
@@ -133,13 +130,9 @@ async def ask_given(message: Message, state: FSMContext, db: AsyncSession, ctx: 
 @router.callback_query(F.data.startswith(f"{WHISTLE_PREFIX}:"))
 async def department_answer(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                             ctx: Ctx, actor: Actor) -> None:
-    btn = WhistleButton.unpack(query.data or "")
-    if btn is None:
-        await query.answer(ctx.texts.plain("err_bad_button"), show_alert=True)
+    if (pressed := await button_tx(query, db, ctx, WhistleButton.unpack)) is None:
         return
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
+    btn, tx = pressed
     try:
         if btn.answer == WhistleAnswer.ACK:
             whistle = await whistles.acknowledge(tx, actor, btn.whistle_id)
