@@ -4,6 +4,8 @@ private chat takes photos too, then shows a preview to submit (`kf:ok`) or drop 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiogram import F
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -13,15 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import cases, checks, user_text
 from bot.albums import take_draft_photos
 from bot.buttons import Action, CaseButton
-from bot.context import Ctx
+from bot.context import Ctx, Tx
 from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, ask, refresh
 from handlers.common import (
     RouterSpec,
     button_tx,
     draft_with_photos,
-    open_tx,
     refuse,
+    submit_draft,
     submit_markup,
 )
 
@@ -66,33 +68,11 @@ async def reason_given(message: Message, state: FSMContext, db: AsyncSession,
 @router.callback_query(CheckFlow.reason, F.data == "kf:ok")
 async def fail_submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                       actor: Actor) -> None:
-    data = await state.get_data()
-    if not isinstance(query.message, Message) or not data.get("reason"):
-        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
-        return
-    message = query.message
-    # Cleared first: a second submit pressed meanwhile finds no prompt.
-    await state.clear()
-    photos: list[str] = []
-    if message.chat.type == "private":
-        photos = await take_draft_photos(db, message.chat.id)
-    await query.answer()
-    await message.edit_reply_markup(reply_markup=None)
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
-        return
-    cid = int(data.get("case_id", 0))
-    try:
-        await checks.fail(tx, actor, cid, int(data.get("rev", 0)), data["reason"], photos)
-    except cases.DomainError as err:
-        await db.rollback()
-        if message.chat.type == "private":
-            # The rollback brought the photos back as drafts: they must not join a report.
-            await take_draft_photos(db, message.chat.id)
-            await db.commit()
-        await refuse(message, tx, err)
-        return
-    await message.reply(tx.texts.label("done_check_fail", case_id=cid))
+    async def run(tx: Tx, data: dict[str, Any], photos: list[str]) -> None:
+        await checks.fail(tx, actor, int(data.get("case_id", 0)), int(data.get("rev", 0)),
+                          data["reason"], photos)
+
+    await submit_draft(query, state, db, ctx, key="reason", run=run, done="done_check_fail")
 
 
 @router.callback_query(F.data == "kf:no")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiogram import Router
 from aiogram.dispatcher.event.handler import CallbackType
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
     CallbackQuery,
@@ -18,7 +20,7 @@ from aiogram.types import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import user_text
-from bot.albums import count_draft_photos, hold_photo
+from bot.albums import count_draft_photos, hold_photo, take_draft_photos
 from bot.cases import DomainError
 from bot.context import Ctx, NotConfigured, Tx, begin
 from storage.models import PendingPhoto
@@ -153,6 +155,39 @@ async def draft_with_photos(message: Message, state: FSMContext, db: AsyncSessio
                          **{key: data[key]}),
         reply_markup=markup,
     )
+
+
+async def submit_draft(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx, *,
+                       key: str, run: Callable[[Tx, dict[str, Any], list[str]], Awaitable[object]],
+                       done: str) -> None:
+    """提交 under the preview of a draft (`draft_with_photos`): the prompt is cleared first, so
+    a second 提交 finds none; the draft photos are taken and `run` gets them in an operation of
+    its own. A refusal is told, and the photos the rollback brought back as drafts are
+    dropped: they must not join the person's next report."""
+    data = await state.get_data()
+    message = query.message
+    if not isinstance(message, Message) or not data.get(key):
+        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
+        return
+    await state.clear()
+    private = message.chat.type == "private"
+    photos = await take_draft_photos(db, message.chat.id) if private else []
+    await query.answer()
+    with contextlib.suppress(TelegramBadRequest):
+        await message.edit_reply_markup(reply_markup=None)
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    try:
+        await run(tx, data, photos)
+    except DomainError as err:
+        await db.rollback()
+        if private:
+            await take_draft_photos(db, message.chat.id)
+            await db.commit()
+        await refuse(message, tx, err)
+        return
+    await message.reply(tx.texts.label(done, case_id=int(data.get("case_id") or 0)))
 
 
 async def hold_draft_photo(db: AsyncSession, message: Message, ctx: Ctx) -> None:

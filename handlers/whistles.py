@@ -9,6 +9,7 @@ private chat photos too, shown in a preview with 提交 (`wn:ok`) and 取消 (`w
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import cases, user_text, whistles
 from bot.albums import take_draft_photos
 from bot.buttons import WHISTLE_PREFIX, CaseButton, WhistleAnswer, WhistleButton
-from bot.context import Ctx
+from bot.context import Ctx, Tx
 from bot.delivery import keyboard
 from bot.directory import directory
 from bot.org import Actor
@@ -31,6 +32,7 @@ from handlers.common import (
     draft_with_photos,
     open_tx,
     refuse,
+    submit_draft,
     submit_markup,
 )
 
@@ -163,29 +165,11 @@ async def note_given(message: Message, state: FSMContext, db: AsyncSession, ctx:
 @router.callback_query(WhistleFlow.note, F.data == "wn:ok")
 async def note_submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                       actor: Actor) -> None:
-    data = await state.get_data()
-    if not isinstance(query.message, Message) or not data.get("note"):
-        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
-        return
-    # Cleared first: a second 提交 finds no prompt.
-    await state.clear()
-    photos: list[str] = []
-    if query.message.chat.type == "private":
-        photos = await take_draft_photos(db, query.message.chat.id)
-    await query.answer()
-    with contextlib.suppress(TelegramBadRequest):
-        await query.message.edit_reply_markup(reply_markup=None)
-    tx = await open_tx(db, ctx, query.message)
-    if tx is None:
-        return
-    wid, cid = int(data.get("whistle_id") or 0), int(data.get("case_id") or 0)
-    try:
-        await whistles.done(tx, actor, wid, str(data["note"]), photos)
-    except cases.DomainError as err:
-        await db.rollback()
-        await refuse(query.message, tx, err)
-        return
-    await query.message.answer(tx.texts.label("done_whistle_done", case_id=cid))
+    async def run(tx: Tx, data: dict[str, Any], photos: list[str]) -> None:
+        await whistles.done(tx, actor, int(data.get("whistle_id") or 0), str(data["note"]),
+                            photos)
+
+    await submit_draft(query, state, db, ctx, key="note", run=run, done="done_whistle_done")
 
 
 @router.callback_query(F.data == "wn:no")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
+from bot.albums import count_draft_photos
 from bot.registry import apply_registry, parse_registry
 from storage.models import Case, CasePhoto, Whistle
 from tests.harness import (
@@ -426,3 +427,21 @@ async def test_access(button: str, role: str, scope: str,
     assert (await whistles_of(h, case_id))[0].status == "called"
     await h.press_data(POLICE, f"w1:{whistle.id}:a")
     assert (await whistles_of(h, case_id))[0].status == "acked"
+
+
+async def test_a_refused_note_leaves_no_draft_photo(h: Harness) -> None:
+    """已处理 with a photo, then the case is resolved before 提交: the submit is refused, and
+    the photo, brought back by the rollback, must not wait to join the person's next report."""
+    case = await confirmed(h)
+    await blow(h, case)
+    await h.press(POLICE, h.last(POLICE), "✅ 已处理")
+    await h.private(POLICE, photo="p-late")
+    await h.private(POLICE, "已到场")
+    preview = h.last(POLICE)
+    await h.press(LEADER, h.card(LEADER, case.id), "办结")
+    await h.private(LEADER, "摊位已清理")
+    await h.press(LEADER, h.last(LEADER), "提交办结")
+    await h.press(POLICE, preview, "提交")
+    assert "已失效" in h.last(POLICE).text or "已失效" in h.answers()[-1]
+    async with h.app.sessions() as db:
+        assert await count_draft_photos(db, POLICE) == 0
