@@ -157,6 +157,26 @@ async def draft_with_photos(message: Message, state: FSMContext, db: AsyncSessio
     )
 
 
+async def submit_text(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                      *, run: Callable[[Tx, dict[str, Any]], Awaitable[dict[str, object] | None]],
+                      done: str) -> None:
+    """A prompt's text answer acted on: the prompt is cleared first, so a second answer typed
+    meanwhile finds none, then `run` (given the prompt's data) in an operation of its own; a
+    refusal is told, else the `done` label, with the prompt's case id and what `run` returns."""
+    data = await state.get_data()
+    await state.clear()
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return
+    try:
+        extra = await run(tx, data) or {}
+    except DomainError as err:
+        await db.rollback()
+        await refuse(message, tx, err)
+        return
+    await message.reply(tx.texts.label(done, case_id=int(data.get("case_id") or 0), **extra))
+
+
 async def submit_draft(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx, *,
                        key: str, run: Callable[[Tx, dict[str, Any], list[str]], Awaitable[object]],
                        done: str) -> None:

@@ -8,6 +8,7 @@ may not ask is told why before any question; the request itself checks it all ag
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
@@ -19,10 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cases, extensions, user_text
 from bot.buttons import Action, CaseButton
-from bot.context import Ctx
+from bot.context import Ctx, Tx
 from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, text_or_again
-from handlers.common import RouterSpec, button_tx, message_text, open_tx, prompt_markup, refuse
+from handlers.common import (
+    RouterSpec,
+    button_tx,
+    message_text,
+    prompt_markup,
+    refuse,
+    submit_text,
+)
 
 router = RouterSpec("extensions")
 
@@ -120,18 +128,9 @@ async def reason_given(message: Message, state: FSMContext, db: AsyncSession, ct
     text = await text_or_again(message, ctx)
     if text is None:
         return
-    data = await state.get_data()
-    # Cleared first: a second answer typed meanwhile finds no question.
-    await state.clear()
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
-        return
-    cid, rev = int(data.get("case_id", 0)), int(data.get("rev", 0))
-    seconds = int(data.get("seconds", 0))
-    try:
-        await extensions.request(tx, actor, cid, rev, seconds, text)
-    except cases.DomainError as err:
-        await db.rollback()
-        await refuse(message, tx, err)
-        return
-    await message.reply(tx.texts.label("done_extension_request", case_id=cid))
+
+    async def run(tx: Tx, data: dict[str, Any]) -> None:
+        await extensions.request(tx, actor, int(data.get("case_id", 0)),
+                                 int(data.get("rev", 0)), int(data.get("seconds", 0)), text)
+
+    await submit_text(message, state, db, ctx, run=run, done="done_extension_request")

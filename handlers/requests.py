@@ -7,6 +7,7 @@ or assigning the case meanwhile leaves the approval standing. 不同意 asks for
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
@@ -17,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import case_requests, cases
 from bot.buttons import REQUEST_PREFIX, RequestAnswer, RequestButton
-from bot.context import Ctx
+from bot.context import Ctx, Tx
 from bot.org import Actor
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
-from handlers.common import RouterSpec, button_tx, open_tx, refuse
+from handlers.common import RouterSpec, button_tx, refuse, submit_text
 
 router = RouterSpec("requests")
 
@@ -60,17 +61,8 @@ async def decline_reason(message: Message, state: FSMContext, db: AsyncSession, 
     text = await text_or_again(message, ctx)
     if text is None:
         return
-    data = await state.get_data()
-    # Cleared first: a second answer typed meanwhile finds no prompt.
-    await state.clear()
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
-        return
-    rid, cid = int(data.get("request_id", 0)), int(data.get("case_id", 0))
-    try:
-        await case_requests.answer(tx, actor, rid, False, text)
-    except cases.DomainError as err:
-        await db.rollback()
-        await refuse(message, tx, err)
-        return
-    await message.reply(tx.texts.label("done_decline", case_id=cid))
+
+    async def run(tx: Tx, data: dict[str, Any]) -> None:
+        await case_requests.answer(tx, actor, int(data.get("request_id", 0)), False, text)
+
+    await submit_text(message, state, db, ctx, run=run, done="done_decline")

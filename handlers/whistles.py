@@ -30,10 +30,10 @@ from handlers.common import (
     RouterSpec,
     button_tx,
     draft_with_photos,
-    open_tx,
     refuse,
     submit_draft,
     submit_markup,
+    submit_text,
 )
 
 router = RouterSpec("whistles")
@@ -107,23 +107,15 @@ async def ask_given(message: Message, state: FSMContext, db: AsyncSession, ctx: 
     text = await text_or_again(message, ctx)
     if text is None:
         return
-    data = await state.get_data()
-    # Cleared first: a second answer typed meanwhile finds no prompt.
-    await state.clear()
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
-        return
-    cid, rev = int(data.get("case_id") or 0), int(data.get("rev") or 0)
-    code = str(data.get("department") or "")
-    try:
-        await whistles.call(tx, actor, cid, rev, code, text)
-    except cases.DomainError as err:
-        await db.rollback()
-        await refuse(message, tx, err)
-        return
-    dept = (await directory(db)).departments.get(code)
-    await message.reply(tx.texts.label("done_whistle", case_id=cid,
-                                       name=dept.name if dept else code))
+
+    async def run(tx: Tx, data: dict[str, Any]) -> dict[str, object]:
+        code = str(data.get("department") or "")
+        await whistles.call(tx, actor, int(data.get("case_id") or 0), int(data.get("rev") or 0),
+                            code, text)
+        dept = (await directory(tx.db)).departments.get(code)
+        return {"name": dept.name if dept else code}
+
+    await submit_text(message, state, db, ctx, run=run, done="done_whistle")
 
 
 # --- the department: 报到, 已处理 --------------------------------------------------------------
