@@ -324,8 +324,10 @@ async def test_a_claim_is_lost_with_its_connection_and_taken_over(
     assert await theirs.take(OUTBOX_CHAT, -42) is None
     # The worker's claims connection goes away (the worker died, or the network did).
     async with other() as db:
+        # Only this database's: another pytest-xdist worker's claims are on the same server.
         await db.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
-                              "WHERE locktype = 'advisory' AND granted"))
+                              "WHERE locktype = 'advisory' AND granted AND database = "
+                              "(SELECT oid FROM pg_database WHERE datname = current_database())"))
         await db.commit()
     assert not await mine.check() and not claim.valid
     taken = await theirs.take(OUTBOX_CHAT, -42)
