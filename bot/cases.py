@@ -151,15 +151,17 @@ class ReportInput:
 
 
 def record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,
-            from_status: str | None = None) -> None:
-    tx.db.add(CaseEvent(
+            from_status: str | None = None) -> CaseEvent:
+    event = CaseEvent(
         case_id=case.id, at=tx.now, actor_id=actor_id, action=action,
         from_status=from_status or case.status, to_status=case.status, note=note,
-    ))
+    )
+    tx.db.add(event)
+    return event
 
 
 def transition(tx: Tx, case: Case, action: str, actor_id: int | None,
-                note: str | None = None) -> None:
+                note: str | None = None) -> CaseEvent:
     allowed, target = TRANSITIONS[action]
     if case.status not in allowed:
         raise DomainError("stale", case_id=case.id)
@@ -168,7 +170,7 @@ def transition(tx: Tx, case: Case, action: str, actor_id: int | None,
         case.status = target
     if action not in _KEEPS_REV:
         case.rev += 1
-    record(tx, case, action, actor_id, note, from_status=before)
+    return record(tx, case, action, actor_id, note, from_status=before)
 
 
 async def _category(tx: Tx, code: str | None) -> CategoryInfo:
@@ -511,8 +513,8 @@ async def escalate(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) ->
     target = level_above(case.level)
     if target is None:
         raise DomainError("top_level", case_id=case.id)
-    transition(tx, case, "escalate", actor.id, reason)
-    await move(tx, case, lin, target, "escalated", reason)
+    event = transition(tx, case, "escalate", actor.id, reason)
+    await move(tx, case, lin, target, "escalated", reason, event)
     await save(tx, case)
     return case
 
@@ -525,26 +527,29 @@ async def send_back(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -
     target = level_below(case.level)
     if target is None:
         raise DomainError("bottom_level", case_id=case.id)
-    transition(tx, case, "send_back", actor.id, reason)
-    await move(tx, case, lin, target, "returned", reason)
+    event = transition(tx, case, "send_back", actor.id, reason)
+    await move(tx, case, lin, target, "returned", reason, event)
     await save(tx, case)
     return case
 
 
 async def move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
-               note: str | None, *, deferrable: bool = False) -> None:
+               note: str | None, event: CaseEvent, *, deferrable: bool = False) -> None:
     if case.request_at is not None:
         # A request was made to the supervisors above the old level: it no longer holds.
         from bot import case_requests  # it builds on this module
         await case_requests.withdraw(tx, case, "moved")
     case.level = target
     case.assignee_id = None
+    # The move's event says where the case went (the figures count escalations by level);
+    # a move on up below overwrites it again.
+    event.level = target.value
     got = await notify.handler_card(tx, case, lin, kind, note, deferrable=deferrable)
     if not got and target != Level.STREET and kind != "returned":
         # Nobody holds this level: the case goes on up rather than sit unseen.
         above = level_above(target)
         if above is not None:
-            await move(tx, case, lin, above, kind, note, deferrable=deferrable)
+            await move(tx, case, lin, above, kind, note, event, deferrable=deferrable)
 
 
 async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
@@ -712,8 +717,8 @@ async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey
         target = Level.COMMUNITY if step.n == 1 else Level.STREET
         if _rank(case.level) >= _rank(target):
             return f"escalate_{target.value}_not_needed"
-        transition(tx, case, "auto_escalate", None)
-        await move(tx, case, lin, target, "escalated", tx.texts.plain("overdue_note"),
+        event = transition(tx, case, "auto_escalate", None)
+        await move(tx, case, lin, target, "escalated", tx.texts.plain("overdue_note"), event,
                     deferrable=True)
         return f"escalate_{target.value}"
     elif step.name == StepName.RATING_TIMEOUT:

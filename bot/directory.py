@@ -62,6 +62,7 @@ class CategoryInfo:
     active: bool
     position: int
     check_required: bool = False  # 核查 before the rating
+    sla_unit: str = ""  # '' clock time, 'wh' working hours, 'wd' working days
 
     def name(self, locale: str) -> str:
         return self.name_zh if locale == "zh_CN" else self.name_en
@@ -192,7 +193,8 @@ async def _load(db: AsyncSession, version: int | None) -> Directory:
                                   name_en=row["name_en"], sla_seconds=row["sla_seconds"],
                                   urgent=bool(row["urgent"]), active=bool(row["active"]),
                                   position=row["position"],
-                                  check_required=bool(row["check_required"]))
+                                  check_required=bool(row["check_required"]),
+                                  sla_unit=row["sla_unit"])
         for row in (await db.execute(select(cats).order_by(cats.c.position, cats.c.code)))
         .mappings()
     }

@@ -1,4 +1,5 @@
-"""Durations as the registry writes them: `45s`, `30m`, `4h`, `3d`."""
+"""Durations as the registry writes them: `45s`, `30m`, `4h`, `3d`; an SLA may also be in
+working time: `8wh` (working hours), `2wd` (working days)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,26 @@ def parse_duration(text: str) -> int:
     if not match or int(match.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a duration like 45s, 30m, 4h or 3d")
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+_SLA = re.compile(r"^\s*(\d+)\s*(wh|wd)\s*$")
+
+
+def parse_sla(text: str) -> tuple[int, str]:
+    """(seconds, unit) of an SLA: clock time (unit ''), `8wh` (28800 working seconds, 'wh') or
+    `2wd` (2 × 86400, 'wd': working days); raises ValueError naming the accepted forms."""
+    match = _SLA.match(text)
+    if match is None:
+        try:
+            return parse_duration(text), ""
+        except ValueError:
+            raise ValueError(f"{text!r} is not an SLA like 4h, 3d, 8wh (working hours) or "
+                             "2wd (working days)") from None
+    amount = int(match.group(1))
+    if amount <= 0:
+        raise ValueError(f"{text!r}: an SLA is more than nothing")
+    unit = match.group(2)
+    return amount * (3600 if unit == "wh" else 86400), unit
 
 
 def format_duration(seconds: int) -> str:

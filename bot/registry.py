@@ -7,19 +7,28 @@ ids, roles are replaced by what the file says, and nothing that cases refer to i
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import retime_open_cases
 from bot.clock import Clock
-from bot.durations import parse_duration
+from bot.durations import parse_duration, parse_sla
 from storage.models import (
     Category,
     Department,
@@ -33,6 +42,8 @@ from storage.models import (
 Path_ = tuple[str | int, ...]
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 
 
 class RegistryError(Exception):
@@ -72,6 +83,7 @@ class PolicyModel(_Model):
     check: bool = False  # 核查 before rating, for every category
     check_within: int | None = 86400
     whistle_ack_within: int | None = 1800
+    digest_at: str | None = "08:30"  # the daily digest's local time; null turns it off
 
     _durations = field_validator(
         "verify_within", "overdue_repeat", "escalate_after", "rating_within",
@@ -85,21 +97,46 @@ class PolicyModel(_Model):
             raise ValueError("must look like 22:00-07:00, or be null")
         return value
 
+    @field_validator("digest_at", mode="before")
+    @classmethod
+    def _digest_at(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and 0 <= value < 24 * 60:
+            # YAML 1.1 reads an unquoted 08:30 as a sexagesimal number: 510.
+            value = f"{value // 60:02d}:{value % 60:02d}"
+        if not isinstance(value, str) or not _HHMM.match(value.strip()):
+            raise ValueError("must be a local time like 08:30, or null")
+        return value.strip()
+
 
 class CategoryModel(_Model):
     code: str = Field(pattern=_CODE.pattern)
     name: dict[str, str]
     sla: int
+    # '' clock time; 'wh' / 'wd' working hours / days of the working calendar.
+    sla_unit: str = ""
     urgent: bool = False
     check: bool = False  # 核查: a building head checks the result before the rating
 
     @field_validator("sla", mode="before")
     @classmethod
     def _sla(cls, value: Any) -> int:
-        seconds = _duration(value)
-        if seconds is None:
-            raise ValueError("a category needs an SLA like 4h or 3d")
-        return seconds
+        if not isinstance(value, str):
+            raise ValueError("must be a duration string like 4h or 3d, or 8wh / 2wd in "
+                             "working time")
+        return parse_sla(value)[0]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sla_unit(cls, data: Any) -> Any:
+        """The unit goes with the seconds (the `sla` check above reports a bad value)."""
+        if isinstance(data, dict) and isinstance(data.get("sla"), str):
+            try:
+                return {**data, "sla_unit": parse_sla(data["sla"])[1]}
+            except ValueError:
+                pass
+        return data
 
     @field_validator("name")
     @classmethod
@@ -156,6 +193,112 @@ class DepartmentModel(_Model):
     chat: int | None = Field(default=None, lt=0)  # its work chat, optional
 
 
+def _day(value: Any) -> list[str]:
+    """One day or an inclusive range `2027-01-01..2027-01-03`, as ISO dates."""
+    if isinstance(value, date):
+        return [value.isoformat()]
+    if not isinstance(value, str):
+        raise ValueError("days are dates like 2026-12-25 or ranges like 2027-01-01..2027-01-03")
+    first, _, last = value.strip().partition("..")
+    try:
+        start = date.fromisoformat(first.strip())
+        end = date.fromisoformat(last.strip()) if last else start
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a date like 2026-12-25 or a range like "
+                         "2027-01-01..2027-01-03") from exc
+    if end < start or (end - start).days > 366:
+        raise ValueError(f"{value!r}: a range runs forwards, within a year")
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+class CalendarModel(_Model):
+    """The working calendar: working hours, the weekend, the official schedule of public
+    holidays and 调休 (chinese-calendar), and the district's own days on top of it."""
+
+    working_hours: list[str] = ["08:30-12:00", "14:00-17:30"]
+    weekend: list[int] = [6, 7]  # ISO weekdays; `sat`, `sun` in the file
+    official: bool = True  # the State Council's schedule, for the years the package has
+    holidays: list[str] = []  # days off: a local holiday, next year's schedule
+    workdays: list[str] = []  # working days: a 调休 weekend day the package does not know yet
+    years: list[int] = []  # years whose official schedule `holidays`/`workdays` complete
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, value: list[str]) -> list[str]:
+        spans = []
+        for item in value:
+            match = _QUIET.match(str(item).strip())
+            if not match:
+                raise ValueError(f"{item!r}: working hours look like 08:30-12:00")
+            start, end = str(item).strip().split("-")
+            if end <= start:
+                raise ValueError(f"{item!r}: a working period ends after it starts, same day")
+            spans.append((start, end))
+        if not spans:
+            raise ValueError("at least one working period, like 08:30-12:00")
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            if start < end:
+                raise ValueError("working periods must not overlap")
+        return [f"{a}-{b}" for a, b in spans]
+
+    @field_validator("weekend", mode="before")
+    @classmethod
+    def _weekend(cls, value: Any) -> list[int]:
+        if not isinstance(value, list):
+            raise ValueError("a list of days like [sat, sun]")
+        days = []
+        for item in value:
+            day = _WEEKDAYS.get(str(item).strip().lower()[:3]) if isinstance(item, str) else item
+            if not isinstance(day, int) or not 1 <= day <= 7:
+                raise ValueError(f"{item!r} is not a weekday (mon … sun)")
+            days.append(day)
+        if len(set(days)) == 7:
+            raise ValueError("a week needs a working day")
+        return sorted(set(days))
+
+    @field_validator("holidays", "workdays", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise ValueError("a list of dates like 2026-12-25 or ranges like "
+                             "2027-01-01..2027-01-03")
+        return sorted({d for item in value for d in _day(item)})
+
+    @field_validator("years")
+    @classmethod
+    def _years(cls, value: list[int]) -> list[int]:
+        if any(not 2000 <= y <= 2100 for y in value):
+            raise ValueError("years like 2027")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _holidays_not_workdays(self) -> CalendarModel:
+        both = set(self.holidays) & set(self.workdays)
+        if both:
+            raise ValueError(f"{min(both)} is both a holiday and a workday")
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        """What org_settings.calendar holds."""
+        return {"hours": [h.split("-") for h in self.working_hours], "weekend": self.weekend,
+                "official": self.official, "holidays": self.holidays,
+                "workdays": self.workdays, "years": self.years}
+
+
+class WeightsModel(_Model):
+    """The monthly score: points for 按期结案率, 结案率 and 满意率, and 返工率's penalty."""
+
+    on_time: float = Field(default=50, ge=0, le=100)
+    closed: float = Field(default=20, ge=0, le=100)
+    satisfied: float = Field(default=20, ge=0, le=100)
+    rework: float = Field(default=10, ge=0, le=100)
+
+
+class AssessmentModel(_Model):
+    weights: WeightsModel = WeightsModel()
+
+
 class RegistryModel(_Model):
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
@@ -163,6 +306,8 @@ class RegistryModel(_Model):
     categories: list[CategoryModel] = Field(min_length=1)
     streets: list[StreetModel] = Field(min_length=1)
     departments: list[DepartmentModel] = []
+    calendar: CalendarModel | None = None
+    assessment: AssessmentModel | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -194,7 +339,12 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except ValueError:
+        # A scalar YAML takes for a date but is none (2027-13-01): the text, which the
+        # checks then reject with its line.
+        return node.value
 
 
 def _where(path: Path_, lines: dict[Path_, int]) -> str:
@@ -445,7 +595,7 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     report.roles = len(roles)
 
     cats = {c.code: c for c in (await db.scalars(select(Category))).all()}
-    old_sla = {code: c.sla_seconds for code, c in cats.items()}
+    old_sla = {code: (c.sla_seconds, c.sla_unit) for code, c in cats.items()}
     for c in cats.values():
         c.active = False
     for i, cat in enumerate(model.categories):
@@ -456,6 +606,7 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         row.name_zh = cat.name["zh_CN"]
         row.name_en = cat.name.get("en") or cat.name["zh_CN"]
         row.sla_seconds = cat.sla
+        row.sla_unit = cat.sla_unit
         row.urgent = cat.urgent
         row.check_required = cat.check
         row.active = True
@@ -502,13 +653,17 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     settings.check_all = policy.check
     settings.check_within = policy.check_within
     settings.whistle_ack_within = policy.whistle_ack_within
+    settings.digest_at = policy.digest_at
+    settings.calendar = model.calendar.stored() if model.calendar is not None else None
+    settings.score_weights = (model.assessment.weights.model_dump()
+                              if model.assessment is not None else None)
     if policy.quiet_hours:
         settings.quiet_start, settings.quiet_end = policy.quiet_hours.split("-")
     else:
         settings.quiet_start = settings.quiet_end = None
     # Open cases follow a changed SLA or policy now, not at their next transition.
     changed = {c.code for c in model.categories if c.code in old_sla
-               and old_sla[c.code] != c.sla}
+               and old_sla[c.code] != (c.sla, c.sla_unit)}
     await db.flush()
     await retime_open_cases(db, now, categories=changed,
                             policy_changed=old_policy not in (None, _timing(settings)))
@@ -520,4 +675,5 @@ def _timing(row: OrgSettings) -> tuple[object, ...]:
     """What of the org settings the timers depend on."""
     return (row.timezone, row.verify_within, row.remind_at, row.overdue_repeat,
             row.escalate_after, row.rating_within, row.quiet_start, row.quiet_end,
-            row.extension_answer_within, row.check_within, row.whistle_ack_within)
+            row.extension_answer_within, row.check_within, row.whistle_ack_within,
+            row.calendar)

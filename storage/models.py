@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -114,6 +115,9 @@ class Category(Base):
     # called `check`, an SQL keyword.
     check_required: Mapped[bool] = mapped_column(Boolean, default=False,
                                                  server_default=false())
+    # What `sla_seconds` counts: '' clock time; 'wh' working time (8wh = 28800 working
+    # seconds); 'wd' working days (2wd = 2 × 86400), each the length of a working day.
+    sla_unit: Mapped[str] = mapped_column(String(2), default="", server_default="")
 
 
 class OrgSettings(Base):
@@ -146,6 +150,14 @@ class OrgSettings(Base):
     check_within: Mapped[int | None] = mapped_column(Integer)
     # 吹哨报到: a department that has not acknowledged within this goes to the street.
     whistle_ack_within: Mapped[int | None] = mapped_column(Integer)
+    # The working calendar (working hours, weekend, the district's own holidays and working
+    # days, the years it completes); None: the defaults (bot.workcal).
+    calendar: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The local time of the daily digest; None turns it off.
+    digest_at: Mapped[str | None] = mapped_column(String(5), default="08:30",
+                                                     server_default="08:30")
+    # The monthly score's weights (on_time, closed, satisfied, rework); None: the defaults.
+    score_weights: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 def _clock_start_default(context: Any) -> Any:
@@ -161,6 +173,10 @@ class Case(Base):
         Index("ix_cases_submitter", "submitted_by_id", "reported_at"),
         # Staff lists: open cases of some buildings, soonest deadline first.
         Index("ix_cases_building_status", "building_id", "status", "deadline_at"),
+        # The figures and the ledger of a period: cases reported, resolved or due in it.
+        Index("ix_cases_reported", "reported_at"),
+        Index("ix_cases_resolved", "resolved_at"),
+        Index("ix_cases_deadline", "deadline_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -256,6 +272,8 @@ class CaseEvent(Base):
     """The audit trail: who did what to a case, when, from which status to which."""
 
     __tablename__ = "case_events"
+    # The figures count a period's reworks, escalations and ratings by their events.
+    __table_args__ = (Index("ix_case_events_action_at", "action", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
@@ -265,6 +283,9 @@ class CaseEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
+    # For a move between levels (escalate, auto_escalate, send_back): the level the case went
+    # to. None for other events, and for moves recorded before revision 0005.
+    level: Mapped[str | None] = mapped_column(String(16))
 
 
 class Department(Base):
@@ -420,6 +441,11 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # A file we made (a chart, an export) sent as an upload with `text` as its caption:
+    # 'photo' or 'document'. Dropped once sent.
+    upload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    upload_name: Mapped[str | None] = mapped_column(String(128))
+    upload_kind: Mapped[str | None] = mapped_column(String(16))
 
 
 class ReportPrompt(Base):
@@ -491,6 +517,18 @@ class BindRequest(Base):
     old_node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
     old_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class PeriodicRun(Base):
+    """A periodic job done for a period (the daily digest of 2026-11-23, the monthly score
+    of 2026-10): claimed by its insert in the transaction that writes the job's messages, so
+    several workers and restarts do it once."""
+
+    __tablename__ = "periodic_runs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    done_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class WorkerSeen(Base):

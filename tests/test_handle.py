@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from storage.models import Case, CaseTimerStep
+from storage.models import Case, CaseEvent, CaseTimerStep
 from tests.harness import (
     BUILDING_CHAT,
     COMMUNITY_SUP,
@@ -198,6 +198,18 @@ async def test_manual_escalation_and_send_back(h: Harness) -> None:
     await h.press(STREET_SUP, street_card, "退回下级")
     await h.private(STREET_SUP, "社区先行处置")
     assert (await h.case(case.id)).level == "community"
+    # Each move's event names the level the case went to: the figures count 上报 by it.
+    assert await _moves(h, case.id) == [("escalate", "community"), ("escalate", "street"),
+                                        ("send_back", "community")]
+
+
+async def _moves(h: Harness, case_id: int) -> list[tuple[str, str | None]]:
+    async with h.app.sessions() as db:
+        rows = await db.execute(
+            select(CaseEvent.action, CaseEvent.level)
+            .where(CaseEvent.case_id == case_id, CaseEvent.level.is_not(None))
+            .order_by(CaseEvent.id))
+        return [(action, level) for action, level in rows.all()]
 
 
 async def test_due_soon_overdue_repeat_and_escalation(h: Harness) -> None:
@@ -220,7 +232,8 @@ async def test_due_soon_overdue_repeat_and_escalation(h: Harness) -> None:
     case = await h.case(case.id)
     assert case.level == "street"
     assert h.card(STREET_SUP, case.id)
-    assert "auto_escalate" in await h.events(case.id)
+    assert await _moves(h, case.id) == [("auto_escalate", "community"),
+                                        ("auto_escalate", "street")]
 
 
 async def test_quiet_hours_hold_reminders_until_morning(h: Harness) -> None:

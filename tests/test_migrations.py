@@ -88,6 +88,10 @@ ADDED_COLUMNS = {
     ("categories", "check_required"),
     *(("org_settings", c) for c in ("max_extensions", "extension_answer_within", "check_all",
                                     "check_within", "whistle_ack_within")),
+    # 0005: the ledger and the month.
+    ("categories", "sla_unit"), ("case_events", "level"),
+    *(("org_settings", c) for c in ("calendar", "digest_at", "score_weights")),
+    *(("outbox", c) for c in ("upload", "upload_name", "upload_kind")),
 }
 
 

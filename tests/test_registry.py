@@ -614,3 +614,86 @@ def test_a_bare_number_is_not_a_duration() -> None:
     assert len(info.value.problems) == 1
     assert "categories[0].sla: must be a duration string" in info.value.problems[0]
 
+
+
+# --- the ledger and the month (issue 10) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("text, seconds, unit", [
+    ("4h", 14400, ""), ("3d", 259200, ""), ("8wh", 28800, "wh"), ("2wd", 172800, "wd"),
+])
+def test_slas_in_clock_or_working_time(text: str, seconds: int, unit: str) -> None:
+    model = parse_registry(edit(SAMPLE_TEXT, "sla: 72h}", f"sla: {text}}}"))
+    assert (model.categories[0].sla, model.categories[0].sla_unit) == (seconds, unit)
+
+
+CALENDAR = """
+calendar:
+  working_hours: ["14:00-17:30", "08:30-12:00"]
+  weekend: [sat, sun]
+  holidays: [2026-12-24, "2027-01-01..2027-01-03"]
+  workdays: [2027-02-07]
+  years: [2027]
+assessment:
+  weights: {on_time: 40, closed: 30}
+"""
+
+
+async def test_calendar_digest_time_and_weights_are_stored(tmp_path: Path) -> None:
+    text = edit(SAMPLE_TEXT, "sla: 72h}", "sla: 2wd}") + CALENDAR
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    await create_schema(engine)
+    async with make_sessionmaker(engine)() as db:
+        await apply_registry(db, parse_registry(text), ManualClock(MORNING))
+        row = await db.get(OrgSettings, 1)
+        assert row is not None and row.digest_at == "08:30"
+        assert row.calendar == {
+            "hours": [["08:30", "12:00"], ["14:00", "17:30"]], "weekend": [6, 7],
+            "official": True, "holidays": ["2026-12-24", "2027-01-01", "2027-01-02",
+                                           "2027-01-03"],
+            "workdays": ["2027-02-07"], "years": [2027]}
+        assert row.score_weights == {"on_time": 40, "closed": 30, "satisfied": 20,
+                                     "rework": 10}
+        first = (await directory(db)).active_categories()[0]
+        assert (first.sla_seconds, first.sla_unit) == (172800, "wd")
+        # A registry without the keys: the defaults, digest at 08:30.
+        await apply_registry(db, parse_registry(SAMPLE_TEXT), ManualClock(MORNING))
+        await db.refresh(row)
+        assert (row.calendar, row.score_weights, row.digest_at) == (None, None, "08:30")
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("extra, path, words", [
+    ("calendar: {working_hours: ['12:00-08:00']}", "calendar.working_hours", "ends after"),
+    ("calendar: {working_hours: ['08:00-12:00', '11:00-13:00']}", "calendar.working_hours",
+     "overlap"),
+    ("calendar: {weekend: [sat, sun, mon, tue, wed, thu, fri]}", "calendar.weekend",
+     "working day"),
+    ("calendar: {weekend: [holiday]}", "calendar.weekend", "not a weekday"),
+    ("calendar: {holidays: [2027-13-01]}", "calendar.holidays", "not a date"),
+    ("calendar: {holidays: ['2027-01-03..2027-01-01']}", "calendar.holidays", "forwards"),
+    ("calendar: {holidays: [2027-01-01], workdays: [2027-01-01]}", "calendar",
+     "both a holiday and a workday"),
+    ("assessment: {weights: {on_time: 200}}", "assessment.weights.on_time", "less than"),
+    ("policy_x: 1", "policy_x", "Extra inputs"),
+])
+def test_bad_calendar_and_weights_name_their_path(extra: str, path: str, words: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        parse_registry(SAMPLE_TEXT + "\n" + extra + "\n")
+    assert len(info.value.problems) == 1, info.value.problems
+    assert f": {path}: " in info.value.problems[0] and words in info.value.problems[0], \
+        info.value.problems
+
+
+@pytest.mark.parametrize("value, stored", [("07:45", "07:45"), ("'07:45'", "07:45"),
+                                           ("null", None)])
+def test_digest_time(value: str, stored: str | None) -> None:
+    text = edit(SAMPLE_TEXT, "  quiet_hours:", f"  digest_at: {value}\n  quiet_hours:")
+    assert parse_registry(text).policy.digest_at == stored
+
+
+def test_a_bad_digest_time_names_its_path() -> None:
+    text = edit(SAMPLE_TEXT, "  quiet_hours:", "  digest_at: '25:00'\n  quiet_hours:")
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    assert ": policy.digest_at: must be a local time like 08:30" in info.value.problems[0]
