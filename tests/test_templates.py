@@ -18,6 +18,8 @@ import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, meta, nodes
 
 from bot.texts import TEXT_LIMIT, Texts
+from tests.template_context_digest import digest_context
+from tests.template_context_stats import stats_context
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 REFERENCE = "zh_CN"
@@ -200,6 +202,9 @@ def _context(texts: Texts) -> dict[str, Any]:
             "called_at": NOW - timedelta(hours=1), "caller": f"Zhao Min {EVIL}",
             "ask": f"Please check the stall {EVIL}", "ack_due_at": NOW - timedelta(minutes=30),
         },
+        # The variables of the figures' and the digest's templates, kept with those parts.
+        **stats_context(texts, now=NOW, evil=EVIL),
+        **digest_context(texts, now=NOW, evil=EVIL),
     }
 
 
