@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Literal
 
 from markupsafe import Markup
-from sqlalchemy import func, select, update
+from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +19,7 @@ from bot import notify, org
 from bot.context import Tx
 from bot.deadlines import (
     Phase,
+    Policy,
     SentKey,
     Step,
     StepName,
@@ -47,6 +48,7 @@ from storage.models import (
     CasePhoto,
     CaseTimerStep,
     Category,
+    OrgSettings,
     Person,
 )
 
@@ -188,8 +190,8 @@ async def _sync_deadline(tx: Tx, case: Case) -> None:
     approved this round, always."""
     cat = (await directory(tx.db)).categories.get(case.category)
     if cat is not None:
-        case.deadline_at = deadline_of(case.clock_started_at,
-                                       timedelta(seconds=cat.sla_seconds),
+        case.deadline_at = deadline_of(tx.policy, case.clock_started_at,
+                                       timedelta(seconds=cat.sla_seconds), cat.sla_unit,
                                        case.extended_seconds)
 
 
@@ -384,7 +386,8 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
         source_message_id=inp.source_message_id,
         reported_at=tx.now,
         clock_started_at=tx.now,
-        deadline_at=deadline_of(tx.now, timedelta(seconds=cat.sla_seconds)),
+        deadline_at=deadline_of(tx.policy, tx.now, timedelta(seconds=cat.sla_seconds),
+                                cat.sla_unit),
         round=1,
     )
     tx.db.add(case)
@@ -766,14 +769,21 @@ async def retime_open_cases(db: AsyncSession, now: datetime, *,
     """
     open_cases = Case.status.in_(list(TIMER_PHASE))
     touched = 0
-    if categories:
-        sla = {code: timedelta(seconds=seconds) for code, seconds in (await db.execute(
-            select(Category.code, Category.sla_seconds)
-            .where(Category.code.in_(list(categories))))).all()}
+    # A changed policy may be a changed working calendar: the cases counting working time
+    # get their deadline again too, not only at the sweep.
+    changed = or_(Category.code.in_(list(categories)),
+                  Category.sla_unit != "" if policy_changed else false())
+    row = await db.get(OrgSettings, 1) if categories or policy_changed else None
+    if row is not None:
+        sla = {code: (timedelta(seconds=seconds), unit) for code, seconds, unit in (
+            await db.execute(select(Category.code, Category.sla_seconds, Category.sla_unit)
+                             .where(changed))).all()}
+        policy = Policy.from_row(row, (code for code, (_, unit) in sla.items() if unit))
         rows = await db.scalars(select(Case).where(open_cases,
                                                    Case.category.in_(list(sla))))
         for case in rows.all():
-            case.deadline_at = deadline_of(case.clock_started_at, sla[case.category],
+            length, unit = sla[case.category]
+            case.deadline_at = deadline_of(policy, case.clock_started_at, length, unit,
                                            case.extended_seconds)
             case.next_check_at = now
             touched += 1

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.deadlines import Policy
-from bot.directory import org_settings
+from bot.directory import directory, org_settings
 from bot.texts import Texts
 
 
@@ -44,5 +44,7 @@ async def begin(db: AsyncSession, ctx: Ctx) -> Tx:
     row = await org_settings(db)
     if row is None:
         raise NotConfigured("load a registry first: gridbot registry load FILE.yaml")
-    policy = Policy.from_row(row)
+    # The categories counting working time, from the directory org_settings just read.
+    cats = (await directory(db)).categories.values()
+    policy = Policy.from_row(row, (c.code for c in cats if c.sla_unit))
     return Tx(db, ctx, policy, ctx.texts.with_timezone(policy.timezone), ctx.clock.now())

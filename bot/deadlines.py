@@ -7,16 +7,22 @@ escalation, the rating timeout, and the workflow's request, review, check and wh
 is derived here from the case's columns, the phase of its status, the policy and the steps
 already taken. Pure functions
 over a case's columns, so the sweep, the transitions and the tests share them.
+
+An SLA written in working time (`8wh`, `2wd`) is counted on the policy's working calendar
+(bot/workcal.py): its deadline and its due-soon moment skip nights, weekends and holidays,
+its reminders wait for working time as every reminder waits out the quiet hours, and its
+escalations fall in working time. Extensions and the policy's windows stay clock time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
-from dataclasses import dataclass
+from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from bot.workcal import WorkCalendar, default_calendar, warning_text
 from storage.models import Case, OrgSettings
 
 
@@ -44,9 +50,16 @@ class Policy:
     check_all: bool = False
     check_within: timedelta | None = timedelta(days=1)
     whistle_ack_within: timedelta | None = timedelta(minutes=30)
+    # The working calendar (issue 10), and the categories whose SLA counts working time
+    # ('wh', 'wd'): their cases' due-soon moment is a share of the working time, and their
+    # reminders wait for working time as all reminders wait out the quiet hours.
+    calendar: WorkCalendar = field(default_factory=default_calendar)
+    working: frozenset[str] = frozenset()
 
     @classmethod
-    def from_row(cls, row: OrgSettings) -> Policy:
+    def from_row(cls, row: OrgSettings, working: Iterable[str] = ()) -> Policy:
+        """The policy of the org settings; `working`: the codes of the categories whose SLA
+        is in working time (the directory knows them)."""
         def seconds(value: int | None) -> timedelta | None:
             return timedelta(seconds=value) if value is not None else None
 
@@ -67,7 +80,31 @@ class Policy:
             check_all=row.check_all,
             check_within=seconds(row.check_within),
             whistle_ack_within=seconds(row.whistle_ack_within),
+            calendar=WorkCalendar.from_json(row.calendar, row.timezone),
+            working=frozenset(working),
         )
+
+    def in_working_time(self, case: Case) -> bool:
+        """Whether the case's SLA counts working time (its category's is `wh` or `wd`)."""
+        return case.category in self.working
+
+    def hold_until(self, case: Case, now: datetime) -> datetime | None:
+        """Until when a reminder of `case` due `now` waits, or None: the end of the quiet
+        hours, and for a working-time case the next working moment (an urgent case's
+        reminders never wait)."""
+        if case.urgent:
+            return None
+        at = now
+        working = self.in_working_time(case)
+        for _ in range(3):  # working hours inside quiet hours: settle on a moment clear of both
+            quiet = self.quiet_until(at)
+            moved = quiet if quiet is not None else at
+            if working:
+                moved = self.calendar.next_working(moved)
+            if moved == at:
+                break
+            at = moved
+        return at if at > now else None
 
     def quiet_until(self, now: datetime) -> datetime | None:
         """End of the quiet hours if `now` falls in them, else None."""
@@ -138,22 +175,51 @@ class Step:
 
 
 def add_time(policy: Policy, start: datetime, delta: timedelta) -> datetime:
-    """`delta` of the district's time after `start`: every new due time goes through here,
-    so a working calendar (issue 10) changes this one function. Today: plain time."""
+    """`delta` of the district's time after `start`, for the policy's windows (an answer to a
+    request, the on-site check, a whistle's acknowledgement) and an extension's preview: clock
+    time, like the extensions themselves. Only SLAs written `wh`/`wd` count working time
+    (`deadline_of`)."""
     return start + delta
 
 
-def deadline_of(clock_started_at: datetime, sla: timedelta,
+def deadline_of(policy: Policy, clock_started_at: datetime, sla: timedelta, unit: str = "",
                 extended_seconds: int = 0) -> datetime:
-    """The clock start plus the SLA, plus the extensions (延期) approved for this round."""
-    return clock_started_at + sla + timedelta(seconds=extended_seconds)
+    """The clock start plus the SLA, plus the extensions (延期) approved for this round.
+
+    `unit` is the category's: '' clock time; 'wh' the SLA is working time from the clock
+    start (a start outside working hours counts from the next working period); 'wd' the SLA
+    is whole working days (`sla` = days × 24h), due at the end of the last one (see
+    WorkCalendar.add_working_days). Extensions are clock time in every unit: the length
+    asked for (`1d`, `3d`) is added to the deadline as the request showed it.
+    """
+    extension = timedelta(seconds=extended_seconds)
+    if unit == "wh":
+        return policy.calendar.add_working(clock_started_at, sla.total_seconds()) + extension
+    if unit == "wd":
+        days = max(1, int(sla.total_seconds()) // 86400)
+        return policy.calendar.add_working_days(clock_started_at, days) + extension
+    return clock_started_at + sla + extension
 
 
 def due_soon_at(case: Case, policy: Policy) -> datetime | None:
+    """`remind_at` of the way from the clock start to the deadline; for a working-time case,
+    of the working time between them (so 75% of 2wd falls on the second working day)."""
     if policy.remind_at is None:
         return None
     start = case.clock_started_at
+    if policy.in_working_time(case):
+        span = policy.calendar.working_between(start, case.deadline_at)
+        return policy.calendar.add_working(start, span.total_seconds() * policy.remind_at)
     return start + (case.deadline_at - start) * policy.remind_at
+
+
+def calendar_warning(policy: Policy, start: datetime, end: datetime) -> str | None:
+    """What to say when working-time deadlines from `start` to `end` run into years the
+    calendar does not know (counted weekends only there); None when none do, or no category
+    counts working time. The bot logs it at start; /stats shows it."""
+    if not policy.working:
+        return None
+    return warning_text(policy.calendar.unknown_years(start, end))
 
 
 def verify_ends_at(case: Case, policy: Policy) -> datetime:
@@ -206,9 +272,16 @@ def pending_steps(phase: Phase | None, case: Case, policy: Policy, now: datetime
             steps.append(Step(StepName.OVERDUE, _overdue_at(deadline, repeat, owed + 1),
                               deadline, owed + 1))
         if policy.escalate_after is not None:
+            working = policy.in_working_time(case)
+            at = deadline
             for n in (1, 2):
-                steps.append(Step(StepName.ESCALATE, deadline + policy.escalate_after * n,
-                                  deadline, n))
+                at += policy.escalate_after
+                # A working-time case is escalated in working time: an escalation falling on
+                # a night or a holiday is made at the next working moment, and the second
+                # counts from the first (not both on the Monday after a weekend).
+                if working:
+                    at = policy.calendar.next_working(at)
+                steps.append(Step(StepName.ESCALATE, at, deadline, n))
         if case.request_at is not None and policy.extension_answer_within:
             steps.append(Step(StepName.REQUEST_TIMEOUT,
                               add_time(policy, case.request_at,
@@ -242,16 +315,18 @@ def _overdue_at(deadline: datetime, repeat: timedelta | None, n: int) -> datetim
 
 
 def due_now(steps: list[Step], case: Case, policy: Policy, now: datetime) -> list[Step]:
-    """The steps to take now: reminders of a case that is not urgent wait out quiet hours."""
-    quiet = None if case.urgent else policy.quiet_until(now)
+    """The steps to take now: reminders of a case that is not urgent wait out quiet hours,
+    and those of a working-time case wait for working time."""
+    quiet = policy.hold_until(case, now)
     return [s for s in steps if s.due_at <= now and not (s.reminder and quiet is not None)]
 
 
 def next_check(steps: list[Step], case: Case, policy: Policy, now: datetime
                ) -> datetime | None:
     """When the sweep must look at the case again: its first step, a reminder falling in the
-    current quiet hours counted at their end."""
-    quiet = None if case.urgent else policy.quiet_until(now)
+    current quiet hours (or, for a working-time case, outside working time) counted at their
+    end."""
+    quiet = policy.hold_until(case, now)
     times = [max(s.due_at, quiet) if s.reminder and quiet is not None else s.due_at
              for s in steps]
     return min(times, default=None)

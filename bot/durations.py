@@ -43,3 +43,12 @@ def format_duration(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def format_sla(seconds: int, unit: str = "") -> str:
+    """An SLA as the registry writes it: `72h`/`3d` in clock time, `8wh`, `2wd`."""
+    if unit == "wh" and seconds % 3600 == 0:
+        return f"{seconds // 3600}wh"
+    if unit == "wd" and seconds % 86400 == 0:
+        return f"{seconds // 86400}wd"
+    return format_duration(seconds)
