@@ -1,5 +1,5 @@
 """The `gridbot` command: run, webhook, demo, registry load, privacy export / erase, inbox,
-outbox, db."""
+outbox, db, stats, export."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -197,6 +197,151 @@ async def _db_copy(settings: Settings, to: str) -> str:
         await source.dispose()
 
 
+# (attribute, how `gridbot stats` names it); a rate follows the count it is of.
+_STAT_LINES: tuple[tuple[str, str], ...] = (
+    ("received", "受理数 received"),
+    ("resolved", "办结数 resolved (of those received)"),
+    ("resolve_rate", "办结率 resolve rate"),
+    ("due", "应结案数 due"),
+    ("closed", "结案数 closed"),
+    ("close_rate", "结案率 close rate"),
+    ("closed_on_time", "按期结案数 closed on time"),
+    ("on_time_rate", "按期结案率 on-time rate"),
+    ("closed_late", "超期结案数 closed late"),
+    ("overdue_factor", "处置超时倍数 overdue factor"),
+    ("open_at_end", "待处置 open at the end"),
+    ("overdue_at_end", "超期待处置 overdue at the end"),
+    ("reworked", "返工数 reworked"),
+    ("rework_rate", "返工率 rework rate"),
+    ("escalated_community", "上报社区 escalated to the community"),
+    ("escalated_street", "上报街道 escalated to the street"),
+    ("rated", "评价数 rated"),
+    ("satisfied", "满意 satisfied"),
+    ("fairly_satisfied", "基本满意 fairly satisfied"),
+    ("unsatisfied", "不满意 unsatisfied"),
+    ("satisfaction_rate", "满意率 satisfaction rate"),
+    ("no_feedback", "未评价 no feedback"),
+    ("accept_hours_median", "受理用时中位数 hours to accept, median"),
+    ("accept_hours_p90", "受理用时90分位 hours to accept, 90th percentile"),
+    ("resolve_hours_median", "处置用时中位数 hours to resolve, median"),
+    ("resolve_hours_p90", "处置用时90分位 hours to resolve, 90th percentile"),
+)
+
+
+def _width(text: str) -> int:
+    """Columns `text` takes in a terminal: a Chinese character takes two."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _stat(name: str, value: Any) -> str:
+    from bot.figures import RATES
+
+    if value is None:
+        return "—"
+    if name in RATES:
+        return f"{100 * value:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _period_text(month: str) -> None:
+    """A malformed --month is refused before the database is opened."""
+    from bot.figures import Period
+
+    try:
+        Period.parse(month, "UTC")
+    except ValueError as exc:
+        raise CliError(f"--month: {exc}") from exc
+
+
+async def _period_and_scope(db: AsyncSession, month: str, scope: str | None
+                            ) -> tuple[Any, Any]:
+    from bot.directory import org_settings
+    from bot.figures import Period, ScopeError, scope_place
+
+    settings = await org_settings(db)
+    if settings is None:
+        raise CliError("no registry is loaded: run `gridbot registry load FILE` first")
+    try:
+        period = Period.parse(month, settings.timezone)
+    except ValueError as exc:
+        raise CliError(f"--month: {exc}") from exc
+    try:
+        place = await scope_place(db, scope)
+    except ScopeError as exc:
+        raise CliError(f"--scope: {exc}") from exc
+    return period, place
+
+
+async def _stats(settings: Settings, month: str, scope: str | None, as_json: bool) -> str:
+    from bot.figures import breakdown, compute
+
+    _period_text(month)
+    async with _database(settings) as db:
+        period, place = await _period_and_scope(db, month, scope)
+        fig = await compute(db, period, scope)
+        # A grid's own figures say it all; above a grid, each grid's too.
+        grids = [] if place is not None and place.kind in ("grid", "building") else (
+            await breakdown(db, period, scope, "grid"))
+    name = f"{place.code} {place.name}" if place is not None else "all"
+    if as_json:
+        return json.dumps({
+            "period": period.label, "timezone": period.tz,
+            "start": period.start.isoformat(), "end": period.end.isoformat(),
+            "scope": place.code if place is not None else None,
+            "figures": fig.as_dict(),
+            "grids": [{"code": code, "name": grid_name, "figures": f.as_dict()}
+                      for code, grid_name, f in grids],
+        }, ensure_ascii=False, indent=2)
+    width = max(_width(label) for _, label in _STAT_LINES)
+    lines = [f"{period.label} ({period.tz}) · {name}"]
+    lines += [f"  {label}{' ' * (width - _width(label))}  {_stat(attr, getattr(fig, attr))}"
+              for attr, label in _STAT_LINES]
+    if grids:
+        lines.append("per grid: received / due / closed / on time / on-time rate / "
+                     "reworked / satisfaction rate")
+        for code, grid_name, f in grids:
+            lines.append(f"  {code} {grid_name}: {f.received} / {f.due} / {f.closed} / "
+                         f"{f.closed_on_time} / {_stat('on_time_rate', f.on_time_rate)} / "
+                         f"{f.reworked} / {_stat('satisfaction_rate', f.satisfaction_rate)}")
+    return "\n".join(lines)
+
+
+async def _export(settings: Settings, month: str, scope: str | None, fmt: str | None,
+                  out: Path) -> str:
+    from bot.ledger import write_ledger
+
+    _period_text(month)
+    by_name = fmt is None and out.suffix.lower() == ".csv"
+    kind: Literal["xlsx", "csv"] = "csv" if fmt == "csv" or by_name else "xlsx"
+    async with _database(settings) as db:
+        period, _place = await _period_and_scope(db, month, scope)
+        locale = await _locale(db)
+        try:
+            # Readable by its owner only: it names residents.
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise CliError(f"cannot write {out}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as f:
+                rows = await write_ledger(db, period, scope, f, kind, locale)
+        except BaseException:
+            out.unlink(missing_ok=True)  # never leave half a ledger behind
+            raise
+    return (f"wrote the {period.label} ledger ({rows} case{'s' if rows != 1 else ''}"
+            f"{' of ' + scope if scope else ''}) to {out} as {kind}")
+
+
+async def _locale(db: AsyncSession) -> str:
+    from bot.directory import org_settings
+
+    settings = await org_settings(db)
+    return settings.locale if settings is not None else "zh_CN"
+
+
 async def _started(settings: Settings, registry: Path | None) -> App:
     """The App of `gridbot run` / `gridbot webhook`, its token checked with the Bot API."""
     from aiogram.exceptions import (
@@ -339,6 +484,24 @@ def main(argv: list[str] | None = None) -> int:
                              "SQLite to PostgreSQL); stop the bot first")
     copy.add_argument("--to", required=True, metavar="URL",
                       help="the new database, e.g. postgresql+asyncpg://gridbot@host/gridbot")
+    stats = sub.add_parser("stats", help="the assessment figures of a month and a scope")
+    stats.add_argument("--month", required=True, metavar="YYYY-MM",
+                       help="the month, e.g. 2026-10, or days 2026-10-01..2026-10-15, in "
+                       "the registry's timezone")
+    stats.add_argument("--scope", metavar="CODE", help="a street, community, grid or "
+                       "building code (default: everything)")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    ledger = sub.add_parser("export", help="the 台账 of a month: one row per case, as Excel "
+                            "or CSV")
+    ledger.add_argument("--month", required=True, metavar="YYYY-MM",
+                        help="the month, e.g. 2026-10, or days 2026-10-01..2026-10-15")
+    ledger.add_argument("--scope", metavar="CODE", help="a street, community, grid or "
+                        "building code (default: everything)")
+    ledger.add_argument("--format", choices=("xlsx", "csv"),
+                        help="xlsx (default) or csv (UTF-8 with BOM); a FILE ending in .csv "
+                        "is csv")
+    ledger.add_argument("-o", "--out", required=True, type=Path, metavar="FILE",
+                        help="the file to write")
     args = parser.parse_args(argv)
 
     level = logging.WARNING if args.command == "demo" else logging.INFO
@@ -366,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "outbox":
             print(asyncio.run(_outbox(_settings(), args.action, getattr(args, "id", None),
                                       args.status, args.limit)))
+        elif args.command == "stats":
+            print(asyncio.run(_stats(_settings(), args.month, args.scope, args.json)))
+        elif args.command == "export":
+            print(asyncio.run(_export(_settings(), args.month, args.scope, args.format,
+                                      args.out)))
         elif args.command == "webhook":
             asyncio.run(_webhook(_settings(), args.registry))
         else:
