@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.albums import finish_albums
 from bot.clock import Clock, SystemClock
 from bot.config import LOCALES, Settings, listen_address
-from bot.context import Ctx
+from bot.context import Ctx, NotConfigured, begin
+from bot.deadlines import calendar_warning
 from bot.delivery import Delivery
 from bot.health import Health
 from bot.inbox import CONCURRENT_CHATS, Inbox, prune
@@ -52,7 +53,8 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(minutes=10)
 # A syntactically valid token for runs that never reach Telegram (the demo, tests).
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
-PRIVATE_COMMANDS = ("report", "my", "cases", "case", "cancel", "whoami", "help")
+PRIVATE_COMMANDS = ("report", "my", "cases", "case", "stats", "export", "cancel", "whoami",
+                    "help")
 GROUP_COMMANDS = ("report", "bind", "whoami", "help", "cancel")
 
 
@@ -119,6 +121,7 @@ async def build_app(settings: Settings, *, clock: Clock | None = None,
     sessions = make_sessionmaker(engine)
     texts = Texts(settings.templates_dir, await _locale(settings, sessions))
     ctx = Ctx(clock=clock or SystemClock(), texts=texts)
+    ctx.extra["chart_font"] = settings.chart_font  # /stats' chart (handlers/stats.py)
     if session is None:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_url.rstrip("/")))
     token = settings.bot_token.get_secret_value() if settings.bot_token else OFFLINE_TOKEN
@@ -166,15 +169,31 @@ async def register_commands(app: App) -> None:
 
 
 async def _start(app: App, *steps: Callable[[], Awaitable[object]]) -> None:
-    """Who the bot is, its command menus, and the calls given (polling's deleteWebhook)."""
+    """Who the bot is, the working calendar's warning, its command menus, and the calls given
+    (polling's deleteWebhook)."""
     await app.identify()
-    for step in (lambda: register_commands(app), *steps):
+    for step in (lambda: warn_calendar(app), lambda: register_commands(app), *steps):
         try:
             await step()
         except TelegramUnauthorizedError:
             raise
         except Exception as exc:  # the menus or the webhook can be set another time
             log.warning("start-up call failed (%s); going on", type(exc).__name__)
+
+
+async def warn_calendar(app: App) -> str | None:
+    """Log once at start when working-time deadlines could run into a year the working
+    calendar does not know (this year or the next): they count weekends only there."""
+    now = app.ctx.clock.now()
+    try:
+        async with app.sessions() as db:
+            policy = (await begin(db, app.ctx)).policy
+    except NotConfigured:
+        return None
+    warning = calendar_warning(policy, now, now + timedelta(days=366))
+    if warning is not None:
+        log.warning("%s", warning)
+    return warning
 
 
 async def _set_webhook(app: App, url: str, secret: str, allowed: list[str]) -> None:

@@ -42,6 +42,7 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 from aiogram.types import (
+    BufferedInputFile,
     ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -103,6 +104,8 @@ ELSEWHERE = 1.0
 RECALL = timedelta(seconds=60)
 TAG = re.compile(r"<[^>]*>")
 TRANSIENT = (TelegramServerError, TelegramNetworkError, TimeoutError, OSError)
+# A sent row keeps no file: the table is no store of charts and exports.
+_DROP_UPLOAD: dict[str, Any] = {"upload": None}
 
 
 class Step(enum.Enum):
@@ -158,9 +161,10 @@ def without_formatting(text: str) -> str:
 
 @dataclass(frozen=True)
 class Part:
-    """One Bot API call of a row: a photo with the text as caption, photos, or a text piece."""
+    """One Bot API call of a row: a photo with the text as caption, photos, a file we made
+    (an upload, maybe with the text as caption), or a text piece."""
 
-    kind: str  # "captioned", "photos" or "text"
+    kind: str  # "captioned", "photos", "upload" or "text"
     photos: tuple[str, ...] = ()
     text: str = ""
     markup: bool = False  # the row's buttons go on this call
@@ -169,6 +173,8 @@ class Part:
 def plan(row: Outbox) -> list[Part]:
     """The calls a row takes. Stable while the row is resumed: `parts_done` counts into it."""
     photos, text = list(row.photos), row.text
+    if row.upload_kind:
+        return _plan_upload(row)
     # A single photo carries a short text as its caption; not once the row is partly sent
     # (its photos went out alone, and a photo dropped since must not shift the text).
     if len(photos) == 1 and len(text) <= CAPTION_LIMIT and row.parts_done == 0:
@@ -178,6 +184,18 @@ def plan(row: Outbox) -> list[Part]:
     pieces = split_text(text) if text.strip() or not photos else []
     parts += [Part("text", text=p, markup=i == len(pieces) - 1) for i, p in enumerate(pieces)]
     return parts
+
+
+def _plan_upload(row: Outbox) -> list[Part]:
+    """A file we made, then the text: as its caption when it fits (Telegram takes 1024
+    characters), else in pieces after it. Once the file went out its caption cannot grow,
+    so a resumed row keeps the text as pieces after it."""
+    text = row.text
+    if len(text) <= CAPTION_LIMIT and row.parts_done == 0:
+        return [Part("upload", text=text, markup=True)]
+    pieces = split_text(text) if text.strip() else []
+    return [Part("upload", markup=not pieces)] + [
+        Part("text", text=p, markup=i == len(pieces) - 1) for i, p in enumerate(pieces)]
 
 
 def parts_of(row: Outbox) -> int:
@@ -453,7 +471,8 @@ class Delivery:
         result = await db.execute(
             update(Outbox).where(Outbox.id == row.id)
             .values(status="sent", sent_at=self.ctx.clock.now(), sent_message_id=message_id,
-                    retry_at=None, attempts=Outbox.attempts + 1, parts_done=parts_done)
+                    retry_at=None, attempts=Outbox.attempts + 1, parts_done=parts_done,
+                    **_DROP_UPLOAD if row.upload_kind else {})
             .execution_options(synchronize_session=False))
         if not getattr(result, "rowcount", 1):
             return Step.GONE  # erased while it was being sent
@@ -549,6 +568,12 @@ class Delivery:
             log.warning("outbox %s: %d photo(s) refused (%s), sending without them", row.id,
                         len(dropped), reason)
             return Step.AGAIN
+        if part is not None and part.kind == "upload" and row.parts_done == 0:
+            # A file Telegram will not take (a chart it cannot process): the text still goes.
+            row.upload, row.upload_kind = None, None
+            log.warning("outbox %s: its %s was refused (%s), sending the text alone",
+                        row.id, row.upload_name or "file", reason)
+            return Step.AGAIN
         if part is not None and part.kind == "captioned":
             row.photos = []
             log.warning("outbox %s: its photo was refused (%s), sending the text alone",
@@ -590,7 +615,7 @@ class Delivery:
             self.pacer.sent(chat)
             try:
                 result = await self._call(chat, part, markup if part.markup else None,
-                                          reply if index == 0 else None)
+                                          reply if index == 0 else None, row)
             except ClientDecodeError as exc:
                 # Read by the session middleware already, unless the bot was built without it.
                 if not accepted(exc):
@@ -604,7 +629,9 @@ class Delivery:
         return message_id
 
     async def _call(self, chat: int, part: Part, markup: Any,
-                    reply: ReplyParameters | None) -> Any:
+                    reply: ReplyParameters | None, row: Outbox) -> Any:
+        if part.kind == "upload":
+            return await self._upload(chat, part, markup, reply, row)
         if part.kind == "captioned":
             return await self.bot.send_photo(chat, part.photos[0], caption=part.text or None,
                                              reply_markup=markup, reply_parameters=reply)
@@ -615,6 +642,19 @@ class Delivery:
                 chat, [InputMediaPhoto(media=p) for p in part.photos], reply_parameters=reply)
         return await self.bot.send_message(chat, part.text, reply_markup=markup,
                                            reply_parameters=reply)
+
+    async def _upload(self, chat: int, part: Part, markup: Any,
+                      reply: ReplyParameters | None, row: Outbox) -> Any:
+        """sendPhoto or sendDocument as a multipart upload of the row's bytes."""
+        if row.upload is None:
+            raise ValueError(f"outbox {row.id}: its upload is gone")  # never sent: retried
+        file = BufferedInputFile(row.upload, filename=row.upload_name or "file")
+        caption = part.text or None
+        if row.upload_kind == "photo":
+            return await self.bot.send_photo(chat, file, caption=caption, reply_markup=markup,
+                                             reply_parameters=reply)
+        return await self.bot.send_document(chat, file, caption=caption, reply_markup=markup,
+                                            reply_parameters=reply)
 
     # --- nobody to reach -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from aiogram.methods import (
     EditMessageReplyMarkup,
     EditMessageText,
     GetMe,
+    SendDocument,
     SendLocation,
     SendMediaGroup,
     SendMessage,
@@ -26,6 +27,7 @@ from aiogram.methods import (
     TelegramMethod,
 )
 from aiogram.methods.base import TelegramType
+from aiogram.types import InputFile
 
 BOT_ID = 7000000001
 BOT_USERNAME = "gridbot_test_bot"
@@ -44,6 +46,11 @@ class Sent:
     photos: list[str]
     message_id: int
     reply_to: int | None = None
+    # A file uploaded with the message (sendPhoto or sendDocument with an InputFile): what
+    # Telegram would have received in the multipart body.
+    file: bytes | None = None
+    file_name: str | None = None
+    file_kind: str | None = None  # "photo" or "document"
 
     def button_data(self, label: str) -> str:
         for row in self.buttons:
@@ -98,10 +105,17 @@ class FakeTelegram(BaseSession):
     async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
                            timeout: int | None = None) -> TelegramType:
         self.calls.append(method)
-        status, payload = self._answer(method)
+        # Files are read as the real session reads them for its multipart body: once, in
+        # chunks, before the call is answered.
+        files = {name: await _read(bot, value) for name in ("photo", "document")
+                 if isinstance(value := getattr(method, name, None), InputFile)}
+        # Tests replace `_answer` with one-argument fakes: files go only when there are some.
+        status, payload = self._answer(method, files) if files else self._answer(method)
         return self.check_response(bot, method, status, json.dumps(payload)).result  # type: ignore[return-value]
 
-    def _answer(self, method: TelegramMethod[Any]) -> tuple[int, dict[str, Any]]:
+    def _answer(self, method: TelegramMethod[Any],
+                files: dict[str, tuple[str, bytes]] | None = None) -> tuple[int, dict[str, Any]]:
+        files = files or {}
         if self.queued_methods.get(method.__api_method__):
             status, description = self.queued_methods[method.__api_method__].pop(0)
             return status, {"ok": False, "error_code": status, "description": description}
@@ -121,9 +135,17 @@ class FakeTelegram(BaseSession):
             return 200, {"ok": True, "result": bot_user()}
         if isinstance(method, SendMessage):
             return 200, {"ok": True, "result": self._record(method, method.text, [])}
+        if isinstance(method, SendPhoto) and "photo" in files:
+            name, data = files["photo"]
+            return 200, {"ok": True, "result": self._record(
+                method, method.caption or "", [f"uploaded:{name}"], upload=("photo", name, data))}
         if isinstance(method, SendPhoto):
             return 200, {"ok": True, "result": self._record(method, method.caption or "",
                                                             [str(method.photo)])}
+        if isinstance(method, SendDocument) and "document" in files:
+            name, data = files["document"]
+            return 200, {"ok": True, "result": self._record(
+                method, method.caption or "", [], upload=("document", name, data))}
         if isinstance(method, SendMediaGroup):
             results = [self._record(method, "", [str(m.media)], markup=False)
                        for m in method.media]
@@ -136,7 +158,8 @@ class FakeTelegram(BaseSession):
         return 200, {"ok": True, "result": True}
 
     def _record(self, method: Any, text: str, photos: list[str],
-                markup: bool = True) -> dict[str, Any]:
+                markup: bool = True,
+                upload: tuple[str, str, bytes] | None = None) -> dict[str, Any]:
         chat_id = int(method.chat_id)
         message_id = next(self._ids)
         buttons: list[list[dict[str, Any]]] = []
@@ -145,13 +168,22 @@ class FakeTelegram(BaseSession):
             buttons = [[b.model_dump(exclude_none=True) for b in row]
                        for row in reply_markup.inline_keyboard]
         reply = getattr(method, "reply_parameters", None)
-        self.sent.append(Sent(chat_id, text, buttons, photos, message_id,
-                              reply.message_id if reply is not None else None))
+        sent = Sent(chat_id, text, buttons, photos, message_id,
+                    reply.message_id if reply is not None else None)
+        if upload is not None:
+            sent.file_kind, sent.file_name, sent.file = upload
+        self.sent.append(sent)
         message: dict[str, Any] = {
             "message_id": message_id, "date": FIXED_DATE, "chat": chat_json(chat_id),
             "from": bot_user(),
         }
-        if photos:
+        if upload is not None and upload[0] == "document":
+            message["document"] = {"file_id": f"doc{message_id}",
+                                   "file_unique_id": f"ud{message_id}", "file_name": upload[1],
+                                   "file_size": len(upload[2])}
+            if text:
+                message["caption"] = text
+        elif photos:
             message["photo"] = [photo_json(photos[0])]
             if text:
                 message["caption"] = text
@@ -181,12 +213,21 @@ class FakeTelegram(BaseSession):
             raise AssertionError(f"nothing was sent to chat {chat_id}")
         return messages[-1]
 
+    def files_to(self, chat_id: int) -> list[Sent]:
+        """The messages to a chat that carried a file we uploaded."""
+        return [s for s in self.to(chat_id) if s.file is not None]
+
     def calls_of(self, kind: type[Any]) -> list[Any]:
         return [c for c in self.calls if isinstance(c, kind)]
 
     def clear(self) -> None:
         self.calls.clear()
         self.sent.clear()
+
+
+async def _read(bot: Bot, file: InputFile) -> tuple[str, bytes]:
+    chunks = [chunk async for chunk in file.read(bot)]
+    return file.filename or "file", b"".join(chunks)
 
 
 def bot_user() -> dict[str, Any]:

@@ -19,6 +19,7 @@ UNSENT = ("pending", "held", "failed")
 # Rows done with: kept for the retention period (each holds names and texts), then deleted.
 DONE = ("sent", "superseded")
 PRUNE_BATCH = 1000
+UPLOAD_KINDS = ("photo", "document")
 
 
 async def enqueue(
@@ -38,9 +39,16 @@ async def enqueue(
     not_before: datetime | None = None,
     kind: str = "",
     markup: dict[str, Any] | None = None,
+    upload: bytes | None = None,
+    upload_name: str | None = None,
+    upload_kind: str | None = None,
 ) -> int | None:
     """Add a message unless one with the same dedupe key exists; return the new row's id or
     None.
+
+    `upload` is a file we made (a chart: `upload_kind` 'photo'; an export: 'document'), sent
+    as a multipart upload named `upload_name` with `text` as its caption. The sender drops
+    the bytes once the row is sent.
 
     One statement: the unique dedupe key decides at the insert, so a second worker racing on
     the same key gets None instead of an error that would roll its whole update back.
@@ -64,6 +72,11 @@ async def enqueue(
         parts_done=0,
         created_at=now,
     )
+    if upload is not None:
+        if upload_kind not in UPLOAD_KINDS:
+            raise ValueError(f"upload_kind must be one of {UPLOAD_KINDS}, not {upload_kind!r}")
+        values.update(upload=upload, upload_name=upload_name or "file",
+                      upload_kind=upload_kind)
     insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(Outbox).values(**values).on_conflict_do_nothing(
         index_elements=[Outbox.dedupe_key]).returning(Outbox.id)

@@ -14,6 +14,7 @@ from handlers import (
     intake,
     report_flow,
     requests,
+    stats,
     suspension,
     whistles,
 )
@@ -24,6 +25,7 @@ def build_router() -> Router:
     root.include_routers(
         guard.router.build(),  # not from a person: anonymous admins, channels, other bots
         admin.router.build(),  # commands only: never swallows a conversation's answers
+        stats.router.build(),  # /stats and /export: commands only, like admin
         # Before case_buttons: their `c1:` actions and flow callbacks are their own, and
         # case_buttons takes every other `c1:` as a bad button.
         requests.router.build(),  # 同意 / 不同意 on extension and suspension requests

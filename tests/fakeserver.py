@@ -23,7 +23,9 @@ from aiohttp import web
 
 from bot.fake_telegram import BOT_ID, BOT_USERNAME, FIXED_DATE, chat_json
 
-SEND_METHODS = {"sendmessage", "sendphoto", "sendmediagroup", "sendlocation"}
+SEND_METHODS = {"sendmessage", "sendphoto", "sendmediagroup", "sendlocation", "senddocument"}
+# Where `_params` puts the files of a multipart call: {field: (file name, bytes)}.
+FILES = "_files"
 Rule = Callable[[str, int, dict[str, Any]], "web.StreamResponse | None"]
 
 
@@ -49,6 +51,9 @@ class Received:
     buttons: list[list[dict[str, Any]]]
     message_id: int
     at: float
+    # A file uploaded in the multipart body (sendPhoto, sendDocument): its name and bytes.
+    file_name: str | None = None
+    file: bytes | None = None
 
 
 @dataclass
@@ -153,6 +158,9 @@ class FakeBotApi:
         form = await request.post()
         params: dict[str, Any] = {}
         for key, value in form.items():
+            if isinstance(value, web.FileField):
+                params.setdefault(FILES, {})[key] = (value.filename, value.file.read())
+                continue
             if not isinstance(value, str):
                 continue
             try:
@@ -255,7 +263,13 @@ class FakeBotApi:
         text = str(params.get("text") or params.get("caption") or "")
         photos = [str(params["photo"])] if "photo" in params else []
         mid = next(self._message_ids)
-        self.received.append(Received(method, chat_id, text, photos, buttons, mid, now))
+        files: dict[str, tuple[str, bytes]] = params.get(FILES) or {}
+        # aiogram names a file's form field by a random token: `photo` says attach://<it>.
+        name, data = next(iter(files.values()), (None, None))
+        if data is not None and method == "sendphoto":
+            photos = [f"uploaded:{name}"]
+        self.received.append(Received(method, chat_id, text, photos, buttons, mid, now,
+                                      file_name=name, file=data))
         return _message(chat_id, mid, text, photos)
 
 
