@@ -18,7 +18,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import cases
+from bot import cases, digest
 from bot.context import Ctx, NotConfigured, begin
 from storage.models import Case
 
@@ -32,6 +32,8 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
         async with sessions() as db:
             tx = await begin(db, ctx)
             due = await cases.due_cases(tx)
+            # The daily digest and monthly score when due: no statement when not.
+            steps += await digest.run_due(tx)
     except NotConfigured:
         return 0
     for case_id in due:

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot import digest
 from bot.app import App, build_app
 from bot.clock import ManualClock
 from bot.config import Settings
@@ -284,7 +285,7 @@ async def fresh_database(tmp_path: Path, name: str) -> str:
 async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = "t.db",
                        start: datetime = MORNING, load: bool = True,
                        api: FakeTelegram | None = None,
-                       clock: ManualClock | None = None) -> Harness:
+                       clock: ManualClock | None = None, periodic: bool = False) -> Harness:
     url = server_database()
     if url and load:
         await empty_database(url)
@@ -300,4 +301,8 @@ async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = 
     if load:
         async with app.sessions() as db:
             await apply_registry(db, parse_registry(SAMPLE.read_text("utf-8")), clock)
+    if not periodic:
+        # The daily digest and the monthly score only for the tests that ask for them
+        # (tests/test_digest.py): others count the messages people get.
+        app.ctx.extra[digest.OFF] = True
     return Harness(app, api, clock)
