@@ -28,23 +28,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Float, and_, false, func, literal, select
-from sqlalchemy import case as when
+from sqlalchemy import ColumnElement, and_, false, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from bot.context import Tx
+from bot.deadlines import due_soon_at
 from bot.directory import Directory, Place, directory, org_settings
-from bot.figures import Figures, Period, Weights, breakdown, score
+from bot.figures import (
+    Figures,
+    Period,
+    Weights,
+    breakdown,
+    count_if,
+    hours_between,
+    local_midnight,
+    score,
+)
 from bot.notify import names_of, send_to_person
 from bot.org import RoleName
 from storage.models import Case, CaseEvent, Node, OrgSettings, PeriodicRun, UTCDateTime
@@ -166,36 +172,6 @@ async def _claim(db: AsyncSession, jobs: Sequence[Job], now: datetime) -> list[J
 # --- SQL ----------------------------------------------------------------------------------
 
 
-class _days(FunctionElement[float]):
-    """Days from the first timestamp to the second, as a float, on SQLite and PostgreSQL."""
-
-    type = Float()
-    inherit_cache = True
-    name = "gridbot_days"
-
-
-@compiles(_days, "sqlite")
-def _days_sqlite(element: _days, compiler: SQLCompiler, **kw: Any) -> str:
-    a, b = list(element.clauses)
-    return f"(julianday({compiler.process(b, **kw)}) - julianday({compiler.process(a, **kw)}))"
-
-
-@compiles(_days)
-def _days_default(element: _days, compiler: SQLCompiler, **kw: Any) -> str:
-    a, b = list(element.clauses)
-    # The casts give a bound parameter (now) its type on asyncpg.
-    return (f"(EXTRACT(EPOCH FROM (CAST({compiler.process(b, **kw)} AS TIMESTAMPTZ) - "
-            f"CAST({compiler.process(a, **kw)} AS TIMESTAMPTZ))) / 86400.0)")
-
-
-def _count(cond: ColumnElement[bool]) -> ColumnElement[int]:
-    return func.coalesce(func.sum(when((cond, 1), else_=0)), 0)
-
-
-def _midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
-
-
 @dataclass(frozen=True)
 class GridDay:
     """One grid's digest: counts, and the first LIST_CAP cases of each list."""
@@ -214,23 +190,39 @@ class GridDay:
 
 
 async def _lights(tx: Tx, building: Any) -> dict[int, tuple[int, int, int, int]]:
-    """Open cases per grid by light, consistent with deadlines.light(): red from the
-    deadline on, yellow from `remind_at` of the way from the clock start to it."""
+    """Open cases per grid by light, as deadlines.light() gives them: red from the deadline
+    on, yellow from `remind_at` of the way from the clock start to it. For a clock-time
+    category that share is counted in SQL; a working-time category's is a share of the
+    working time between (the calendar's), so its open cases short of their deadline are
+    read (their times only) and their due-soon moment is worked out as light() does."""
     now = literal(tx.now, UTCDateTime())
     working = Case.status.in_(WORKING)
     red = and_(working, Case.deadline_at <= now)
     remind = tx.policy.remind_at
-    soon: ColumnElement[bool] = false() if remind is None else (
-        _days(Case.clock_started_at, now) >= _days(Case.clock_started_at, Case.deadline_at)
-        * remind)
+    by_calendar = Case.category.in_(sorted(tx.policy.working))
+    soon: ColumnElement[bool] = false() if remind is None else and_(
+        ~by_calendar,
+        hours_between(Case.clock_started_at, now)
+        >= hours_between(Case.clock_started_at, Case.deadline_at) * remind)
     yellow = and_(working, Case.deadline_at > now, soon)
-    query = (select(building.parent_id, _count(red), _count(yellow), _count(working),
-                    _count(Case.status == SUSPENDED))
+    query = (select(building.parent_id, count_if(red), count_if(yellow), count_if(working),
+                    count_if(Case.status == SUSPENDED))
              .select_from(Case).join(building, building.id == Case.building_id)
              .where(Case.status.in_((*WORKING, SUSPENDED)))
              .group_by(building.parent_id))
-    return {grid_id: (int(r), int(y), int(w) - int(r) - int(y), int(p))
-            for grid_id, r, y, w, p in (await tx.db.execute(query)).all()}
+    counts = {grid_id: [int(r), int(y), int(w), int(p)]
+              for grid_id, r, y, w, p in (await tx.db.execute(query)).all()}
+    if remind is not None and tx.policy.working:
+        query = (select(building.parent_id, Case.category, Case.clock_started_at,
+                        Case.deadline_at)
+                 .select_from(Case).join(building, building.id == Case.building_id)
+                 .where(working, by_calendar, Case.deadline_at > now))
+        for grid_id, category, started, deadline in (await tx.db.execute(query)).all():
+            probe = Case(category=category, clock_started_at=started, deadline_at=deadline)
+            at = due_soon_at(probe, tx.policy)
+            if at is not None and tx.now >= at:
+                counts[grid_id][1] += 1
+    return {grid_id: (r, y, w - r - y, p) for grid_id, (r, y, w, p) in counts.items()}
 
 
 async def _capped(tx: Tx, query: Any, building: Any, order: Iterable[Any]
@@ -269,8 +261,8 @@ async def send_digest(tx: Tx, day: date) -> int:
     returns how many messages. Three statements and one insert per message."""
     d = await directory(tx.db)
     zone = ZoneInfo(tx.policy.timezone)
-    start, end = _midnight(day, zone), _midnight(day + timedelta(days=1), zone)
-    y_start = _midnight(day - timedelta(days=1), zone)
+    start, end = local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
+    y_start = local_midnight(day - timedelta(days=1), zone)
     building = aliased(Node, name="b")
     locale = tx.texts.locale
 

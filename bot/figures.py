@@ -64,7 +64,7 @@ def _zone(tz: str) -> ZoneInfo:
         raise ValueError(f"unknown timezone {tz!r}") from exc
 
 
-def _midnight(day: date, zone: ZoneInfo) -> datetime:
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
 
 
@@ -101,12 +101,13 @@ class Period:
                              f"YYYY-MM-DD..YYYY-MM-DD, not {text!r}") from None
         if last < first:
             raise ValueError(f"the period {text!r} ends before it starts")
-        return cls(start=_midnight(first, zone), end=_midnight(last + timedelta(days=1), zone),
+        return cls(start=local_midnight(first, zone),
+                   end=local_midnight(last + timedelta(days=1), zone),
                    label=f"{first.isoformat()}..{last.isoformat()}", tz=tz)
 
     @classmethod
     def _month(cls, first: date, zone: ZoneInfo, tz: str) -> Period:
-        return cls(start=_midnight(first, zone), end=_midnight(_next_month(first), zone),
+        return cls(start=local_midnight(first, zone), end=local_midnight(_next_month(first), zone),
                    label=f"{first.year:04d}-{first.month:02d}", tz=tz)
 
     @classmethod
@@ -128,7 +129,7 @@ class Period:
         zone = _zone(self.tz)
         day = self.start.astimezone(zone).date()
         out: list[date] = []
-        while _midnight(day, zone) < self.end:
+        while local_midnight(day, zone) < self.end:
             out.append(day)
             day += timedelta(days=1)
         return out
@@ -247,29 +248,32 @@ def score(fig: Figures, weights: Weights) -> float:
 # --- SQL helpers --------------------------------------------------------------------------
 
 
-class _hours(FunctionElement[float]):
-    """Hours from the first timestamp to the second, as a float, on SQLite and PostgreSQL."""
+class hours_between(FunctionElement[float]):
+    """Hours from the first timestamp to the second, as a float, on SQLite and PostgreSQL
+    (the figures' times; the digest's share of the way to a deadline)."""
 
     type = Float()
     inherit_cache = True
     name = "gridbot_hours"
 
 
-@compiles(_hours, "sqlite")
-def _hours_sqlite(element: _hours, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(hours_between, "sqlite")
+def _hours_sqlite(element: hours_between, compiler: SQLCompiler, **kw: Any) -> str:
     a, b = list(element.clauses)
     return (f"((julianday({compiler.process(b, **kw)}) - "
             f"julianday({compiler.process(a, **kw)})) * 24.0)")
 
 
-@compiles(_hours)
-def _hours_default(element: _hours, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(hours_between)
+def _hours_default(element: hours_between, compiler: SQLCompiler, **kw: Any) -> str:
     a, b = list(element.clauses)
-    return (f"(EXTRACT(EPOCH FROM ({compiler.process(b, **kw)} - "
-            f"{compiler.process(a, **kw)})) / 3600.0)")
+    # The casts give a bound parameter (a `now`) its type on asyncpg.
+    return (f"(EXTRACT(EPOCH FROM (CAST({compiler.process(b, **kw)} AS TIMESTAMPTZ) - "
+            f"CAST({compiler.process(a, **kw)} AS TIMESTAMPTZ))) / 3600.0)")
 
 
-def _count(cond: ColumnElement[bool]) -> ColumnElement[int]:
+def count_if(cond: ColumnElement[bool]) -> ColumnElement[int]:
+    """How many rows of the group meet `cond` (0 for none)."""
     return func.coalesce(func.sum(when((cond, 1), else_=0)), 0)
 
 
@@ -336,18 +340,18 @@ async def _figures(db: AsyncSession, period: Period, place: Place | None,
     open_end = and_(not_rejected, Case.reported_at < period.end,
                     or_(Case.resolved_at.is_(None), Case.resolved_at >= period.end))
     overdue_end = and_(open_end, Case.status != "suspended", Case.deadline_at < period.end)
-    limit = func.nullif(_hours(Case.clock_started_at, Case.deadline_at), 0)
-    factor = _hours(Case.clock_started_at, Case.resolved_at) / limit
+    limit = func.nullif(hours_between(Case.clock_started_at, Case.deadline_at), 0)
+    factor = hours_between(Case.clock_started_at, Case.resolved_at) / limit
     counts = tree.join(select(
         key,
-        _count(received).label("received"),
-        _count(and_(received, Case.resolved_at < period.end)).label("resolved"),
-        _count(closed).label("closed"),
-        _count(on_time).label("closed_on_time"),
-        _count(late).label("closed_late"),
-        _count(due).label("due"),
-        _count(open_end).label("open_at_end"),
-        _count(overdue_end).label("overdue_at_end"),
+        count_if(received).label("received"),
+        count_if(and_(received, Case.resolved_at < period.end)).label("resolved"),
+        count_if(closed).label("closed"),
+        count_if(on_time).label("closed_on_time"),
+        count_if(late).label("closed_late"),
+        count_if(due).label("due"),
+        count_if(open_end).label("open_at_end"),
+        count_if(overdue_end).label("overdue_at_end"),
         func.avg(when((late, factor), else_=None)).label("overdue_factor"),
     ).select_from(Case)).where(
         tree.scope(place),
@@ -367,14 +371,14 @@ async def _figures(db: AsyncSession, period: Period, place: Place | None,
     rework = ev.action == "rework"
     events = tree.join(select(
         key,
-        _count(rework).label("reworked"),
-        _count(and_(rework, ev.from_status == "resolved")).label("unsatisfied"),
-        _count(and_(ev.action.in_(ESCALATIONS),
+        count_if(rework).label("reworked"),
+        count_if(and_(rework, ev.from_status == "resolved")).label("unsatisfied"),
+        count_if(and_(ev.action.in_(ESCALATIONS),
                     or_(ev.level == "community", ev.level.is_(None)))).label("esc_c"),
-        _count(and_(ev.action.in_(ESCALATIONS), ev.level == "street")).label("esc_s"),
-        _count(and_(ev.action == "rate", Case.rating == "good")).label("satisfied"),
-        _count(and_(ev.action == "rate", Case.rating == "fair")).label("fairly_satisfied"),
-        _count(ev.action == "rating_timeout").label("no_feedback"),
+        count_if(and_(ev.action.in_(ESCALATIONS), ev.level == "street")).label("esc_s"),
+        count_if(and_(ev.action == "rate", Case.rating == "good")).label("satisfied"),
+        count_if(and_(ev.action == "rate", Case.rating == "fair")).label("fairly_satisfied"),
+        count_if(ev.action == "rating_timeout").label("no_feedback"),
     ).select_from(ev).join(Case, Case.id == ev.case_id)).where(
         tree.scope(place),
         ev.action.in_(["rework", *ESCALATIONS, "rate", "rating_timeout"]),
@@ -420,8 +424,8 @@ async def _percentiles(db: AsyncSession, period: Period, place: Place | None, tr
                  .correlate(Case).scalar_subquery())
     closed = and_(tree.scope(place), _within(Case.resolved_at, period))
     measures = []
-    for name, hours in (("accept", _hours(Case.reported_at, first_act)),
-                        ("resolve", _hours(Case.reported_at, Case.resolved_at))):
+    for name, hours in (("accept", hours_between(Case.reported_at, first_act)),
+                        ("resolve", hours_between(Case.reported_at, Case.resolved_at))):
         base = tree.join(select(key, literal(name).label("m"), hours.label("h"))
                          .select_from(Case)).where(closed)
         inner = base.subquery()
@@ -510,7 +514,7 @@ async def daily(db: AsyncSession, period: Period, scope: str | None) -> list[Day
     place = _place_for(await directory(db), scope)
     zone = _zone(period.tz)
     days = period.days()
-    bounds = [_midnight(day + timedelta(days=1), zone) for day in days]
+    bounds = [local_midnight(day + timedelta(days=1), zone) for day in days]
 
     def bucket(col: Any) -> ColumnElement[int]:
         return when(*[(col < b, i) for i, b in enumerate(bounds)], else_=len(bounds))
@@ -526,7 +530,7 @@ async def daily(db: AsyncSession, period: Period, scope: str | None) -> list[Day
             got[int(i)][0] = int(n)
     cb = bucket(Case.resolved_at).label("d")
     closed = tree.join(select(cb, func.count(),
-                              _count(Case.resolved_at <= Case.deadline_at))
+                              count_if(Case.resolved_at <= Case.deadline_at))
                        .select_from(Case)).where(
         tree.scope(place), _within(Case.resolved_at, period),
     ).group_by(cb)

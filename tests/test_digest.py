@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import event, select
 
 from bot import digest
+from bot.context import begin
+from bot.deadlines import light
 from bot.figures import Weights, score
 from bot.registry import apply_registry, parse_registry
 from storage.models import Case, CaseEvent, Node, PeriodicRun
@@ -261,5 +263,32 @@ async def test_monthly_score_on_the_first_in_local_time(tmp_path: Path) -> None:
         await h.advance(timedelta(days=1))
         assert len(digests(h, COMMUNITY_SUP, "考核")) == 1
         assert len(digests(h, STREET_SUP, "考核")) == 1
+    finally:
+        await h.app.close()
+
+
+async def test_working_time_cases_light_as_their_cards_do(tmp_path: Path) -> None:
+    """A 2wd case reported Friday 16:00 is due Tuesday 17:30. Its due-soon moment is 75% of
+    the working time between (Tuesday 11:37:30), not of the clock time (Monday 17:07): at
+    Tuesday's 08:30 digest it is green, as deadlines.light() and /cases show it."""
+    h = await make_harness(tmp_path, start=local(11, 20, 15, 0))
+    try:
+        await load(h, ("sla: 72h}", "sla: 2wd}"))
+        case = await h.report_in_group("3单元楼道灯坏了")  # "other", now 2wd
+        h.clock.set(local(11, 20, 16, 0))
+        async with h.app.sessions() as db:
+            row = await db.get(Case, case.id)
+            assert row is not None
+            row.status, row.next_check_at = "accepted", None
+            row.reported_at = row.clock_started_at = local(11, 20, 16, 0)
+            row.deadline_at = local(11, 24, 17, 30)
+            await db.commit()
+        await h.advance(local(11, 24, 8, 30) - h.clock.now())
+        [text] = digests(h, LEADER)
+        assert "🟡 临期 0" in text and "🟢 按期 1" in text, text
+        async with h.app.sessions() as db:
+            row = await db.get(Case, case.id)
+            assert row is not None
+            assert light(row, (await begin(db, h.app.ctx)).policy, h.clock.now()) == "green"
     finally:
         await h.app.close()

@@ -249,7 +249,7 @@ def test_hours_compile_on_both_databases() -> None:
 
     from storage.models import Case
 
-    expr = figures._hours(Case.reported_at, Case.resolved_at)
+    expr = figures.hours_between(Case.reported_at, Case.resolved_at)
     assert "julianday" in str(expr.compile(dialect=sqlite.dialect()))
     assert "EXTRACT(EPOCH" in str(expr.compile(dialect=postgresql.dialect()))
 
