@@ -309,7 +309,9 @@ class _Tree:
         return column.label("k")
 
 
-def _place_for(d: Directory, scope: str | None) -> Place | None:
+def place_for(d: Directory, scope: str | None) -> Place | None:
+    """The place a scope code names in the directory (None: the whole registry); ScopeError
+    unless it is a street, community, grid or building."""
     if scope is None:
         return None
     place = d.by_code.get(scope.strip())
@@ -320,7 +322,7 @@ def _place_for(d: Directory, scope: str | None) -> Place | None:
 
 async def scope_place(db: AsyncSession, scope: str | None) -> Place | None:
     """The place a scope code names (None: the whole registry); ScopeError if none."""
-    return _place_for(await directory(db), scope)
+    return place_for(await directory(db), scope)
 
 
 # --- the queries --------------------------------------------------------------------------
@@ -466,7 +468,7 @@ async def _percentiles(db: AsyncSession, period: Period, place: Place | None, tr
 async def compute(db: AsyncSession, period: Period, scope: str | None = None) -> Figures:
     """The figures of `scope` (a street, community, grid or building code; None: every
     case) for `period`. Raises ScopeError for an unknown code."""
-    place = _place_for(await directory(db), scope)
+    place = place_for(await directory(db), scope)
     return (await _figures(db, period, place, None)).get("", Figures())
 
 
@@ -488,7 +490,7 @@ async def breakdown(db: AsyncSession, period: Period, scope: str | None,
     figures) in the registry's order. Every active one is listed, with zeros if it had no
     case; an inactive one only if it has figures."""
     d = await directory(db)
-    place = _place_for(d, scope)
+    place = place_for(d, scope)
     found = await _figures(db, period, place, by)
     out: list[tuple[str, str, Figures]] = []
     if by == "category":
@@ -511,7 +513,7 @@ async def breakdown(db: AsyncSession, period: Period, scope: str | None,
 async def daily(db: AsyncSession, period: Period, scope: str | None) -> list[DayCount]:
     """Received, closed and closed on time per local day of the period (two grouped
     statements: the day is a CASE over the period's local midnights)."""
-    place = _place_for(await directory(db), scope)
+    place = place_for(await directory(db), scope)
     zone = _zone(period.tz)
     days = period.days()
     bounds = [local_midnight(day + timedelta(days=1), zone) for day in days]

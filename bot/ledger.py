@@ -45,7 +45,7 @@ from sqlalchemy.orm import aliased
 
 from bot.config import DEFAULT_TEMPLATES
 from bot.directory import Directory, Place, directory
-from bot.figures import RATES, SCOPE_KINDS, Figures, Period, ScopeError, breakdown, compute
+from bot.figures import ESCALATIONS, RATES, Figures, Period, breakdown, compute, place_for
 from bot.texts import Texts
 from storage.models import Case, CaseEvent, Node, Person
 
@@ -55,7 +55,6 @@ YIELD_PER = 500
 # Rows written between turns of the event loop: a bot exporting in chat keeps answering
 # (openpyxl takes about a millisecond a row).
 PAUSE_EVERY = 50
-ESCALATIONS = ("escalate", "auto_escalate")
 # Events the figures count in the period they happen in.
 COUNTED_EVENTS = ("rework", *ESCALATIONS, "rate", "rating_timeout")
 DATE_FORMAT = "yyyy-mm-dd hh:mm"
@@ -102,17 +101,6 @@ FIGURE_COLUMNS = ("code", "name", *COUNTS, *RATES, *TIMES)
 
 
 # --- the statement --------------------------------------------------------------------------
-
-
-def _place(d: Directory, scope: str | None) -> Place | None:
-    """The place `scope` names, by the figures' rule (an active street, community, grid or
-    building); None for the whole district."""
-    if scope is None:
-        return None
-    place = d.by_code.get(scope.strip())
-    if place is None or place.kind not in SCOPE_KINDS:
-        raise ScopeError(f"no street, community, grid or building has the code {scope!r}")
-    return place
 
 
 def _within(col: Any, period: Period) -> ColumnElement[bool]:
@@ -414,7 +402,7 @@ async def write_ledger(db: AsyncSession, period: Period, scope: str | None, out:
     if fmt not in ("xlsx", "csv"):
         raise ValueError(f"format is xlsx or csv, not {fmt!r}")
     d = await directory(db)
-    place = _place(d, scope)
+    place = place_for(d, scope)
     texts = Texts(DEFAULT_TEMPLATES, locale if locale in ("zh_CN", "en") else "zh_CN",
                   period.tz)
     zone = ZoneInfo(period.tz)

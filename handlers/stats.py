@@ -128,6 +128,26 @@ def month_so_far(tx: Tx) -> Period:
     return Period.parse(f"{first.isoformat()}..{today.isoformat()}", tx.policy.timezone)
 
 
+async def _asked(message: Message, command: CommandObject, db: AsyncSession, ctx: Ctx,
+                 actor: Actor, *, export: bool) -> tuple[Tx, Ask] | None:
+    """The operation and what /stats or /export asked for; None when the person was told
+    why not (not their role, not their area, words the bot cannot read)."""
+    tx = await open_tx(db, ctx, message)
+    if tx is None:
+        return None
+    d = await directory(db)
+    held = held_places(d, actor, EXPORT_ROLES if export else STATS_ROLES)
+    if not held:
+        await message.answer(tx.texts.label("export_not_allowed" if export
+                                            else "stats_not_staff"))
+        return None
+    try:
+        return tx, parse_ask(tx, d, command.args or "", held, export=export)
+    except Refusal as no:
+        await message.answer(tx.texts.label(no.label, **no.context))
+        return None
+
+
 # --- /stats ------------------------------------------------------------------------------
 
 
@@ -140,19 +160,10 @@ async def in_group(message: Message, ctx: Ctx) -> None:
 @router.message(Command("stats"))
 async def stats(message: Message, command: CommandObject, db: AsyncSession, ctx: Ctx,
                 actor: Actor) -> None:
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
+    asked = await _asked(message, command, db, ctx, actor, export=False)
+    if asked is None:
         return
-    d = await directory(db)
-    held = held_places(d, actor, STATS_ROLES)
-    if not held:
-        await message.answer(tx.texts.label("stats_not_staff"))
-        return
-    try:
-        ask = parse_ask(tx, d, command.args or "", held, export=False)
-    except Refusal as no:
-        await message.answer(tx.texts.label(no.label, **no.context))
-        return
+    tx, ask = asked
     fig = await figures.compute(db, ask.period, ask.place.code)
     days = await figures.daily(db, ask.period, ask.place.code)
     by = CHILDREN.get(ask.place.kind)
@@ -257,19 +268,10 @@ async def export(message: Message, command: CommandObject, db: AsyncSession, ctx
                  actor: Actor) -> None:
     from bot.ledger import write_ledger  # openpyxl is loaded only when a ledger is made
 
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
+    asked = await _asked(message, command, db, ctx, actor, export=True)
+    if asked is None:
         return
-    d = await directory(db)
-    held = held_places(d, actor, EXPORT_ROLES)
-    if not held:
-        await message.answer(tx.texts.label("export_not_allowed"))
-        return
-    try:
-        ask = parse_ask(tx, d, command.args or "", held, export=True)
-    except Refusal as no:
-        await message.answer(tx.texts.label(no.label, **no.context))
-        return
+    tx, ask = asked
     # The rows stream in a read transaction of their own; the inbox row's lock is let go.
     await db.commit()
     out = io.BytesIO()
