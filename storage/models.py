@@ -72,6 +72,11 @@ class Node(Base):
     chat_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # A grid's boundary, [[lon, lat], …] in WGS-84 (the registry's GCJ-02 converted at load),
+    # and a building's point: where a shared location is routed.
+    boundary: Mapped[list[Any] | None] = mapped_column(JSON)
+    lon: Mapped[float | None] = mapped_column(Float)
+    lat: Mapped[float | None] = mapped_column(Float)
 
     parent: Mapped[Node | None] = relationship(remote_side="Node.id", lazy="raise")
 
@@ -118,6 +123,8 @@ class Category(Base):
     # What `sla_seconds` counts: '' clock time; 'wh' working time (8wh = 28800 working
     # seconds); 'wd' working days (2wd = 2 × 86400), each the length of a working day.
     sla_unit: Mapped[str] = mapped_column(String(2), default="", server_default="")
+    # Words that suggest the category for a report's text (垃圾, 清运, …); None: none.
+    keywords: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class OrgSettings(Base):
@@ -235,6 +242,11 @@ class Case(Base):
     # The earliest acknowledgement due of the case's whistles called and not escalated: the
     # timer reads the case row only.
     whistle_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A voice report: the voice note (or video note) that stands for the description, sent on
+    # to staff by its file_id; `voice_kind` is 'voice' or 'video_note', the length seconds.
+    voice_file_id: Mapped[str | None] = mapped_column(String(255))
+    voice_kind: Mapped[str | None] = mapped_column(String(16))
+    voice_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
 class CaseTimerStep(Base):

@@ -92,6 +92,9 @@ ADDED_COLUMNS = {
     ("categories", "sla_unit"), ("case_events", "level"),
     *(("org_settings", c) for c in ("calendar", "digest_at", "score_weights")),
     *(("outbox", c) for c in ("upload", "upload_name", "upload_kind")),
+    # 0006: smart intake.
+    ("categories", "keywords"), ("nodes", "boundary"), ("nodes", "lon"), ("nodes", "lat"),
+    *(("cases", c) for c in ("voice_file_id", "voice_kind", "voice_seconds")),
 }
 
 
