@@ -15,7 +15,7 @@ from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import notify, org
+from bot import hints, notify, org
 from bot.context import Tx
 from bot.deadlines import (
     Phase,
@@ -42,6 +42,7 @@ from bot.org import (
 )
 from bot.texts import Texts
 from bot.user_text import REASON_LIMIT, clean_text, visible
+from bot.voice import MAX_SECONDS, Voice, problem
 from storage.models import (
     Case,
     CaseEvent,
@@ -150,6 +151,8 @@ class ReportInput:
     longitude: float | None = None
     source_chat_id: int | None = None
     source_message_id: int | None = None
+    # A voice or video note that stands for the description (or goes with it).
+    voice: Voice | None = None
 
 
 def record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,
@@ -359,13 +362,20 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
     description = clean_text(inp.description)
     if not visible(description):
         description = ""
-    if not description and not inp.photos:
+    if inp.voice is not None and (refused := problem(inp.voice)) is not None:
+        raise DomainError(refused, limit=MAX_SECONDS // 60)
+    if not description and not inp.photos and inp.voice is None:
         raise DomainError("empty_report")
     await check_report_quota(tx, inp.submitted_by_id or inp.reporter_id)
     building = (await directory(tx.db)).place(inp.building_id)
     if building is None or building.kind != "building" or not building.active:
         raise DomainError("no_building")
-    cat = await _category(tx, inp.category)
+    code = inp.category
+    if code is None:
+        # No category chosen (a group report): the one its words suggest, else "other".
+        # Staff change it with 改类别 like any other.
+        code = hints.best_code(description, (await directory(tx.db)).active_categories())
+    cat = await _category(tx, code)
     lin = await lineage_of(tx.db, inp.building_id, inp.unit_id)
     heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
     case = Case(
@@ -384,6 +394,9 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
         longitude=inp.longitude,
         source_chat_id=inp.source_chat_id,
         source_message_id=inp.source_message_id,
+        voice_file_id=inp.voice.file_id if inp.voice else None,
+        voice_kind=inp.voice.kind if inp.voice else None,
+        voice_seconds=inp.voice.seconds if inp.voice else None,
         reported_at=tx.now,
         clock_started_at=tx.now,
         deadline_at=deadline_of(tx.policy, tx.now, timedelta(seconds=cat.sla_seconds),

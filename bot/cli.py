@@ -51,7 +51,7 @@ async def _load_registry(settings: Settings, path: Path) -> str:
     except UnicodeDecodeError as exc:
         raise CliError(f"{path} is not UTF-8 text") from exc
     try:
-        model = parse_registry(text)
+        model = parse_registry(text, path.parent)  # boundary_file is relative to it
     except RegistryError as exc:
         lines = "\n".join(f"  {path}: {p}" for p in exc.problems)
         raise CliError(f"registry rejected, nothing was changed:\n{lines}") from exc

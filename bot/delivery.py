@@ -71,6 +71,7 @@ from bot.telegram_session import (
     reply_markup_of,
 )
 from bot.texts import CAPTION_LIMIT, TEXT_LIMIT
+from bot.voice import from_media
 from storage.models import Case, Outbox, Person, ReportPrompt
 
 log = logging.getLogger(__name__)
@@ -162,27 +163,36 @@ def without_formatting(text: str) -> str:
 @dataclass(frozen=True)
 class Part:
     """One Bot API call of a row: a photo with the text as caption, photos, a file we made
-    (an upload, maybe with the text as caption), or a text piece."""
+    (an upload, maybe with the text as caption), a text piece, or a voice report's note
+    (re-sent by its file_id, in `photos`; `media` says "voice" or "video_note")."""
 
-    kind: str  # "captioned", "photos", "upload" or "text"
+    kind: str  # "captioned", "photos", "upload", "text" or "voice"
     photos: tuple[str, ...] = ()
     text: str = ""
     markup: bool = False  # the row's buttons go on this call
+    media: str = ""
 
 
 def plan(row: Outbox) -> list[Part]:
     """The calls a row takes. Stable while the row is resumed: `parts_done` counts into it."""
-    photos, text = list(row.photos), row.text
+    # A voice entry sits after the photos in `row.photos` (bot.outbox.enqueue).
+    photos = [p for p in row.photos if from_media(p) is None]
+    voices = [v for v in map(from_media, row.photos) if v is not None]
+    text = row.text
     if row.upload_kind:
         return _plan_upload(row)
     # A single photo carries a short text as its caption; not once the row is partly sent
-    # (its photos went out alone, and a photo dropped since must not shift the text).
-    if len(photos) == 1 and len(text) <= CAPTION_LIMIT and row.parts_done == 0:
+    # (its photos went out alone, and a photo dropped since must not shift the text), nor
+    # with a voice after it (a resumed row could not tell which of the two went out).
+    if (len(photos) == 1 and len(text) <= CAPTION_LIMIT and row.parts_done == 0
+            and not voices):
         return [Part("captioned", (photos[0],), text, markup=True)]
     parts = [Part("photos", tuple(photos[i:i + MEDIA_GROUP]))
              for i in range(0, len(photos), MEDIA_GROUP)]
     pieces = split_text(text) if text.strip() or not photos else []
     parts += [Part("text", text=p, markup=i == len(pieces) - 1) for i, p in enumerate(pieces)]
+    # The voice right after the card it belongs to: the card says what it is (语音 0:42).
+    parts += [Part("voice", (file_id,), media=kind) for kind, file_id in voices]
     return parts
 
 
@@ -204,13 +214,16 @@ def parts_of(row: Outbox) -> int:
 
 
 class PartlySent(Exception):
-    """Call `done` of a row's calls failed with `error`; the calls before it went through."""
+    """Call `done` of a row's calls failed with `error`; the calls before it went through
+    (`sent_id`: the card's message among them, kept for when the rest goes later)."""
 
-    def __init__(self, done: int, error: Exception, part: Part | None = None) -> None:
+    def __init__(self, done: int, error: Exception, part: Part | None = None,
+                 sent_id: int | None = None) -> None:
         super().__init__(str(error))
         self.done = done
         self.error = error
         self.part = part
+        self.sent_id = sent_id
 
 
 class NoSlot(Exception):
@@ -413,25 +426,28 @@ class Delivery:
         parts_done = row.parts_done
         outcome: int | Exception | None
         part: Part | None = None
+        sent_id: int | None = None
         token = OUTBOX_CALL.set(True)
         try:
             outcome = await self._send(row)
         except PartlySent as partly:
             outcome, parts_done, part = partly.error, partly.done, partly.part
+            sent_id = partly.sent_id
         finally:
             OUTBOX_CALL.reset(token)
         # Telegram has answered: a short database outage now must not make us send again.
         for _ in range(RECORD_TRIES - 1):
             try:
-                return await self._write(due, parts_done, outcome, part, more)
+                return await self._write(due, parts_done, outcome, part, more, sent_id)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 await asyncio.sleep(self.outage.failed(exc))
-        return await self._write(due, parts_done, outcome, part, more)
+        return await self._write(due, parts_done, outcome, part, more, sent_id)
 
     async def _write(self, due: Due, parts_done: int, outcome: int | Exception | None,
-                     part: Part | None, more: bool) -> tuple[Step, Due | None, bool]:
+                     part: Part | None, more: bool, sent_id: int | None = None
+                     ) -> tuple[Step, Due | None, bool]:
         """Write down what became of one row, and read the chat's next due row in the same
         transaction when the turn goes on."""
         row = due.row
@@ -443,6 +459,8 @@ class Delivery:
                     step = Step.GONE  # erased while it was being sent
                 else:
                     fresh.parts_done = parts_done
+                    if sent_id is not None:  # the card went out; its voice failed after it
+                        fresh.sent_message_id = sent_id
                     step = await self._record(db, fresh, outcome, part)
                     if fresh.status == "pending" and fresh.retry_at is not None:
                         retry_in = (fresh.retry_at - self.ctx.clock.now()).total_seconds()
@@ -470,7 +488,9 @@ class Delivery:
         row = due.row
         result = await db.execute(
             update(Outbox).where(Outbox.id == row.id)
-            .values(status="sent", sent_at=self.ctx.clock.now(), sent_message_id=message_id,
+            .values(status="sent", sent_at=self.ctx.clock.now(),
+                    # None when the card went out on an earlier try (only its voice now).
+                    **{"sent_message_id": message_id} if message_id is not None else {},
                     retry_at=None, attempts=Outbox.attempts + 1, parts_done=parts_done,
                     **_DROP_UPLOAD if row.upload_kind else {})
             .execution_options(synchronize_session=False))
@@ -568,6 +588,13 @@ class Delivery:
             log.warning("outbox %s: %d photo(s) refused (%s), sending without them", row.id,
                         len(dropped), reason)
             return Step.AGAIN
+        if part is not None and part.kind == "voice":
+            # A voice Telegram will not send (an unknown file_id, or a person whose privacy
+            # settings refuse voice messages): the card went out before it and says 语音.
+            row.photos = [p for p in row.photos if from_media(p) is None]
+            log.warning("outbox %s: its %s was refused (%s), the card went without it",
+                        row.id, part.media, reason)
+            return Step.AGAIN
         if part is not None and part.kind == "upload" and row.parts_done == 0:
             # A file Telegram will not take (a chart it cannot process): the text still goes.
             row.upload, row.upload_kind = None, None
@@ -611,7 +638,7 @@ class Delivery:
             part = parts[index]
             if index > row.parts_done and not await self.pacer.acquire(chat,
                                                                        max_pause=PART_WAIT):
-                raise PartlySent(index, NoSlot(self.pacer.wait(chat)), part)
+                raise PartlySent(index, NoSlot(self.pacer.wait(chat)), part, message_id)
             self.pacer.sent(chat)
             try:
                 result = await self._call(chat, part, markup if part.markup else None,
@@ -619,13 +646,14 @@ class Delivery:
             except ClientDecodeError as exc:
                 # Read by the session middleware already, unless the bot was built without it.
                 if not accepted(exc):
-                    raise PartlySent(index, exc, part) from exc
+                    raise PartlySent(index, exc, part, message_id) from exc
                 result = accepted_result(None, exc)
             except Exception as exc:
-                raise PartlySent(index, exc, part) from exc
+                raise PartlySent(index, exc, part, message_id) from exc
             finally:
                 self.pacer.finished(chat)
-            message_id = message_id_of(result) or message_id
+            if part.kind != "voice":  # the id kept is the card's, not its voice's
+                message_id = message_id_of(result) or message_id
         return message_id
 
     async def _call(self, chat: int, part: Part, markup: Any,
@@ -635,6 +663,11 @@ class Delivery:
         if part.kind == "captioned":
             return await self.bot.send_photo(chat, part.photos[0], caption=part.text or None,
                                              reply_markup=markup, reply_parameters=reply)
+        if part.kind == "voice":
+            if part.media == "video_note":
+                return await self.bot.send_video_note(chat, part.photos[0],
+                                                      reply_parameters=reply)
+            return await self.bot.send_voice(chat, part.photos[0], reply_parameters=reply)
         if part.kind == "photos":
             if len(part.photos) == 1:  # a media group needs two to ten items
                 return await self.bot.send_photo(chat, part.photos[0], reply_parameters=reply)

@@ -50,6 +50,11 @@ class Place:
     chat_id: int | None
     active: bool
     position: int
+    # A grid's boundary (bot/geo.py: a ring, or MultiPolygon coordinates, as tuples) and a
+    # building's point, WGS-84; None where the registry gives none.
+    boundary: Any = None
+    lon: float | None = None
+    lat: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,7 @@ class CategoryInfo:
     position: int
     check_required: bool = False  # 核查 before the rating
     sla_unit: str = ""  # '' clock time, 'wh' working hours, 'wd' working days
+    keywords: tuple[str, ...] = ()  # words that suggest it for a report's text (bot/hints.py)
 
     def name(self, locale: str) -> str:
         return self.name_zh if locale == "zh_CN" else self.name_en
@@ -177,7 +183,8 @@ async def _load(db: AsyncSession, version: int | None) -> Directory:
     for row in (await db.execute(select(nodes).order_by(nodes.c.id))).mappings():
         place = Place(id=row["id"], kind=row["kind"], code=row["code"], name=row["name"],
                       parent_id=row["parent_id"], chat_id=row["chat_id"],
-                      active=bool(row["active"]), position=row["position"])
+                      active=bool(row["active"]), position=row["position"],
+                      boundary=_frozen(row["boundary"]), lon=row["lon"], lat=row["lat"])
         places[place.id] = place
         if place.active:
             by_code.setdefault(place.code, place)
@@ -194,7 +201,8 @@ async def _load(db: AsyncSession, version: int | None) -> Directory:
                                   urgent=bool(row["urgent"]), active=bool(row["active"]),
                                   position=row["position"],
                                   check_required=bool(row["check_required"]),
-                                  sla_unit=row["sla_unit"])
+                                  sla_unit=row["sla_unit"],
+                                  keywords=tuple(row["keywords"] or ()))
         for row in (await db.execute(select(cats).order_by(cats.c.position, cats.c.code)))
         .mappings()
     }
@@ -220,6 +228,13 @@ async def _load(db: AsyncSession, version: int | None) -> Directory:
                      roles_of={k: tuple(v) for k, v in roles.items()}, categories=categories,
                      departments={d.code: d for d in by_id.values() if d.active},
                      departments_by_id=by_id)
+
+
+def _frozen(value: Any) -> Any:
+    """A boundary's lists as tuples: a Place is frozen and hashable."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def forget_shared() -> None:

@@ -24,6 +24,8 @@ from aiogram.methods import (
     SendMediaGroup,
     SendMessage,
     SendPhoto,
+    SendVideoNote,
+    SendVoice,
     TelegramMethod,
 )
 from aiogram.methods.base import TelegramType
@@ -51,6 +53,10 @@ class Sent:
     file: bytes | None = None
     file_name: str | None = None
     file_kind: str | None = None  # "photo" or "document"
+    # A voice or video note re-sent by file_id (sendVoice / sendVideoNote): its file_id, and
+    # "voice" or "video_note".
+    voice: str | None = None
+    voice_kind: str | None = None
 
     def button_data(self, label: str) -> str:
         for row in self.buttons:
@@ -150,6 +156,15 @@ class FakeTelegram(BaseSession):
             results = [self._record(method, "", [str(m.media)], markup=False)
                        for m in method.media]
             return 200, {"ok": True, "result": results}
+        if isinstance(method, SendVoice | SendVideoNote):
+            kind = "voice" if isinstance(method, SendVoice) else "video_note"
+            file_id = str(method.voice if isinstance(method, SendVoice) else method.video_note)
+            result = self._record(method, getattr(method, "caption", None) or "", [])
+            self.sent[-1].voice, self.sent[-1].voice_kind = file_id, kind
+            result.pop("text", None)
+            result[kind] = {"file_id": file_id, "file_unique_id": f"u{file_id}", "duration": 1,
+                            **({"length": 240} if kind == "video_note" else {})}
+            return 200, {"ok": True, "result": result}
         if isinstance(method, SendLocation):
             return 200, {"ok": True, "result": self._record(method, "", [])}
         if isinstance(method, EditMessageText | EditMessageReplyMarkup):

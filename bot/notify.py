@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot import org, phones
+from bot import geo, org, phones, voice
 from bot.buttons import Action, button
 from bot.context import Tx
 from bot.deadlines import light
@@ -86,7 +86,8 @@ async def case_view(tx: Tx, case: Case, lin: Lineage,
         "verified": tx.texts.label(f"verified_{case.verified}"),
         "place": lin.place,
         "grid": lin.grid.name,
-        "description": case.description,
+        # A voice report's line (🎤 语音 0:42) leads its description.
+        "description": voice.described(tx.texts, case),
         "reporter": name(case.reporter_id),
         "submitted_by": name(on_behalf) if on_behalf else None,
         "reported_at": case.reported_at,
@@ -94,6 +95,9 @@ async def case_view(tx: Tx, case: Case, lin: Lineage,
         "light": light(case, tx.policy, tx.now).value,
         "latitude": case.latitude,
         "longitude": case.longitude,
+        # A link to the map staff use (高德, GCJ-02); staff cards only, never a group's text.
+        "map_url": (geo.amap_url(case.longitude, case.latitude)
+                    if case.latitude is not None and case.longitude is not None else None),
         "result": case.result,
         "photo_count": len(photos),
         "assignee": name(case.assignee_id) if case.assignee_id else None,
@@ -119,6 +123,7 @@ async def send_to_person(
     buttons: Buttons | None = None,
     not_before: datetime | None = None,
     kind: str = "",
+    with_voice: voice.Voice | None = None,
 ) -> None:
     """A private message; if Telegram will not let us write to the person, a copy goes to
     `fallback_chat_id`: the reporter's own group for a notice to a reporter, and for staff
@@ -141,6 +146,7 @@ async def send_to_person(
         fallback_reply_to=fallback_reply_to,
         not_before=not_before,
         kind=kind,
+        voice=with_voice,
     )
 
 
@@ -246,7 +252,7 @@ async def handler_card(
         await send_to_person(
             tx, f"case:{case.id}:card:{case.rev}:{person.id}", person.id, text, case=case,
             fallback_chat_id=lin.grid.chat_id, photos=photos, buttons=buttons,
-            not_before=not_before,
+            not_before=not_before, with_voice=voice.of_case(case),
         )
     return recipients
 
@@ -328,6 +334,7 @@ async def verify_card(tx: Tx, case: Case, lin: Lineage, head: Person) -> None:
         tx, f"case:{case.id}:verify:{head.id}", head.id,
         t.render("case_card", case=view, kind="verify", note=None), case=case,
         fallback_chat_id=lin.grid.chat_id, photos=photos, buttons=buttons,
+        with_voice=voice.of_case(case),
     )
 
 
@@ -340,6 +347,7 @@ async def task_card(tx: Tx, case: Case, lin: Lineage, head: Person, note: str | 
         tx, f"case:{case.id}:task:{case.rev}:{head.id}", head.id,
         t.render("case_card", case=view, kind="task", note=note), case=case,
         fallback_chat_id=lin.grid.chat_id, photos=photos, buttons=buttons,
+        with_voice=voice.of_case(case),
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.buttons import CaseButton
+from bot.voice import Voice
 from storage.models import Case, Node, Outbox
 
 # Rows that may still go out: a chat id that changes must change in them too.
@@ -42,6 +43,7 @@ async def enqueue(
     upload: bytes | None = None,
     upload_name: str | None = None,
     upload_kind: str | None = None,
+    voice: Voice | None = None,
 ) -> int | None:
     """Add a message unless one with the same dedupe key exists; return the new row's id or
     None.
@@ -49,6 +51,10 @@ async def enqueue(
     `upload` is a file we made (a chart: `upload_kind` 'photo'; an export: 'document'), sent
     as a multipart upload named `upload_name` with `text` as its caption. The sender drops
     the bytes once the row is sent.
+
+    `voice` (a voice report's note) is re-sent by its file_id right after the text: it is
+    kept in `photos` as the one entry that is not a photo's file_id, `{"voice": id}` or
+    `{"video_note": id}`, always after the photos.
 
     One statement: the unique dedupe key decides at the insert, so a second worker racing on
     the same key gets None instead of an error that would roll its whole update back.
@@ -59,7 +65,7 @@ async def enqueue(
         person_id=person_id,
         case_id=case_id,
         text=text,
-        photos=list(photos),
+        photos=[*photos, *([voice.media()] if voice else [])],
         buttons=[list(r) for r in buttons],
         markup=markup,
         reply_to_message_id=reply_to,

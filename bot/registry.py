@@ -11,7 +11,8 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -19,13 +20,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from sqlalchemy import delete, select
+from sqlalchemy import delete, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import geo
 from bot.cases import retime_open_cases
 from bot.clock import Clock
 from bot.durations import parse_duration, parse_sla
@@ -43,6 +46,8 @@ Path_ = tuple[str | int, ...]
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+KEYWORD_MAX_LEN = 20  # a category's keyword: a word or a short phrase
+KEYWORDS_MAX = 50
 _WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 
 
@@ -118,6 +123,29 @@ class CategoryModel(_Model):
     sla_unit: str = ""
     urgent: bool = False
     check: bool = False  # 核查: a building head checks the result before the rating
+    # Words that suggest this category for a report's text (bot/hints.py); optional.
+    keywords: list[str] = Field(default_factory=list)
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _keywords(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValueError("must be a list of words like [垃圾, 清运]")
+        words: list[str] = []
+        for item in value:
+            # YAML reads an unquoted 110 or true as a number or a bool: refused, not guessed.
+            if not isinstance(item, str) or not item.strip():
+                raise ValueError(f"{item!r}: each keyword is a non-empty word")
+            word = item.strip()
+            if len(word) > KEYWORD_MAX_LEN:
+                raise ValueError(f"{word!r}: a keyword has at most {KEYWORD_MAX_LEN} characters")
+            if word not in words:
+                words.append(word)
+        if len(words) > KEYWORDS_MAX:
+            raise ValueError(f"at most {KEYWORDS_MAX} keywords per category")
+        return words
 
     @field_validator("sla", mode="before")
     @classmethod
@@ -153,12 +181,32 @@ class UnitModel(_Model):
     chat: int | None = Field(default=None, lt=0)
 
 
+def _lon_lat(value: Any) -> list[float]:
+    """[lon, lat] in degrees; YAML's true/false are not numbers here."""
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)):
+        raise ValueError(f"{value!r}: a point is [lon, lat], two numbers")
+    lon, lat = float(value[0]), float(value[1])
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise ValueError(f"{value!r}: a point is [lon, lat] with -180 ≤ lon ≤ 180, "
+                         "-90 ≤ lat ≤ 90")
+    return [lon, lat]
+
+
 class BuildingModel(_Model):
     code: str = Field(pattern=_CODE.pattern)
     name: str = Field(min_length=1)
     chat: int | None = Field(default=None, lt=0)
     head: PersonRef | None = None
     units: list[UnitModel] = []
+    # Where it stands, [lon, lat] in the registry's `crs` (bot/geo.py); optional.
+    point: list[float] | None = None
+    _wgs: list[float] | None = PrivateAttr(default=None)  # the point in WGS-84
+
+    @field_validator("point", mode="before")
+    @classmethod
+    def _point(cls, value: Any) -> list[float] | None:
+        return None if value is None else _lon_lat(value)
 
 
 class GridModel(_Model):
@@ -168,6 +216,26 @@ class GridModel(_Model):
     members: list[PersonRef] = []
     chat: int | None = Field(default=None, lt=0)
     buildings: list[BuildingModel] = []
+    # Its boundary, inline [[lon, lat], …] or a GeoJSON file relative to the registry's;
+    # optional, in the registry's `crs`. Checked and converted by `_geography`.
+    boundary: list[list[float]] | None = None
+    boundary_file: str | None = None
+    _wgs: Any = PrivateAttr(default=None)  # the boundary in WGS-84, as nodes.boundary holds it
+
+    @field_validator("boundary", mode="before")
+    @classmethod
+    def _boundary(cls, value: Any) -> list[list[float]] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) < 3:
+            raise ValueError("a boundary is a list of at least 3 points [lon, lat]")
+        return [_lon_lat(p) for p in value]
+
+    @model_validator(mode="after")
+    def _one_boundary(self) -> GridModel:
+        if self.boundary is not None and self.boundary_file is not None:
+            raise ValueError("give boundary or boundary_file, not both")
+        return self
 
 
 class CommunityModel(_Model):
@@ -302,6 +370,9 @@ class AssessmentModel(_Model):
 class RegistryModel(_Model):
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
+    # The coordinates' system: wgs84 (GPS, Telegram; the default, taken as they are) or
+    # gcj02 (drawn on 高德/腾讯 maps), converted to WGS-84 at load.
+    crs: Literal["wgs84", "gcj02"] = "wgs84"
     policy: PolicyModel
     categories: list[CategoryModel] = Field(min_length=1)
     streets: list[StreetModel] = Field(min_length=1)
@@ -358,8 +429,11 @@ def _where(path: Path_, lines: dict[Path_, int]) -> str:
     return f"line {line}: {dotted or '(top)'}"
 
 
-def parse_registry(text: str) -> RegistryModel:
-    """Parse and check a registry; raise RegistryError listing every problem found."""
+def parse_registry(text: str, base: Path | None = None) -> RegistryModel:
+    """Parse and check a registry; raise RegistryError listing every problem found.
+
+    `base` is the registry file's folder, which a grid's `boundary_file` is relative to
+    (the current folder when None)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -383,10 +457,70 @@ def parse_registry(text: str) -> RegistryModel:
         # The cross-checks read what they can of the raw data, so one run reports everything.
         problems += _cross_check(data, lines)
         raise RegistryError(problems) from exc
-    problems = _cross_check(model, lines)
+    problems = _cross_check(model, lines) + _geography(model, lines, base or Path("."))
     if problems:
         raise RegistryError(problems)
     return model
+
+
+def _geojson(path: Path) -> Any:
+    """A boundary's coordinates from a GeoJSON Polygon or MultiPolygon (a Feature or a bare
+    geometry): a ring for a polygon without holes, else MultiPolygon coordinates."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not GeoJSON ({exc})") from exc
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        data = data.get("geometry")
+    kind = data.get("type") if isinstance(data, dict) else None
+    coords = data.get("coordinates") if isinstance(data, dict) else None
+    if kind not in ("Polygon", "MultiPolygon") or not isinstance(coords, list) or not coords:
+        raise ValueError(f"{path}: needs a GeoJSON Polygon or MultiPolygon (or a Feature "
+                         "holding one)")
+    try:
+        if kind == "Polygon":
+            rings = [[_lon_lat(p) for p in ring] for ring in coords]
+            return rings[0] if len(rings) == 1 else [rings]
+        return [[[_lon_lat(p) for p in ring] for ring in poly] for poly in coords]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def _geography(model: RegistryModel, lines: dict[Path_, int], base: Path) -> list[str]:
+    """Read boundary files, check every boundary is a valid polygon, and convert boundaries
+    and points to WGS-84 (kept on the models for `apply_registry`)."""
+    problems: list[str] = []
+
+    def wgs(lon: float, lat: float) -> tuple[float, float]:
+        return geo.gcj02_to_wgs84(lon, lat) if model.crs == "gcj02" else (lon, lat)
+
+    for si, street in enumerate(model.streets):
+        for ci, community in enumerate(street.communities):
+            for gi, grid in enumerate(community.grids):
+                gp: Path_ = ("streets", si, "communities", ci, "grids", gi)
+                raw: Any = grid.boundary
+                if grid.boundary_file is not None:
+                    try:
+                        raw = _geojson(base / grid.boundary_file)
+                    except ValueError as exc:
+                        problems.append(f"{_where((*gp, 'boundary_file'), lines)}: {exc}")
+                        raw = None
+                if raw is not None:
+                    key = "boundary_file" if grid.boundary_file is not None else "boundary"
+                    problem = geo.polygon_problem(raw)
+                    if problem:
+                        problems.append(f"{_where((*gp, key), lines)}: not a valid polygon "
+                                        f"({problem})")
+                    else:
+                        grid._wgs = geo.map_coords(raw, wgs)
+                for building in grid.buildings:
+                    if building.point is not None:
+                        building._wgs = list(wgs(*building.point))
+    return problems
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -558,12 +692,14 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
                 role(sup, "community_supervisor", c_node.code)
             for grid in community.grids:
                 g_node = await upsert("grid", grid.code, grid.name, c_node, grid.chat)
+                _place_geo(g_node, grid._wgs, None)
                 role(grid.leader, "grid_leader", g_node.code)
                 for member in grid.members:
                     role(member, "grid_member", g_node.code)
                 for building in grid.buildings:
                     b_node = await upsert("building", building.code, building.name, g_node,
                                           building.chat)
+                    _place_geo(b_node, None, building._wgs)
                     role(building.head, "building_head", b_node.code)
                     for unit in building.units:
                         u_code = f"{building.code}/{unit.code}"
@@ -609,6 +745,10 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         row.sla_unit = cat.sla_unit
         row.urgent = cat.urgent
         row.check_required = cat.check
+        # NULL when there are none (a registry without keywords stores what it did); set only
+        # when changed: a JSON column given None would store the JSON text 'null'.
+        if (row.keywords or []) != cat.keywords:
+            row.keywords = list(cat.keywords) or None
         row.active = True
         row.position = i
     report.categories = len(model.categories)
@@ -669,6 +809,17 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
                             policy_changed=old_policy not in (None, _timing(settings)))
     await db.commit()
     return report
+
+
+def _place_geo(node: Node, boundary: Any, point: list[float] | None) -> None:
+    """A place's boundary and point as the registry gives them (WGS-84), set only when
+    changed: an unchanged registry changes no row (nor the directory's version)."""
+    if node.boundary != boundary:
+        # SQL NULL, not the JSON text 'null', when a boundary is removed.
+        node.boundary = boundary if boundary is not None else null()
+    lon, lat = point if point is not None else (None, None)
+    if (node.lon, node.lat) != (lon, lat):
+        node.lon, node.lat = lon, lat
 
 
 def _timing(row: OrgSettings) -> tuple[object, ...]:

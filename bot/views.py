@@ -9,7 +9,7 @@ from markupsafe import Markup
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import aliased, join
 
-from bot import binding, notify
+from bot import binding, notify, voice
 from bot.cases import OPEN_STATUSES, DomainError
 from bot.context import Tx
 from bot.deadlines import light
@@ -81,7 +81,7 @@ async def staff_cases(tx: Tx, actor: Actor, page: int = 1) -> str:
     zh = tx.texts.locale == "zh_CN"
     items: list[dict[str, Any]] = []
     for case, community_name, building_name, unit_name, name_zh, name_en, staff_view in rows:
-        summary = _summary(case.description)
+        summary = _summary(voice.described(tx.texts, case))
         items.append({
             "id": case.id,
             # A result waiting for its check or its rating has no deadline running.
@@ -177,7 +177,7 @@ async def _resident_view(tx: Tx, case: Case) -> dict[str, Any]:
         "id": case.id,
         "status": tx.texts.label(f"status_{case.status}"),
         "category": await notify.category_name(tx, case.category),
-        "description": _summary(case.description, 60),
+        "description": _summary(voice.described(tx.texts, case), 60),
         "reported_at": case.reported_at,
         "result": case.result,
         "reject_reason": case.reject_reason,

@@ -13,7 +13,7 @@ from aiogram.types import Message, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, user_text
+from bot import cases, user_text, voice
 from bot.albums import hold_photo
 from bot.context import Ctx, Tx
 from bot.intake import place_of_chat, reporter_for
@@ -106,14 +106,17 @@ async def reply_to_prompt(message: Message, db: AsyncSession, ctx: Ctx) -> None:
         return
     text = message_text(message)
     photos = [message.photo[-1].file_id] if message.photo else []
-    if not user_text.visible(text) and not photos:
+    # A voice or video note in reply stands for the description (cases.report checks its
+    # length); the acknowledgement in the group never repeats it, only staff get it.
+    spoken = voice.of_message(message)
+    if not user_text.visible(text) and not photos and spoken is None:
         await message.reply(tx.texts.render("report_prompt"))
         return
-    await _report(message, tx, text, photos, None)
+    await _report(message, tx, text, photos, None, spoken)
 
 
 async def _report(message: Message, tx: Tx, text: str, photos: list[str],
-                  behalf: User | None) -> None:
+                  behalf: User | None, spoken: voice.Voice | None = None) -> None:
     assert message.from_user is not None
     place = await place_of_chat(tx.db, message.chat.id)
     assert place is not None
@@ -128,6 +131,7 @@ async def _report(message: Message, tx: Tx, text: str, photos: list[str],
             building_id=building.id, unit_id=unit.id if unit else None,
             reporter_id=reporter_id, submitted_by_id=submitted_by, description=text,
             photos=photos, source_chat_id=message.chat.id, source_message_id=message.message_id,
+            voice=spoken,
         ))
     except cases.DomainError as err:
         await tx.db.rollback()

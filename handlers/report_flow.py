@@ -22,9 +22,10 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, user_text
+from bot import cases, geo, hints, user_text, voice
 from bot.albums import count_draft_photos, take_draft_photos
 from bot.context import Ctx, Tx
+from bot.directory import directory
 from bot.intake import (
     active_categories,
     building_label,
@@ -142,11 +143,18 @@ async def _begin(message: Message, state: FSMContext, db: AsyncSession, tx: Tx, 
     if person.building_id is None:
         await _ask_building(message, state, db, tx, 0, edit=False)
     else:
-        await _ask_category(message, state, db, tx)
+        await _ask_category(message, state, db, tx, description)
 
 
 async def _ask_building(message: Message, state: FSMContext, db: AsyncSession, tx: Tx,
-                        page: int, *, edit: bool) -> None:
+                        page: int, *, edit: bool, offer_location: bool = True) -> None:
+    if not edit and offer_location and geo.router(await directory(db)).grids:
+        # Grids with boundaries: a shared location finds the grid and its nearest building
+        # (`building_located`). A reply keyboard needs a message of its own.
+        await message.answer(tx.texts.label("ask_building_location"), reply_markup=(
+            ReplyKeyboardMarkup(keyboard=[[KeyboardButton(
+                text=tx.texts.plain("btn_send_location_building"), request_location=True)]],
+                resize_keyboard=True, one_time_keyboard=True)))
     buildings, pages = await buildings_page(db, page, PAGE_SIZE)
     rows = [[(await building_label(db, b), f"rf:b:{b.id}")] for b in buildings]
     nav = []
@@ -164,13 +172,48 @@ async def _ask_building(message: Message, state: FSMContext, db: AsyncSession, t
         await message.answer(text, reply_markup=_ikb(rows))
 
 
-async def _ask_category(message: Message, state: FSMContext, db: AsyncSession, tx: Tx) -> None:
-    cats = await active_categories(db)
+async def _ask_category(message: Message, state: FSMContext, db: AsyncSession, tx: Tx,
+                        described: str | None) -> None:
+    # The description normally comes after this step; only `/report <text>` gives it before.
+    # With it, the categories its words suggest come first; without, the registry's order.
+    cats = hints.matching_first(described, await active_categories(db))
     names = [(c.name_zh if tx.texts.locale == "zh_CN" else c.name_en, f"rf:c:{c.code}")
              for c in cats]
     rows = [names[i:i + 2] for i in range(0, len(names), 2)]
     await state.set_state(ReportFlow.category)
     await message.answer(tx.texts.label("ask_category"), reply_markup=_ikb(rows))
+
+
+@router.message(ReportFlow.building, F.location)
+async def building_located(message: Message, state: FSMContext, db: AsyncSession,
+                           ctx: Ctx) -> None:
+    """A location shared instead of choosing a building: the grid whose boundary holds it
+    proposes its nearest building (confirmed with the usual `rf:b:` button); outside every
+    grid, the usual list. The location is kept for the case either way."""
+    tx = await open_tx(db, ctx, message)
+    if tx is None or message.location is None:
+        return
+    lon, lat = message.location.longitude, message.location.latitude
+    await state.update_data(latitude=lat, longitude=lon)
+    d = await directory(db)
+    routes = geo.router(d)
+    grid = routes.grid_at(lon, lat)
+    if grid is None:
+        await message.answer(tx.texts.label("location_outside"),
+                             reply_markup=ReplyKeyboardRemove())
+        await _ask_building(message, state, db, tx, 0, edit=False, offer_location=False)
+        return
+    other = [(tx.texts.plain("btn_other_building"), "rf:bp:0")]
+    nearest = routes.nearest_building(grid, lon, lat)
+    if nearest is not None:
+        rows = [[("✅ " + await building_label(db, nearest), f"rf:b:{nearest.id}")], other]
+        text = tx.texts.label("location_propose", place=grid.name)
+    else:
+        # No building of the grid has a point: the grid's buildings to choose from.
+        in_grid = [b for b in d.buildings() if b.parent_id == grid.id][:PAGE_SIZE]
+        rows = [*[[(await building_label(db, b), f"rf:b:{b.id}")] for b in in_grid], other]
+        text = tx.texts.label("location_propose_no_building", place=grid.name)
+    await message.answer(text, reply_markup=_ikb(rows))
 
 
 @router.callback_query(ReportFlow.building, F.data.startswith("rf:bp:"))
@@ -204,7 +247,9 @@ async def building_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
     await query.answer()
     await query.message.edit_text(
         tx.texts.label("building_chosen", place=await building_label(db, building)))
-    await _ask_category(query.message, state, db, tx)
+    # The draft's description, if `/report <text>` gave one (one read, at this step only).
+    described = (await state.get_data()).get("description")
+    await _ask_category(query.message, state, db, tx, described)
 
 
 @router.callback_query(ReportFlow.category, F.data.startswith("rf:c:"))
@@ -227,14 +272,41 @@ async def category_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
         await _ask_photos(query.message, state, tx.texts)
     else:
         await state.set_state(ReportFlow.description)
-        await query.message.answer(tx.texts.label("ask_description"))
+        await query.message.answer(tx.texts.label("ask_description_voice"))
+
+
+@router.message(ReportFlow.description, F.voice | F.video_note)
+async def voice_given(message: Message, state: FSMContext, ctx: Ctx) -> None:
+    """A voice or video note stands for the description; a text may still follow it (at
+    the photos step), and a caption on it is that text already."""
+    got = voice.of_message(message)
+    assert got is not None
+    refused = voice.problem(got)
+    if refused is not None:
+        await message.answer(ctx.texts.label(f"err_{refused}", limit=voice.MAX_SECONDS // 60))
+        return
+    data: dict[str, Any] = {"voice": {"file_id": got.file_id, "kind": got.kind,
+                                      "seconds": got.seconds}}
+    caption = user_text.clean_text(message.caption)
+    if user_text.visible(caption):
+        data["description"] = caption
+    await state.update_data(**data)
+    await message.answer(ctx.texts.label("voice_received", kind=got.kind, count=got.seconds))
+    await _ask_photos(message, state, ctx.texts)
+
+
+def _draft_voice(data: dict[str, Any]) -> voice.Voice | None:
+    raw = data.get("voice")
+    if not isinstance(raw, dict):
+        return None
+    return voice.Voice(str(raw["file_id"]), str(raw["kind"]), int(raw["seconds"]))
 
 
 @router.message(ReportFlow.description)
 async def description_given(message: Message, state: FSMContext, ctx: Ctx) -> None:
     text = user_text.clean_text(message.text)
     if not user_text.visible(text):
-        await message.answer(ctx.texts.label("ask_description_again"))
+        await message.answer(ctx.texts.label("ask_description_again_voice"))
         return
     await state.update_data(description=text)
     await _ask_photos(message, state, ctx.texts)
@@ -258,7 +330,15 @@ async def photo_given(message: Message, db: AsyncSession, ctx: Ctx) -> None:
 
 
 @router.message(ReportFlow.photos)
-async def photos_other(message: Message, ctx: Ctx) -> None:
+async def photos_other(message: Message, state: FSMContext, ctx: Ctx) -> None:
+    # After a voice, the text typed next is its written description (the voice stays).
+    text = user_text.clean_text(message.text)
+    if message.text is not None and user_text.visible(text):
+        data = await state.get_data()
+        if _draft_voice(data) is not None and not data.get("description"):
+            await state.update_data(description=text)
+            await message.answer(ctx.texts.label("voice_text_added"))
+            return
     await message.answer(ctx.texts.label("photos_hint"))
 
 
@@ -307,11 +387,14 @@ async def _ask_confirm(message: Message, state: FSMContext, db: AsyncSession, ct
     person = await _person(db, tx, message)
     building = await place_by_id(db, person.building_id)
     await state.set_state(ReportFlow.confirm)
+    spoken = _draft_voice(data)
     text = tx.texts.render(
         "report_summary",
         place=await building_label(db, building) if building else "",
         category=await category_name(tx, data.get("category") or "other"),
-        description=data.get("description", ""),
+        # A voice report's line (🎤 语音 0:42) leads, as on the staff card.
+        description="\n".join(p for p in (
+            voice.line(tx.texts, spoken) if spoken else "", data.get("description", "")) if p),
         photos=await count_draft_photos(db, message.chat.id),
         has_location=data.get("latitude") is not None,
     )
@@ -341,6 +424,7 @@ async def submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx:
         description=data.get("description", ""), category=data.get("category"),
         photos=photos, latitude=data.get("latitude"), longitude=data.get("longitude"),
         source_chat_id=query.message.chat.id, source_message_id=None,
+        voice=_draft_voice(data),
     )
     # The draft ends in the transaction that makes the case: a second press waiting on the
     # draft's lock then finds no draft (and a refused report rolls back to the draft).

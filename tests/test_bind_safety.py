@@ -53,7 +53,7 @@ async def test_a_leader_of_another_grid_cannot_take_a_residents_group(h: Harness
     assert reply.buttons == []
     assert await bindings(h) == before
     # Reports in the group still go to its own building.
-    case = await h.report_in_group("楼道堆放杂物")
+    case = await h.report_in_group("楼道墙上贴满小广告")
     assert await place_of(h, BUILDING_CHAT) == "BSY-01-03"
     assert h.card(HEAD, case.id), "the building head of BSY-01-03 verifies it"
 

@@ -91,6 +91,7 @@ def _staff_case(texts: Texts, **changes: Any) -> dict[str, Any]:
         "light": "yellow",
         "latitude": 31.23041,
         "longitude": 121.47370,
+        "map_url": "https://uri.amap.com/marker?position=121.478139,31.228473&x=<b>",
         "result": f"Replaced the bulb {EVIL}",
         "photo_count": 3,
         "assignee": f"Zhao Min {EVIL}",
@@ -108,7 +109,8 @@ def _bare_case(texts: Texts) -> dict[str, Any]:
     """A case with every optional part missing: photo-only, no location, not yet handled."""
     return _staff_case(
         texts, urgent=False, description="", submitted_by=None, latitude=None, longitude=None,
-        photo_count=0, result=None, assignee=None, verified=texts.label("verified_pending"),
+        map_url=None, photo_count=0, result=None, assignee=None,
+        verified=texts.label("verified_pending"),
         status=texts.label("status_verifying"), level=texts.label("level_grid"),
         extended=False, rework=0, review_at=None, checked=None,
     )

@@ -246,7 +246,7 @@ async def test_a_card_costs_the_same_few_statements_whatever_the_case_holds(
 
 
 async def test_open_cases_follow_a_registry_load_that_changes_their_sla(h: Harness) -> None:
-    case = await confirmed(h)  # "other": 72 h
+    case = await confirmed(h, "快递柜不够用")  # no keyword matches: "other", 72 h
     await h.press(LEADER, h.card(LEADER, case.id), "受理")
     await h.advance(timedelta(hours=10))
     assert count(h, LEADER, "超期") == 0

@@ -42,7 +42,7 @@ PHONE = "13812345678"
 async def confirmed(h: Harness, *, accept: bool = True) -> Case:
     """A photo report in the building group, confirmed by the head (and accepted)."""
     await h.say(BUILDING_CHAT, RESIDENT, photo="p-report", name=REPORTER_NAME,
-                caption=f"/report 楼下夜市占道经营，堵住消防通道，联系电话 {PHONE}")
+                caption=f"/report 楼下夜市占道经营，影响通行，联系电话 {PHONE}")
     case = (await h.cases())[-1]
     await h.press(HEAD, h.card(HEAD, case.id), "✅ 属实")
     if accept:
