@@ -15,12 +15,14 @@ import math
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from shapely import STRtree  # type: ignore[import-untyped]
-from shapely.geometry import MultiPolygon, Point, Polygon, shape  # type: ignore[import-untyped]
+from typing import TYPE_CHECKING, Any
 
 from bot.directory import Directory, Place
+
+if TYPE_CHECKING:
+    # shapely costs about 0.3 s to import: only routing and the registry's checks load it, not
+    # every start (the coordinate conversion and the map link need none of it).
+    from shapely.geometry import MultiPolygon, Polygon  # type: ignore[import-untyped]
 
 _A = 6378245.0  # the Krasovsky ellipsoid's semi-major axis the GCJ-02 formula uses
 _EE = 0.00669342162296594323
@@ -93,6 +95,8 @@ def is_ring(value: Any) -> bool:
 
 def geometry(stored: Any) -> Polygon | MultiPolygon:
     """The shapely geometry of a stored boundary."""
+    from shapely.geometry import Polygon, shape
+
     if is_ring(stored):
         return Polygon([(float(p[0]), float(p[1])) for p in stored])
     return shape({"type": "MultiPolygon", "coordinates": stored})
@@ -133,6 +137,8 @@ class Router:
 
     def grid_at(self, lon: float, lat: float) -> Place | None:
         """The grid whose boundary covers (a point on the edge counts) the WGS-84 point."""
+        from shapely.geometry import Point
+
         point = Point(lon, lat)
         hits = sorted(int(i) for i in self.tree.query(point))
         for i in hits:
@@ -167,6 +173,8 @@ def router(d: Directory) -> Router:
     for b in d.buildings():
         if b.parent_id is not None and b.lon is not None and b.lat is not None:
             buildings.setdefault(b.parent_id, []).append(b)
+    from shapely import STRtree  # type: ignore[import-untyped]
+
     built = Router(tree=STRtree(list(geometries)), geometries=geometries, grids=grids,
                    buildings={k: tuple(v) for k, v in buildings.items()})
     _routers[id(d)] = (weakref.ref(d), built)

@@ -208,3 +208,14 @@ async def test_boundary_file_and_unchanged_registries(h: Harness, tmp_path: Path
         d = await directory(db)
     assert d.by_code["BSY-01"].boundary is None and d.by_code["BSY-01-03"].lon is None
     assert geo.router(d).grids == ()
+
+
+def test_a_start_does_not_import_shapely() -> None:
+    """shapely takes about 0.3 s to import: routing loads it, the bot's start does not."""
+    import subprocess
+    import sys
+
+    code = "import sys, bot.app, handlers; print('shapely' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
