@@ -15,7 +15,7 @@ from sqlalchemy import false, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import hints, notify, org
+from bot import followers, hints, notify, org
 from bot.context import Tx
 from bot.deadlines import (
     Phase,
@@ -315,7 +315,9 @@ async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage, action: str) -
         # The task was handed to them as the building's head, and they must still be it.
         require(case.assignee_id == actor.id and _is_head(actor, lin))
     elif action in ("rate", "rate_bad"):
-        require(case.reporter_id == actor.id)
+        # Whoever it affects rates it: the reporter, or a resident who follows the case.
+        require(case.reporter_id == actor.id
+                or await followers.follows(tx.db, case, actor.id))
     elif action in ("extend", "suspend"):
         # The one who holds the case at its level asks; supervisors above answer.
         require(await org.holds_level(tx.db, actor, lin, case.level))

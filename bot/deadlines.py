@@ -55,6 +55,10 @@ class Policy:
     # reminders wait for working time as all reminders wait out the quiet hours.
     calendar: WorkCalendar = field(default_factory=default_calendar)
     working: frozenset[str] = frozenset()
+    # Duplicates (issue 11): how far back and how near an open case is offered to a new
+    # report as the same problem; no window, no offer.
+    duplicate_window: timedelta | None = timedelta(days=3)
+    duplicate_radius: float = 50.0
 
     @classmethod
     def from_row(cls, row: OrgSettings, working: Iterable[str] = ()) -> Policy:
@@ -82,6 +86,8 @@ class Policy:
             whistle_ack_within=seconds(row.whistle_ack_within),
             calendar=WorkCalendar.from_json(row.calendar, row.timezone),
             working=frozenset(working),
+            duplicate_window=seconds(row.duplicate_window),
+            duplicate_radius=row.duplicate_radius,
         )
 
     def in_working_time(self, case: Case) -> bool:

@@ -52,3 +52,20 @@ def format_sla(seconds: int, unit: str = "") -> str:
     if unit == "wd" and seconds % 86400 == 0:
         return f"{seconds // 86400}wd"
     return format_duration(seconds)
+
+
+_DISTANCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|km)?\s*$")
+
+
+def parse_distance(value: object) -> float:
+    """Metres in `50m`, `0.2km` or a bare number of metres; raises ValueError naming the
+    accepted forms. (`50m` is fifty metres here, not the duration's fifty minutes.)"""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a distance like 50m or 0.2km")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DISTANCE.match(str(value))
+    if match is None:
+        raise ValueError(f"{value!r} is not a distance like 50m or 0.2km")
+    amount = float(match.group(1))
+    return amount * 1000 if match.group(2) == "km" else amount

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot import geo, org, phones, voice
+from bot import followers, geo, org, phones, voice
 from bot.buttons import Action, button
 from bot.context import Tx
 from bot.deadlines import light
@@ -100,6 +100,10 @@ async def case_view(tx: Tx, case: Case, lin: Lineage,
                     if case.latitude is not None and case.longitude is not None else None),
         "result": case.result,
         "photo_count": len(photos),
+        # 是同一问题 and merged cases: the residents the problem affects (None: only one).
+        "affected": followers.affected(case) if case.followers else None,
+        "merged_into": case.merged_into_id,
+        "split_from": case.split_from_id,
         "assignee": name(case.assignee_id) if case.assignee_id else None,
         # The workflow's lines, all from the case's own columns.
         "extended": case.extended_seconds > 0,
@@ -297,7 +301,8 @@ async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons
         return check_buttons(tx, case)
     if case.status == "suspended" and await _may_resume(tx, actor, case, lin):
         return resume_buttons(tx, case)
-    if case.status == "resolved" and case.reporter_id == actor.id:
+    if case.status == "resolved" and (case.reporter_id == actor.id
+                                      or await followers.follows(tx.db, case, actor.id)):
         return rating_buttons(tx, case)
     return []
 
@@ -372,18 +377,22 @@ async def tell_reporter(
     tx: Tx, key: str, case: Case, text: str, buttons: Buttons | None = None,
     photos: list[str] | None = None, *, private: bool = False,
 ) -> None:
-    """A message to the reporter: privately, or as a reply to their report in the group;
-    with `private`, never in the group (what the neighbours need not read)."""
-    if case.reporter_id is None:
-        return
-    in_group = (not private and case.source_chat_id is not None
-                and case.source_chat_id < 0)
-    await send_to_person(
-        tx, key, case.reporter_id, text, case=case, buttons=buttons, photos=photos,
-        fallback_chat_id=case.source_chat_id if in_group else None,
-        fallback_reply_to=case.source_message_id if in_group else None,
-        kind="reporter",
-    )
+    """A message to the reporter, and to every resident who follows the case (是同一问题,
+    合并): privately, or as a reply to their report in the group; with `private`, never in
+    the group (what the neighbours need not read)."""
+    residents = [(case.reporter_id, case.source_chat_id, case.source_message_id, key)]
+    residents += [(f.person_id, f.source_chat_id, f.source_message_id, f"{key}:f{f.person_id}")
+                  for f in await followers.of_case(tx.db, case)]
+    for person_id, chat_id, message_id, dedupe in residents:
+        if person_id is None:
+            continue
+        in_group = not private and chat_id is not None and chat_id < 0
+        await send_to_person(
+            tx, dedupe, person_id, text, case=case, buttons=buttons, photos=photos,
+            fallback_chat_id=chat_id if in_group else None,
+            fallback_reply_to=message_id if in_group else None,
+            kind="reporter",
+        )
 
 
 async def reporter_unreachable(tx: Tx, case: Case) -> None:

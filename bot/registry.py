@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import geo
 from bot.cases import retime_open_cases
 from bot.clock import Clock
-from bot.durations import parse_duration, parse_sla
+from bot.durations import parse_distance, parse_duration, parse_sla
 from storage.models import (
     Category,
     Department,
@@ -89,11 +89,24 @@ class PolicyModel(_Model):
     check_within: int | None = 86400
     whistle_ack_within: int | None = 1800
     digest_at: str | None = "08:30"  # the daily digest's local time; null turns it off
+    # Duplicates (issue 11): an open case of the same category reported within the window,
+    # in the building or within the radius of a shared location; a null window: no offer.
+    duplicate_window: int | None = 259200
+    duplicate_radius: float = 50.0  # metres
 
     _durations = field_validator(
         "verify_within", "overdue_repeat", "escalate_after", "rating_within",
-        "extension_answer_within", "check_within", "whistle_ack_within", mode="before"
+        "extension_answer_within", "check_within", "whistle_ack_within", "duplicate_window",
+        mode="before"
     )(_duration)
+
+    @field_validator("duplicate_radius", mode="before")
+    @classmethod
+    def _radius(cls, value: Any) -> float:
+        metres = parse_distance(value)
+        if not 0 < metres <= 5000:
+            raise ValueError("must be a distance up to 5km, like 50m")
+        return metres
 
     @field_validator("quiet_hours")
     @classmethod
@@ -794,6 +807,8 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     settings.check_within = policy.check_within
     settings.whistle_ack_within = policy.whistle_ack_within
     settings.digest_at = policy.digest_at
+    settings.duplicate_window = policy.duplicate_window
+    settings.duplicate_radius = policy.duplicate_radius
     settings.calendar = model.calendar.stored() if model.calendar is not None else None
     settings.score_weights = (model.assessment.weights.model_dump()
                               if model.assessment is not None else None)

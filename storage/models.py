@@ -165,6 +165,12 @@ class OrgSettings(Base):
                                                      server_default="08:30")
     # The monthly score's weights (on_time, closed, satisfied, rework); None: the defaults.
     score_weights: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Duplicates: an open case of the same category in the same building (or within the
+    # radius, in metres, of a shared location) reported within the window is offered to a
+    # new report's reporter; a null window turns the offer off.
+    duplicate_window: Mapped[int | None] = mapped_column(Integer, default=259200,
+                                                         server_default="259200")
+    duplicate_radius: Mapped[float] = mapped_column(Float, default=50.0, server_default="50")
 
 
 def _clock_start_default(context: Any) -> Any:
@@ -247,6 +253,95 @@ class Case(Base):
     voice_file_id: Mapped[str | None] = mapped_column(String(255))
     voice_kind: Mapped[str | None] = mapped_column(String(16))
     voice_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Residents who said 是同一问题 (or whose case was merged in) and follow this case: its
+    # card shows `1 + followers` residents affected without counting rows (case_followers).
+    followers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # 合并: the case this one was merged into (it closed as 已合并); 拆分: the case this one
+    # was split from. Plain numbers, not foreign keys: SQLite adds and drops them in place,
+    # and a case row is never deleted.
+    merged_into_id: Mapped[int | None] = mapped_column(Integer)
+    split_from_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class CaseFollower(Base):
+    """A resident who follows a case that is not their own report: they said 是同一问题 to a
+    duplicate offer, or their case was merged into it. They get the reporter's notices (with
+    a reply in `source_chat_id` when a private message cannot reach them) and may rate."""
+
+    __tablename__ = "case_followers"
+    __table_args__ = (UniqueConstraint("case_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    person_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("people.id"), index=True)
+    source_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    source_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # 'duplicate' (是同一问题) or 'merge' (合并到 #N).
+    via: Mapped[str] = mapped_column(String(16))
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DuplicateOffer(Base):
+    """A report held back while its reporter is asked whether it is `case_id`'s problem.
+
+    `report` holds what the report would file (the domain's ReportInput as JSON); an answer,
+    or the sweep at `due_at`, settles it: joined (they follow the case), declined or
+    timed_out (the report is filed as a new case). Nothing is lost while it waits.
+    """
+
+    __tablename__ = "duplicate_offers"
+    __table_args__ = (Index("ix_duplicate_offers_due", "status", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    person_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("people.id"), index=True)
+    # Where the question was asked (the group, or the private chat) and the report's message.
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # pending, joined, declined, timed_out
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The case the report became when declined or timed out.
+    filed_case_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Notice(Base):
+    """A notice (通知 / 宣传) a grid leader or supervisor sends to the building and unit chats
+    of a scope; `draft` until sent. Its copies (notice_copies) hold the 已阅 receipts."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("people.id"), index=True)
+    # The node codes chosen (one grid, community or street, or some buildings) and how the
+    # sender chose them ('grid', 'community', 'street', 'buildings').
+    scope_kind: Mapped[str] = mapped_column(String(16), default="")
+    scope: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    text: Mapped[str] = mapped_column(Text, default="")
+    photos: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # draft, sent, cancelled
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class NoticeCopy(Base):
+    """A notice's copy in one building or unit chat, and its 已阅 by a head of that place."""
+
+    __tablename__ = "notice_copies"
+    __table_args__ = (UniqueConstraint("notice_id", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    confirmed_by_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("people.id"))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CaseTimerStep(Base):

@@ -95,6 +95,9 @@ ADDED_COLUMNS = {
     # 0006: smart intake.
     ("categories", "keywords"), ("nodes", "boundary"), ("nodes", "lon"), ("nodes", "lat"),
     *(("cases", c) for c in ("voice_file_id", "voice_kind", "voice_seconds")),
+    # 0007: duplicates, merge and split, notices.
+    *(("cases", c) for c in ("followers", "merged_into_id", "split_from_id")),
+    *(("org_settings", c) for c in ("duplicate_window", "duplicate_radius")),
 }
 
 

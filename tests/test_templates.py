@@ -100,6 +100,9 @@ def _staff_case(texts: Texts, **changes: Any) -> dict[str, Any]:
         "rework": 2,
         "review_at": NOW + timedelta(days=30),
         "checked": texts.label("checked_pending"),
+        "affected": 4,
+        "merged_into": None,
+        "split_from": 7,
     }
     case.update(changes)
     return case
@@ -112,7 +115,8 @@ def _bare_case(texts: Texts) -> dict[str, Any]:
         map_url=None, photo_count=0, result=None, assignee=None,
         verified=texts.label("verified_pending"),
         status=texts.label("status_verifying"), level=texts.label("level_grid"),
-        extended=False, rework=0, review_at=None, checked=None,
+        extended=False, rework=0, review_at=None, checked=None, affected=None,
+        split_from=None,
     )
 
 
