@@ -34,6 +34,7 @@ class Action(StrEnum):
     WHISTLE = "wh"  # call a department in (吹哨)
     CHECK_PASS = "kp"  # building head: the on-site check passed
     CHECK_FAIL = "kf"  # building head: it did not (asks for a reason): 返工
+    LOCATION = "lo"  # staff: send me the case's place as a venue message
 
 
 RATINGS = ("good", "fair", "bad")

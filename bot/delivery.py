@@ -58,6 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import notify
 from bot.claims import OUTBOX_CHAT, Claim, Claims
 from bot.context import Ctx, NotConfigured, begin
+from bot.geo import Venue, venue_of
 from bot.outage import Outage, is_transient
 from bot.outbox import enqueue, follow_migration
 from bot.ratelimit import Limits, Pacer
@@ -166,18 +167,20 @@ class Part:
     (an upload, maybe with the text as caption), a text piece, or a voice report's note
     (re-sent by its file_id, in `photos`; `media` says "voice" or "video_note")."""
 
-    kind: str  # "captioned", "photos", "upload", "text" or "voice"
+    kind: str  # "captioned", "photos", "upload", "text", "voice" or "venue"
     photos: tuple[str, ...] = ()
     text: str = ""
     markup: bool = False  # the row's buttons go on this call
     media: str = ""
+    venue: Venue | None = None
 
 
 def plan(row: Outbox) -> list[Part]:
     """The calls a row takes. Stable while the row is resumed: `parts_done` counts into it."""
-    # A voice entry sits after the photos in `row.photos` (bot.outbox.enqueue).
-    photos = [p for p in row.photos if from_media(p) is None]
+    # Voice and venue entries sit after the photos in `row.photos` (bot.outbox.enqueue).
+    photos = [p for p in row.photos if isinstance(p, str)]
     voices = [v for v in map(from_media, row.photos) if v is not None]
+    venues = [v for v in map(venue_of, row.photos) if v is not None]
     text = row.text
     if row.upload_kind:
         return _plan_upload(row)
@@ -185,14 +188,15 @@ def plan(row: Outbox) -> list[Part]:
     # (its photos went out alone, and a photo dropped since must not shift the text), nor
     # with a voice after it (a resumed row could not tell which of the two went out).
     if (len(photos) == 1 and len(text) <= CAPTION_LIMIT and row.parts_done == 0
-            and not voices):
+            and not voices and not venues):
         return [Part("captioned", (photos[0],), text, markup=True)]
     parts = [Part("photos", tuple(photos[i:i + MEDIA_GROUP]))
              for i in range(0, len(photos), MEDIA_GROUP)]
-    pieces = split_text(text) if text.strip() or not photos else []
+    pieces = split_text(text) if text.strip() or not (photos or venues) else []
     parts += [Part("text", text=p, markup=i == len(pieces) - 1) for i, p in enumerate(pieces)]
     # The voice right after the card it belongs to: the card says what it is (语音 0:42).
     parts += [Part("voice", (file_id,), media=kind) for kind, file_id in voices]
+    parts += [Part("venue", venue=v) for v in venues]
     return parts
 
 
@@ -595,6 +599,12 @@ class Delivery:
             log.warning("outbox %s: its %s was refused (%s), the card went without it",
                         row.id, part.media, reason)
             return Step.AGAIN
+        if part is not None and part.kind == "venue" and row.parts_done > 0:
+            # A venue Telegram will not take: the text before it went out and has the link.
+            row.photos = [p for p in row.photos if venue_of(p) is None]
+            log.warning("outbox %s: its venue was refused (%s), sent without it", row.id,
+                        reason)
+            return Step.AGAIN
         if part is not None and part.kind == "upload" and row.parts_done == 0:
             # A file Telegram will not take (a chart it cannot process): the text still goes.
             row.upload, row.upload_kind = None, None
@@ -652,7 +662,8 @@ class Delivery:
                 raise PartlySent(index, exc, part, message_id) from exc
             finally:
                 self.pacer.finished(chat)
-            if part.kind != "voice":  # the id kept is the card's, not its voice's
+            # The id kept is the card's, not its voice's or venue's (unless they are all).
+            if part.kind not in ("voice", "venue") or message_id is None:
                 message_id = message_id_of(result) or message_id
         return message_id
 
@@ -668,6 +679,10 @@ class Delivery:
                 return await self.bot.send_video_note(chat, part.photos[0],
                                                       reply_parameters=reply)
             return await self.bot.send_voice(chat, part.photos[0], reply_parameters=reply)
+        if part.kind == "venue" and part.venue is not None:
+            v = part.venue
+            return await self.bot.send_venue(chat, v.latitude, v.longitude, v.title,
+                                             v.address, reply_parameters=reply)
         if part.kind == "photos":
             if len(part.photos) == 1:  # a media group needs two to ten items
                 return await self.bot.send_photo(chat, part.photos[0], reply_parameters=reply)

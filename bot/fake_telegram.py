@@ -24,6 +24,7 @@ from aiogram.methods import (
     SendMediaGroup,
     SendMessage,
     SendPhoto,
+    SendVenue,
     SendVideoNote,
     SendVoice,
     TelegramMethod,
@@ -57,6 +58,8 @@ class Sent:
     # "voice" or "video_note".
     voice: str | None = None
     voice_kind: str | None = None
+    # A venue (sendVenue): latitude, longitude, title, address.
+    venue: tuple[float, float, str, str] | None = None
 
     def button_data(self, label: str) -> str:
         for row in self.buttons:
@@ -167,6 +170,14 @@ class FakeTelegram(BaseSession):
             return 200, {"ok": True, "result": result}
         if isinstance(method, SendLocation):
             return 200, {"ok": True, "result": self._record(method, "", [])}
+        if isinstance(method, SendVenue):
+            result = self._record(method, "", [])
+            self.sent[-1].venue = (method.latitude, method.longitude, method.title,
+                                   method.address)
+            result["venue"] = {"location": {"latitude": method.latitude,
+                                            "longitude": method.longitude},
+                               "title": method.title, "address": method.address}
+            return 200, {"ok": True, "result": result}
         if isinstance(method, EditMessageText | EditMessageReplyMarkup):
             self._edit(method)
             return 200, {"ok": True, "result": True}

@@ -83,6 +83,30 @@ def amap_url(lon: float, lat: float) -> str:
     return f"https://uri.amap.com/marker?position={g_lon:.6f},{g_lat:.6f}"
 
 
+@dataclass(frozen=True)
+class Venue:
+    """A case's place as a Telegram venue message (sent to staff who ask for it with 📍):
+    kept in an outbox row's media as `{"venue": [lat, lon, title, address]}`, after the
+    photos, like a voice note."""
+
+    latitude: float
+    longitude: float
+    title: str
+    address: str
+
+    def media(self) -> dict[str, list[Any]]:
+        return {"venue": [self.latitude, self.longitude, self.title, self.address]}
+
+
+def venue_of(entry: Any) -> Venue | None:
+    """The venue of an outbox media entry; None for a photo's file_id or a voice."""
+    value = entry.get("venue") if isinstance(entry, dict) else None
+    if not (isinstance(value, list) and len(value) == 4):
+        return None
+    lat, lon, title, address = value
+    return Venue(float(lat), float(lon), str(title), str(address))
+
+
 # --- boundaries ---------------------------------------------------------------------------------
 
 
@@ -115,6 +139,13 @@ def polygon_problem(stored: Any) -> str | None:
     if not shape_.is_valid:
         return str(explain_validity(shape_))
     return None
+
+
+def covers(stored: Any, lon: float, lat: float) -> bool:
+    """Whether a stored boundary holds the point (a point on its edge counts)."""
+    from shapely.geometry import Point
+
+    return bool(geometry(stored).covers(Point(lon, lat)))
 
 
 def map_coords(stored: Any, convert: Any) -> Any:

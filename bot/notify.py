@@ -248,9 +248,9 @@ async def handler_card(
     photos = await photos_of(tx, case)
     view = await case_view(tx, case, lin, photos)
     text = tx.texts.render("case_card", case=view, kind=kind, note=note)
-    buttons = handler_buttons(tx, case, lin, has_head=bool(heads),
-                              above=await _asks_above(tx, case, lin),
-                              departments=await _has_departments(tx))
+    buttons = with_location(tx, case, handler_buttons(
+        tx, case, lin, has_head=bool(heads), above=await _asks_above(tx, case, lin),
+        departments=await _has_departments(tx)))
     not_before = quiet_delay(tx, case) if deferrable else None
     for person in recipients:
         await send_to_person(
@@ -281,8 +281,29 @@ def task_buttons(tx: Tx, case: Case) -> Buttons:
     return [row]
 
 
+def with_location(tx: Tx, case: Case, buttons: Buttons) -> Buttons:
+    """A staff card's buttons, and 📍 under them when the report came with a location: the
+    place as a Telegram venue, privately to whoever presses it (never to a group)."""
+    if case.latitude is None or case.longitude is None:
+        return buttons
+    return [*buttons, [button(tx.texts.plain("btn_location"), Action.LOCATION, case.id,
+                              case.rev)]]
+
+
+def may_locate(actor: Actor, lin: Lineage) -> bool:
+    """Staff of the case's place (not a unit head: what a resident reported is not theirs)
+    may have its location."""
+    return bool(actor.node_ids(*(r for r in RoleName if r != RoleName.UNIT_HEAD)) & lin.ids)
+
+
 async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons:
-    """The buttons `actor` may use on `case` now: what a live card shows them."""
+    """The buttons `actor` may use on `case` now: what a live card shows them, with 📍 for
+    staff when the case has a location."""
+    buttons = await _buttons_for(tx, actor, case, lin)
+    return with_location(tx, case, buttons) if may_locate(actor, lin) else buttons
+
+
+async def _buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons:
     if case.status == "verifying" and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
         return verify_buttons(tx, case)
     if (case.status == "assigned" and case.assignee_id == actor.id
@@ -334,7 +355,7 @@ async def verify_card(tx: Tx, case: Case, lin: Lineage, head: Person) -> None:
     t = tx.texts
     photos = await photos_of(tx, case)
     view = await case_view(tx, case, lin, photos)
-    buttons = verify_buttons(tx, case)
+    buttons = with_location(tx, case, verify_buttons(tx, case))
     await send_to_person(
         tx, f"case:{case.id}:verify:{head.id}", head.id,
         t.render("case_card", case=view, kind="verify", note=None), case=case,
@@ -347,7 +368,7 @@ async def task_card(tx: Tx, case: Case, lin: Lineage, head: Person, note: str | 
     t = tx.texts
     photos = await photos_of(tx, case)
     view = await case_view(tx, case, lin, photos)
-    buttons = task_buttons(tx, case)
+    buttons = with_location(tx, case, task_buttons(tx, case))
     await send_to_person(
         tx, f"case:{case.id}:task:{case.rev}:{head.id}", head.id,
         t.render("case_card", case=view, kind="task", note=note), case=case,
@@ -473,3 +494,4 @@ async def history(tx: Tx, case: Case) -> list[dict[str, Any]]:
             "note": ev.note,
         })
     return rows
+

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.buttons import CaseButton
+from bot.geo import Venue
 from bot.voice import Voice
 from storage.models import Case, Node, Outbox
 
@@ -44,6 +45,7 @@ async def enqueue(
     upload_name: str | None = None,
     upload_kind: str | None = None,
     voice: Voice | None = None,
+    venue: Venue | None = None,
 ) -> int | None:
     """Add a message unless one with the same dedupe key exists; return the new row's id or
     None.
@@ -54,7 +56,8 @@ async def enqueue(
 
     `voice` (a voice report's note) is re-sent by its file_id right after the text: it is
     kept in `photos` as the one entry that is not a photo's file_id, `{"voice": id}` or
-    `{"video_note": id}`, always after the photos.
+    `{"video_note": id}`, always after the photos. `venue` (a case's place, asked for with
+    📍) goes the same way, as a venue message after the text.
 
     One statement: the unique dedupe key decides at the insert, so a second worker racing on
     the same key gets None instead of an error that would roll its whole update back.
@@ -65,7 +68,8 @@ async def enqueue(
         person_id=person_id,
         case_id=case_id,
         text=text,
-        photos=[*photos, *([voice.media()] if voice else [])],
+        photos=[*photos, *([voice.media()] if voice else []),
+                *([venue.media()] if venue else [])],
         buttons=[list(r) for r in buttons],
         markup=markup,
         reply_to_message_id=reply_to,

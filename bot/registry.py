@@ -530,9 +530,16 @@ def _geography(model: RegistryModel, lines: dict[Path_, int], base: Path) -> lis
                                         f"({problem})")
                     else:
                         grid._wgs = geo.map_coords(raw, wgs)
-                for building in grid.buildings:
-                    if building.point is not None:
-                        building._wgs = list(wgs(*building.point))
+                for bi, building in enumerate(grid.buildings):
+                    if building.point is None:
+                        continue
+                    building._wgs = list(wgs(*building.point))
+                    # A point outside its own grid is a typo (or the wrong crs): a location
+                    # shared there would be routed to another grid, or to none. Checked in
+                    # the registry's own coordinates, where its edges are straight.
+                    if grid._wgs is not None and not geo.covers(raw, *building.point):
+                        problems.append(f"{_where((*gp, 'buildings', bi, 'point'), lines)}: "
+                                        f"{building.code} lies outside its grid's boundary")
     return problems
 
 

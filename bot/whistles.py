@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bot import cases, notify
+from bot import cases, notify, voice
 from bot.buttons import WhistleAnswer, whistle_button
 from bot.cases import HANDLING, DomainError
 from bot.context import Tx
@@ -82,7 +82,7 @@ async def call(tx: Tx, actor: Actor, case_id: int, rev: int, department: str,
         await notify.send_to_person(
             tx, f"case:{case.id}:whistle:{whistle.id}:{person_id}", person_id, text,
             case=case, fallback_chat_id=dept.chat_id, photos=photos, buttons=buttons,
-            kind="department",
+            kind="department", with_voice=voice.of_case(case),
         )
     await cases.save(tx, case)
     return whistle

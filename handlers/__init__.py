@@ -12,6 +12,7 @@ from handlers import (
     fallback,
     guard,
     intake,
+    locations,
     report_flow,
     requests,
     stats,
@@ -33,6 +34,7 @@ def build_router() -> Router:
         suspension.router.build(),  # 挂账
         checks.router.build(),  # 核查
         whistles.router.build(),  # 吹哨报到
+        locations.router.build(),  # 📍: a case's place, privately
         case_buttons.router.build(),  # case buttons and the prompts they open
         report_flow.router.build(),  # the private guided report
         intake.router.build(),  # reports in groups

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from bot.fake_telegram import BOT_ID, BOT_USERNAME, FIXED_DATE, chat_json
 
-SEND_METHODS = {"sendmessage", "sendphoto", "sendmediagroup", "sendlocation", "senddocument"}
+SEND_METHODS = {"sendmessage", "sendphoto", "sendmediagroup", "sendlocation", "senddocument",
+                "sendvenue", "sendvoice", "sendvideonote"}
 # Where `_params` puts the files of a multipart call: {field: (file name, bytes)}.
 FILES = "_files"
 Rule = Callable[[str, int, dict[str, Any]], "web.StreamResponse | None"]

@@ -179,6 +179,15 @@ def test_registry_errors(tmp_path: Path) -> None:
     assert "grids[0].boundary_file: cannot read" in found
     data["crs"] = "bd09"
     assert "crs" in problems(data, tmp_path)
+    # A building whose point lies in the other grid (or outside both) is named.
+    data = registry()
+    grid = data["streets"][0]["communities"][0]["grids"][0]
+    grid["buildings"][0]["point"] = POINTS["BSY-02-12"]
+    found = problems(data)
+    assert "grids[0].buildings[0].point: BSY-01-03 lies outside its grid's boundary" in found
+    # On the edge it shares with the next grid is inside.
+    grid["buildings"][0]["point"] = [117.303, 31.800]
+    parse_registry(text(data), None)
 
 
 async def test_boundary_file_and_unchanged_registries(h: Harness, tmp_path: Path) -> None:

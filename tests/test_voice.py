@@ -243,3 +243,19 @@ def test_plan_puts_the_voice_after_the_card() -> None:
     assert [p.kind for p in parts] == ["photos", "text", "voice"]
     assert plan(_row(["p1", {"video_note": "n"}], parts_done=2)) == parts
     assert [p.kind for p in plan(_row(["p1"]))] == ["captioned"]
+
+
+async def test_a_department_called_in_gets_the_voice_with_its_card(h: Harness) -> None:
+    from tests.harness import POLICE
+    from tests.test_whistles import blow
+
+    await to_description(h)
+    await h.private(RESIDENT, extra=voice("vf-dept", 30))
+    await finish(h, h.last(RESIDENT))
+    [case] = await h.cases()
+    await h.press(HEAD, h.card(HEAD, case.id), "✅ 属实")
+    await h.press(LEADER, h.card(LEADER, case.id), "受理")
+    await blow(h, await h.case(case.id))
+    card = h.card(POLICE, case.id)
+    assert "🎤 语音 0:30" in card.text
+    assert after_card(h, POLICE, case.id).voice == "vf-dept"
