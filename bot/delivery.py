@@ -662,8 +662,9 @@ class Delivery:
                 raise PartlySent(index, exc, part, message_id) from exc
             finally:
                 self.pacer.finished(chat)
-            # The id kept is the card's, not its voice's or venue's (unless they are all).
-            if part.kind not in ("voice", "venue") or message_id is None:
+            # The id kept is the card's, not its voice's or venue's (unless the venue is all
+            # the row holds); a resumed row whose card went out earlier keeps that card's id.
+            if part.kind not in ("voice", "venue") or len(parts) == 1:
                 message_id = message_id_of(result) or message_id
         return message_id
 
