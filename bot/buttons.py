@@ -35,6 +35,8 @@ class Action(StrEnum):
     CHECK_PASS = "kp"  # building head: the on-site check passed
     CHECK_FAIL = "kf"  # building head: it did not (asks for a reason): 返工
     LOCATION = "lo"  # staff: send me the case's place as a venue message
+    MERGE = "mg"  # handler: merge this case into another (合并到 #N)
+    SPLIT = "sp"  # handler: split a second problem out of this report (拆分)
 
 
 RATINGS = ("good", "fair", "bad")

@@ -64,12 +64,13 @@ class CaseStatus(StrEnum):
     SUSPENDED = "suspended"  # 挂账: waits for money, planning or another authority
     CLOSED = "closed"
     REJECTED = "rejected"
+    MERGED = "merged"  # 合并: closed into another case (`merged_into_id`), counted nowhere
 
 
 S = CaseStatus
 HANDLING = frozenset({S.OPEN, S.ACCEPTED, S.ASSIGNED})
 OPEN_STATUSES = frozenset({S.VERIFYING, *HANDLING, S.SUSPENDED, S.CHECKING, S.RESOLVED})
-FINAL_STATUSES = frozenset({S.CLOSED, S.REJECTED})
+FINAL_STATUSES = frozenset({S.CLOSED, S.REJECTED, S.MERGED})
 # Which timers each status has; a status missing here (final ones) has none.
 TIMER_PHASE: dict[str, Phase] = {
     S.VERIFYING: Phase.VERIFY,
@@ -106,6 +107,7 @@ TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
     # 返工: 不满意 at the follow-up, or a failed on-site check; one kind, counted as round - 1.
     "rework": (frozenset({S.RESOLVED, S.CHECKING}), S.OPEN),
     "rating_timeout": (frozenset({S.RESOLVED}), S.CLOSED),
+    "merge": (HANDLING, S.MERGED),
 }
 # Actions that open a prompt before any transition: the statuses they may start from.
 PROMPT_FROM: dict[str, frozenset[CaseStatus]] = {
@@ -114,6 +116,8 @@ PROMPT_FROM: dict[str, frozenset[CaseStatus]] = {
     "whistle": HANDLING,
     "check_fail": frozenset({S.CHECKING}),
     "rate_bad": frozenset({S.RESOLVED}),
+    "merge": HANDLING,
+    "split": HANDLING,
 }
 # Actions that change nothing a button depends on keep the rev.
 _KEEPS_REV = {"category", "ack"}
@@ -299,7 +303,7 @@ async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage, action: str) -
             require(_is_head(actor, lin) or actor.handles(lin, Level.GRID))
         else:
             require(actor.handles(lin, case.level))
-    elif action in ("accept", "assign", "resolve", "send_back"):
+    elif action in ("accept", "assign", "resolve", "send_back", "merge", "split"):
         require(actor.handles(lin, case.level))
     elif action == "escalate":
         if case.level == Level.GRID:

@@ -4,7 +4,8 @@ One definition, used by `gridbot stats`, the ledger's second sheet, `/stats`, th
 the monthly score. The definitions are in the README ("The figures"); in short, a period is
 a half-open span of local days in the registry's timezone, and
 
-- 受理 (received): reported in the period, not rejected at verification;
+- 受理 (received): reported in the period, not rejected at verification nor merged into
+  another case;
 - 结案 (closed): the handler's result recorded and standing (status resolved, checking or
   closed: `resolved_at` is set, which a rework clears), counted at `resolved_at`;
 - 按期 (on time): `resolved_at <= deadline_at`, the round's deadline with the extensions
@@ -46,6 +47,9 @@ SCOPE_KINDS = ("street", "community", "grid", "building")
 STANDING = ("resolved", "checking", "closed")
 # The handler's first act on a case: its 接单 (taken, handed to the building head, or done
 # at once).
+# Cases counted nowhere: a report rejected at verification, and a case merged into another
+# (合并: the main case counts for both).
+UNCOUNTED = ("rejected", "merged")
 FIRST_ACT = ("accept", "assign", "resolve", "resolve_check")
 ESCALATIONS = ("escalate", "auto_escalate")
 
@@ -332,7 +336,7 @@ async def _figures(db: AsyncSession, period: Period, place: Place | None,
                    by: Breakdown | None) -> dict[Any, Figures]:
     tree = _Tree()
     key = tree.key(by)
-    not_rejected = Case.status != "rejected"
+    not_rejected = Case.status.notin_(UNCOUNTED)
     received = and_(_within(Case.reported_at, period), not_rejected)
     closed = _within(Case.resolved_at, period)
     on_time = and_(closed, Case.resolved_at <= Case.deadline_at)
@@ -525,7 +529,7 @@ async def daily(db: AsyncSession, period: Period, scope: str | None) -> list[Day
     got: dict[int, list[int]] = {i: [0, 0, 0] for i in range(len(days))}
     rb = bucket(Case.reported_at).label("d")
     received = tree.join(select(rb, func.count()).select_from(Case)).where(
-        tree.scope(place), _within(Case.reported_at, period), Case.status != "rejected",
+        tree.scope(place), _within(Case.reported_at, period), Case.status.notin_(UNCOUNTED),
     ).group_by(rb)
     for i, n in (await db.execute(received)).all():
         if int(i) in got:

@@ -2,7 +2,8 @@
 
 Which cases: the ones the period's figures (bot.figures) are about, so a supervisor can
 filter the rows and find the figures again. A case is listed when it is not rejected at
-verification (不予受理 counts nowhere), was reported before the period's end, and
+verification (不予受理 counts nowhere) nor merged into another (合并: the main case's row
+stands for both), was reported before the period's end, and
 
 - was reported in the period (受理), or
 - has its result recorded in the period or later, or none yet (结案 in the period, or open at
@@ -45,7 +46,16 @@ from sqlalchemy.orm import aliased
 
 from bot.config import DEFAULT_TEMPLATES
 from bot.directory import Directory, Place, directory
-from bot.figures import ESCALATIONS, RATES, Figures, Period, breakdown, compute, place_for
+from bot.figures import (
+    ESCALATIONS,
+    RATES,
+    UNCOUNTED,
+    Figures,
+    Period,
+    breakdown,
+    compute,
+    place_for,
+)
 from bot.texts import Texts
 from storage.models import Case, CaseEvent, Node, Person
 
@@ -137,7 +147,8 @@ def ledger_query(period: Period, place: Place | None) -> Rows:
             confirm.at.label("verified_at"), confirm.actor_id.label("verifier_id"),
             verifier.name.label("verifier_name"), handler.name.label("handler_name"),
             Case.deadline_at, Case.resolved_at, Case.closed_at, Case.close_reason,
-            Case.result, Case.rating, Case.round, Case.status,
+            Case.result, Case.rating, Case.round, Case.status, Case.voice_kind,
+            Case.voice_seconds,
             escalations(or_(ev.level == "community", ev.level.is_(None))).label("esc_c"),
             escalations(ev.level == "street").label("esc_s"),
         )
@@ -148,7 +159,7 @@ def ledger_query(period: Period, place: Place | None) -> Rows:
         .outerjoin(confirm, confirm.id == last_confirm)
         .outerjoin(verifier, verifier.id == confirm.actor_id)
         .where(
-            Case.status != "rejected",
+            Case.status.notin_(UNCOUNTED),
             Case.reported_at < period.end,
             or_(Case.reported_at >= period.start,
                 Case.resolved_at.is_(None),
@@ -204,6 +215,15 @@ class _Row:
         text = [self.label(name, n) for name, n in parts if n]
         return ("" if self.zh else " ").join(text)
 
+    def description(self, r: Any) -> str:
+        """The report's text; a voice report's line (🎤 语音 0:42) first, as staff read it, so
+        a report that was only spoken is not an empty cell."""
+        text = r.description or ""
+        if r.voice_kind:
+            line = self.texts.plain("voice_note", kind=r.voice_kind, count=r.voice_seconds or 0)
+            text = f"{line} {text}".strip()
+        return text
+
     def place(self, building_id: int, unit_id: int | None) -> tuple[str, str]:
         b = self.d.place(building_id)
         g = self.d.place(b.parent_id) if b is not None else None
@@ -239,7 +259,7 @@ class _Row:
             grid,
             place,
             cat.name(self.texts.locale) if cat is not None else r.category,
-            r.description or "",
+            self.description(r),
             # Erased reporters have no id (and no name); an erased person's id is cleared.
             (r.reporter_name or "") if r.reporter_id is not None else "",
             (r.verifier_name or "") if r.verifier_id is not None else "",

@@ -221,6 +221,9 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: boo
             fourth.append(button(t.plain("btn_whistle"), Action.WHISTLE, case.id, case.rev))
     if fourth:
         rows.append(fourth)
+    if case.status in ("open", "accepted", "assigned"):
+        rows.append([button(t.plain("btn_merge"), Action.MERGE, case.id, case.rev),
+                     button(t.plain("btn_split"), Action.SPLIT, case.id, case.rev)])
     return rows
 
 

@@ -9,7 +9,7 @@ from markupsafe import Markup
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import aliased, join
 
-from bot import binding, notify, voice
+from bot import binding, followers, notify, voice
 from bot.cases import OPEN_STATUSES, DomainError
 from bot.context import Tx
 from bot.deadlines import light
@@ -123,7 +123,8 @@ async def case_detail(tx: Tx, actor: Actor, case_id: int) -> tuple[str, notify.B
         if not actor.node_ids(*STAFF_ROLES) & lin.ids:
             view, events = await _unit_head_view(tx, actor, case, view, events)
         return _detail(tx, view, events), buttons
-    if case.reporter_id == actor.id:
+    if case.reporter_id == actor.id or await followers.follows(tx.db, case, actor.id):
+        # A resident who follows the case (是同一问题, 合并) reads it as its reporter does.
         return tx.texts.render("case_mine", case=await _resident_view(tx, case)), buttons
     # Say the same as for a missing case: existence is itself out of scope.
     raise DomainError("no_case", case_id=case_id)
@@ -182,6 +183,7 @@ async def _resident_view(tx: Tx, case: Case) -> dict[str, Any]:
         "result": case.result,
         "reject_reason": case.reject_reason,
         "rating": tx.texts.label(f"rating_{case.rating}") if case.rating else None,
+        "merged_into": case.merged_into_id,
     }
 
 

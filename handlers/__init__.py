@@ -13,6 +13,7 @@ from handlers import (
     guard,
     intake,
     locations,
+    merge,
     report_flow,
     requests,
     stats,
@@ -35,6 +36,7 @@ def build_router() -> Router:
         checks.router.build(),  # 核查
         whistles.router.build(),  # 吹哨报到
         locations.router.build(),  # 📍: a case's place, privately
+        merge.router.build(),  # 合并 and 拆分
         case_buttons.router.build(),  # case buttons and the prompts they open
         report_flow.router.build(),  # the private guided report
         intake.router.build(),  # reports in groups

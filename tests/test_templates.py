@@ -32,7 +32,7 @@ ITEM_IDS = (4217, 4230)
 NOW = datetime(2025, 3, 14, 2, 30, tzinfo=UTC)
 CARD_KINDS = (
     "verify", "urgent", "unverified", "new", "escalated", "returned", "task_done", "reopened",
-    "task", "check", "check_failed", "resumed",
+    "task", "check", "check_failed", "resumed", "split",
 )
 # Tags Telegram's HTML parse mode understands.
 TELEGRAM_TAGS = {
@@ -131,6 +131,7 @@ def _resident_case(texts: Texts, **changes: Any) -> dict[str, Any]:
         "result": f"Replaced the bulb {EVIL}",
         "reject_reason": f"Already repaired {EVIL}",
         "rating": texts.label("rating_fair"),
+        "merged_into": None,
     }
     case.update(changes)
     return case
@@ -191,6 +192,11 @@ def _context(texts: Texts) -> dict[str, Any]:
             {"role": t("role_grid_leader"), "place": f"Grid 1 {EVIL}", "code": "BSY-01"},
             {"role": t("role_building_head"), "place": "Xingfuli 3", "code": "BSY-01-03"},
         ],
+        # 合并 and 拆分: merge_reporter, merge_staff, split_reporter.
+        "main_id": CASE_ID - 3,
+        "new_id": CASE_ID + 1,
+        "merged_id": CASE_ID + 2,
+        "actor": f"Zhao Min {EVIL}",
         # Requests (延期 / 挂账): request_card and request_answered.
         "requester": f"Zhao Min {EVIL}",
         "length": 2 * 86400,
@@ -227,7 +233,8 @@ def _variants(texts: Texts, name: str) -> list[dict[str, Any]]:
         "bound": [{"kind": t(f"kind_{k}")} for k in ("grid", "building", "unit")],
         "case_card": [{"kind": k} for k in CARD_KINDS]
         + [{"kind": k, "note": None, "case": _bare_case(texts)} for k in CARD_KINDS],
-        "case_detail": [{}, {"case": _bare_case(texts), "events": []}],
+        "case_detail": [{}, {"case": _bare_case(texts), "events": []},
+                        {"case": _staff_case(texts, merged_into=CASE_ID - 3)}],
         "case_list": [{}, {"total": 25}, {"items": [], "total": 0}],
         "request_card": [
             {"kind": "extension", "review_at": None},
@@ -243,10 +250,12 @@ def _variants(texts: Texts, name: str) -> list[dict[str, Any]]:
         ] + [{"kind": "suspension", "outcome": "approved", "review_at": None}],
         "case_mine": [
             {"case": _resident_case(texts)},
+            {"case": _resident_case(texts, merged_into=CASE_ID - 3)},
             {"case": _resident_case(texts, description="", reject_reason=None, result=None,
                                     rating=None, status=t("status_open"))},
         ],
-        "my_cases": [{"items": resident_items}, {"items": []}],
+        "my_cases": [{"items": resident_items}, {"items": []},
+                     {"items": [_resident_case(texts, merged_into=CASE_ID - 3)]}],
         "overdue": [{"count": 1}, {"count": 3}],
         "group_help": [{}, {"bound": False, "place": None}],
         "report_summary": [{}, {"has_location": False, "photos": 0}],
@@ -430,6 +439,16 @@ LABEL_CONTEXT: dict[str, Any] = {
     "name": f"Supervisor {EVIL}",
     "link": LINK,
     "from_status": "checking",
+    # 合并 and 拆分 (labels_merge.j2).
+    "any": True,
+    "main_id": CASE_ID - 3,
+    "into": CASE_ID - 3,
+    "new_id": CASE_ID + 1,
+    "description": f"Water leaking {EVIL}",
+    "text": f"Rubbish in the stairwell {EVIL}",
+    "photos": 2,
+    "n": 1,
+    "on": True,
 }
 
 

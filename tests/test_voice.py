@@ -3,15 +3,19 @@ to the bot's prompt in a group; staff get the note itself after the card, by its
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import openpyxl
 from sqlalchemy import select
 
 from bot.delivery import Part, plan
 from bot.fake_telegram import Sent
+from bot.figures import Period
+from bot.ledger import write_ledger
 from storage.models import Outbox
-from tests.harness import BUILDING_CHAT, HEAD, LEADER, RESIDENT, WORK_CHAT, Harness
+from tests.harness import BUILDING_CHAT, HEAD, LEADER, MORNING, RESIDENT, WORK_CHAT, Harness
 
 
 def voice(file_id: str = "vf-1", seconds: int = 42) -> dict[str, Any]:
@@ -259,3 +263,18 @@ async def test_a_department_called_in_gets_the_voice_with_its_card(h: Harness) -
     card = h.card(POLICE, case.id)
     assert "🎤 语音 0:30" in card.text
     assert after_card(h, POLICE, case.id).voice == "vf-dept"
+
+
+async def test_ledger_reads_a_voice_only_report_as_its_length(h: Harness) -> None:
+    """台账: a report that was only spoken is 🎤 语音 0:30 in its description cell, not empty."""
+    await h.say(BUILDING_CHAT, RESIDENT, "/report")
+    await h.say(BUILDING_CHAT, RESIDENT, reply_to=h.updates.bot_message(h.last(BUILDING_CHAT)),
+                extra=voice("gv-9", 30))
+    [case] = await h.cases()
+    out = io.BytesIO()
+    async with h.app.sessions() as db:
+        await write_ledger(db, Period.month_of(MORNING, "Asia/Shanghai"), None, out, "xlsx",
+                           now=MORNING + timedelta(hours=1))
+    sheet = openpyxl.load_workbook(io.BytesIO(out.getvalue())).worksheets[0]
+    [row] = list(sheet.iter_rows(min_row=2, values_only=True))
+    assert row[0] == f"#{case.id}" and row[5] == "🎤 语音 0:30"
