@@ -88,6 +88,8 @@ resolve          N/N      N/N       N/N           Y/N         Y/N         Y/Y   
 rate_good        Y/N      N/N       N/N           N/N         N/N         N/N       N/N    N/N
 rate_fair        Y/N      N/N       N/N           N/N         N/N         N/N       N/N    N/N
 rate_bad         Y/N      N/N       N/N           N/N         N/N         N/N       N/N    N/N
+merge            N/N      N/N       N/N           Y/N         Y/N         Y/Y       Y/Y    N/N
+split            N/N      N/N       N/N           Y/N         Y/N         Y/Y       Y/Y    N/N
 """
 
 COMMAND_RULES = """
@@ -157,6 +159,10 @@ BUTTON_SPECS: dict[str, Button] = {
                         done=lambda c: c.status == "closed" and c.rating == "fair"),
     "rate_bad": Button("resolved", Action.RATE, "bad", answer="灯还是不亮",
                        done=lambda c: c.status == "open" and c.rating == "bad"),
+    # 合并 / 拆分 open a picker (tests/test_merge.py follows them through): allowed, the
+    # picker is shown and nothing has changed yet.
+    "merge": Button("open", Action.MERGE, done=lambda c: c.status == "open"),
+    "split": Button("open", Action.SPLIT, done=lambda c: c.status == "open"),
 }
 assert {name for name, _, _ in BUTTONS} == set(BUTTON_SPECS)
 
@@ -293,6 +299,9 @@ async def test_button(button: str, role: str, scope: str,
             await h.press(user, h.last(user), "提交办结")
     after = await h.case(case_id)
     assert spec.done(after), (after.status, after.level, after.category, after.rating)
+    if spec.action in (Action.MERGE, Action.SPLIT):
+        asked = h.last(user)
+        assert asked.buttons and f"#{case_id}" in asked.text, asked.text
 
 
 # --- commands ------------------------------------------------------------------------------
