@@ -722,7 +722,8 @@ async def sql_counts(tmp: Path) -> list[dict[str, Any]]:
         await one("group report (text)",
                   u.message(BUILDING_CHAT, RESIDENT, "/report 3单元楼道灯坏了"))
         await one("group report (photo)",
-                  u.message(BUILDING_CHAT, RESIDENT2, photo="ph1", caption="/report 楼下长椅坏了"))
+                  u.message(BUILDING_CHAT, RESIDENT2, photo="ph1",
+                            caption="/report 楼下垃圾没人清运"))
         case_id = (await h.cases())[-1].id
         card = h.card(HEAD, case_id)
         await one("verify 属实 (head)",

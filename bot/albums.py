@@ -15,7 +15,7 @@ from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import cases
+from bot import cases, duplicates
 from bot.context import Ctx, NotConfigured, begin
 from bot.intake import place_of_chat, reporter_for
 from bot.outbox import enqueue
@@ -139,7 +139,7 @@ async def _finish_one(db: AsyncSession, ctx: Ctx, chat_id: int, group_id: str) -
     )
     asked_in = intent.message_id
     try:
-        await cases.report(tx, inp)
+        await duplicates.submit(tx, inp)
     except cases.DomainError as err:
         # Refused (too many reports, say): the album is answered and let go, not retried.
         # The rollback gave its parts back: claim them again, unless another loop did.

@@ -199,3 +199,37 @@ def request_button(text: str, request_id: int, answer: RequestAnswer) -> dict[st
 
 def whistle_button(text: str, whistle_id: int, answer: WhistleAnswer) -> dict[str, Any]:
     return {"text": text, "callback_data": WhistleButton(whistle_id, answer).pack()}
+
+
+DUPLICATE_PREFIX = "d1"
+
+
+class DuplicateAnswer(StrEnum):
+    SAME = "s"  # 是同一问题: follow the case shown
+    NEW = "n"  # 不是，另报: file the report as a new case
+
+
+@dataclass(frozen=True)
+class DuplicateButton:
+    """`d1:<duplicate offer id>:<s|n>`: a reporter's answer to 是同一问题吗; the offer's status
+    decides whether it is stale, and only the offer's reporter may answer."""
+
+    offer_id: int
+    answer: DuplicateAnswer
+
+    def pack(self) -> str:
+        return f"{DUPLICATE_PREFIX}:{self.offer_id}:{self.answer.value}"
+
+    @classmethod
+    def unpack(cls, data: str) -> DuplicateButton | None:
+        split = _sub_object(data, DUPLICATE_PREFIX)
+        if split is None:
+            return None
+        try:
+            return cls(split[0], DuplicateAnswer(split[1]))
+        except ValueError:
+            return None
+
+
+def duplicate_button(text: str, offer_id: int, answer: DuplicateAnswer) -> dict[str, Any]:
+    return {"text": text, "callback_data": DuplicateButton(offer_id, answer).pack()}

@@ -364,7 +364,17 @@ async def check_report_quota(tx: Tx, submitter_id: int) -> None:
                           limit=int(REPORT_WINDOW.total_seconds() // 60))
 
 
-async def report(tx: Tx, inp: ReportInput) -> Case:
+@dataclass(frozen=True)
+class Checked:
+    """A report that may be filed: its clean description and the category it gets."""
+
+    description: str
+    category: CategoryInfo
+
+
+async def check_report(tx: Tx, inp: ReportInput) -> Checked:
+    """Refuse a report that may not be filed (empty, too long a voice, too many, no such
+    building); else what it would be filed with."""
     description = clean_text(inp.description)
     if not visible(description):
         description = ""
@@ -381,7 +391,14 @@ async def report(tx: Tx, inp: ReportInput) -> Case:
         # No category chosen (a group report): the one its words suggest, else "other".
         # Staff change it with 改类别 like any other.
         code = hints.best_code(description, (await directory(tx.db)).active_categories())
-    cat = await _category(tx, code)
+    return Checked(description, await _category(tx, code))
+
+
+async def report(tx: Tx, inp: ReportInput, checked: Checked | None = None) -> Case:
+    """File a report as a case (`checked`: what check_report found, when it was asked)."""
+    if checked is None:
+        checked = await check_report(tx, inp)
+    description, cat = checked.description, checked.category
     lin = await lineage_of(tx.db, inp.building_id, inp.unit_id)
     heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
     case = Case(

@@ -77,6 +77,18 @@ def gcj02_to_wgs84(lon: float, lat: float) -> tuple[float, float]:
     return w_lon, w_lat
 
 
+EARTH_RADIUS = 6_371_008.8  # metres, the mean radius
+
+
+def metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The great-circle distance of two WGS-84 points (haversine): within a metre or two at
+    the tens of metres a duplicate is looked for at."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS * math.asin(math.sqrt(min(1.0, a)))
+
+
 def amap_url(lon: float, lat: float) -> str:
     """A 高德 map marker at a stored (WGS-84) point."""
     g_lon, g_lat = wgs84_to_gcj02(lon, lat)

@@ -18,7 +18,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import cases, digest
+from bot import cases, digest, duplicates
 from bot.context import Ctx, NotConfigured, begin
 from storage.models import Case
 
@@ -32,6 +32,8 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
         async with sessions() as db:
             tx = await begin(db, ctx)
             due = await cases.due_cases(tx)
+            # 是同一问题 questions nobody answered in time: their reports are filed now.
+            offers = await duplicates.due(tx)
             # The daily digest and monthly score when due: no statement when not.
             steps += await digest.run_due(tx)
     except NotConfigured:
@@ -50,4 +52,11 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
                     log.info("case #%s: %s", case_id, ", ".join(done))
         except Exception:
             log.exception("sweep failed for case #%s; it is retried on the next sweep", case_id)
+    for offer_id in offers:
+        try:
+            if await duplicates.settle(sessions, ctx, offer_id):
+                steps += 1
+        except Exception:
+            log.exception("sweep failed for duplicate offer %s; it is retried on the next sweep",
+                          offer_id)
     return steps

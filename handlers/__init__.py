@@ -8,6 +8,7 @@ from handlers import (
     admin,
     case_buttons,
     checks,
+    duplicates,
     extensions,
     fallback,
     guard,
@@ -38,6 +39,7 @@ def build_router() -> Router:
         locations.router.build(),  # 📍: a case's place, privately
         merge.router.build(),  # 合并 and 拆分
         case_buttons.router.build(),  # case buttons and the prompts they open
+        duplicates.router.build(),  # 是同一问题 / 不是，另报
         report_flow.router.build(),  # the private guided report
         intake.router.build(),  # reports in groups
         fallback.router.build(),

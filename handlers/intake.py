@@ -13,7 +13,7 @@ from aiogram.types import Message, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, user_text, voice
+from bot import cases, duplicates, user_text, voice
 from bot.albums import hold_photo
 from bot.context import Ctx, Tx
 from bot.intake import place_of_chat, reporter_for
@@ -127,7 +127,8 @@ async def _report(message: Message, tx: Tx, text: str, photos: list[str],
         building.id, unit.id if unit else None,
     )
     try:
-        await cases.report(tx, cases.ReportInput(
+        # A report that may be an open case's problem asks its reporter first.
+        await duplicates.submit(tx, cases.ReportInput(
             building_id=building.id, unit_id=unit.id if unit else None,
             reporter_id=reporter_id, submitted_by_id=submitted_by, description=text,
             photos=photos, source_chat_id=message.chat.id, source_message_id=message.message_id,

@@ -22,7 +22,7 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, geo, hints, user_text, voice
+from bot import cases, duplicates, geo, hints, user_text, voice
 from bot.albums import count_draft_photos, take_draft_photos
 from bot.context import Ctx, Tx
 from bot.directory import directory
@@ -430,7 +430,7 @@ async def submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx:
     # draft's lock then finds no draft (and a refused report rolls back to the draft).
     await state.clear()
     try:
-        await cases.report(tx, inp)
+        await duplicates.submit(tx, inp)
     except cases.DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)

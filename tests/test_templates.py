@@ -197,6 +197,9 @@ def _context(texts: Texts) -> dict[str, Any]:
         "new_id": CASE_ID + 1,
         "merged_id": CASE_ID + 2,
         "actor": f"Zhao Min {EVIL}",
+        # 是同一问题: duplicate_question.
+        "in_group": True,
+        "minutes": 5,
         # Requests (延期 / 挂账): request_card and request_answered.
         "requester": f"Zhao Min {EVIL}",
         "length": 2 * 86400,
@@ -233,6 +236,10 @@ def _variants(texts: Texts, name: str) -> list[dict[str, Any]]:
         "bound": [{"kind": t(f"kind_{k}")} for k in ("grid", "building", "unit")],
         "case_card": [{"kind": k} for k in CARD_KINDS]
         + [{"kind": k, "note": None, "case": _bare_case(texts)} for k in CARD_KINDS],
+        "duplicate_question": [
+            {"case": {"id": CASE_ID, "category": "Sanitation", "status": t("status_open"),
+                      "summary": f"Rubbish not collected {EVIL}"}, "in_group": g}
+            for g in (True, False)],
         "case_detail": [{}, {"case": _bare_case(texts), "events": []},
                         {"case": _staff_case(texts, merged_into=CASE_ID - 3)}],
         "case_list": [{}, {"total": 25}, {"items": [], "total": 0}],
