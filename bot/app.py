@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(minutes=10)
 # A syntactically valid token for runs that never reach Telegram (the demo, tests).
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
-PRIVATE_COMMANDS = ("report", "my", "cases", "case", "stats", "export", "cancel", "whoami",
-                    "help")
+PRIVATE_COMMANDS = ("report", "my", "cases", "case", "stats", "export", "notice", "notices",
+                    "cancel", "whoami", "help")
 GROUP_COMMANDS = ("report", "bind", "whoami", "help", "cancel")
 
 

@@ -233,3 +233,45 @@ class DuplicateButton:
 
 def duplicate_button(text: str, offer_id: int, answer: DuplicateAnswer) -> dict[str, Any]:
     return {"text": text, "callback_data": DuplicateButton(offer_id, answer).pack()}
+
+
+NOTICE_PREFIX = "n1"  # 已阅 on a notice's copy in a group
+NOTICE_SUMMARY_PREFIX = "n2"  # 刷新 / 提醒未确认 under the sender's summary
+
+
+class NoticeAnswer(StrEnum):
+    READ = "r"  # 已阅 (a head of the place)
+    REFRESH = "f"  # 刷新 the summary
+    REMIND = "m"  # 提醒未确认
+
+
+@dataclass(frozen=True)
+class NoticeButton:
+    """`n1:<notice copy id>:r` (已阅) or `n2:<notice id>:<f|m>` (the sender's summary)."""
+
+    row_id: int
+    answer: NoticeAnswer
+
+    @property
+    def prefix(self) -> str:
+        return NOTICE_PREFIX if self.answer == NoticeAnswer.READ else NOTICE_SUMMARY_PREFIX
+
+    def pack(self) -> str:
+        return f"{self.prefix}:{self.row_id}:{self.answer.value}"
+
+    @classmethod
+    def unpack(cls, data: str) -> NoticeButton | None:
+        for prefix in (NOTICE_PREFIX, NOTICE_SUMMARY_PREFIX):
+            split = _sub_object(data, prefix)
+            if split is None:
+                continue
+            try:
+                button = cls(split[0], NoticeAnswer(split[1]))
+            except ValueError:
+                return None
+            return button if button.prefix == prefix else None
+        return None
+
+
+def notice_button(text: str, row_id: int, answer: NoticeAnswer) -> dict[str, Any]:
+    return {"text": text, "callback_data": NoticeButton(row_id, answer).pack()}

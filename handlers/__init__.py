@@ -15,6 +15,7 @@ from handlers import (
     intake,
     locations,
     merge,
+    notices,
     report_flow,
     requests,
     stats,
@@ -29,6 +30,8 @@ def build_router() -> Router:
         guard.router.build(),  # not from a person: anonymous admins, channels, other bots
         admin.router.build(),  # commands only: never swallows a conversation's answers
         stats.router.build(),  # /stats and /export: commands only, like admin
+        # /notice's steps, 已阅 and the summary's buttons: commands and its own callbacks.
+        notices.router.build(),
         # Before case_buttons: their `c1:` actions and flow callbacks are their own, and
         # case_buttons takes every other `c1:` as a bad button.
         requests.router.build(),  # 同意 / 不同意 on extension and suspension requests

@@ -236,6 +236,22 @@ def _variants(texts: Texts, name: str) -> list[dict[str, Any]]:
         "bound": [{"kind": t(f"kind_{k}")} for k in ("grid", "building", "unit")],
         "case_card": [{"kind": k} for k in CARD_KINDS]
         + [{"kind": k, "note": None, "case": _bare_case(texts)} for k in CARD_KINDS],
+        "notice_message": [{"text": f"Flood warning {EVIL}", "sender": f"Grid 1 {EVIL}"}],
+        "notice_preview": [{"body": f"Notice {EVIL}", "photos": p, "chats": 40} for p in (0, 3)],
+        "notice_summary": [
+            {"id": 12, "sent_at": NOW, "text": f"Flood warning {EVIL}", "confirmed": 32,
+             "total": 40, "missing": [f"Building 3 {EVIL}", "Building 5"], "more": 6,
+             "reminded_at": NOW},
+            {"id": 12, "sent_at": NOW, "text": "Water off", "confirmed": 40, "total": 40,
+             "missing": [], "more": 0, "reminded_at": None},
+        ],
+        "notice_remind": [{"text": f"Flood warning {EVIL}", "places": [f"Building 3 {EVIL}"],
+                           "sender": f"Grid 1 {EVIL}"}],
+        "notice_list": [
+            {"items": [{"id": 12, "sent_at": NOW, "text": f"Flood warning {EVIL}",
+                        "confirmed": 32, "total": 40}]},
+            {"items": []},
+        ],
         "duplicate_question": [
             {"case": {"id": CASE_ID, "category": "Sanitation", "status": t("status_open"),
                       "summary": f"Rubbish not collected {EVIL}"}, "in_group": g}
@@ -456,6 +472,15 @@ LABEL_CONTEXT: dict[str, Any] = {
     "photos": 2,
     "n": 1,
     "on": True,
+    # Notices (labels_notices.j2).
+    "chats": 40,
+    "page": 2,
+    "pages": 5,
+    "role": "Grid leader",
+    "confirmed": 32,
+    "total": 40,
+    "id": 12,
+    "minutes": 25,
 }
 
 
