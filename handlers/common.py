@@ -218,3 +218,10 @@ async def hold_draft_photo(db: AsyncSession, message: Message, ctx: Ctx) -> None
         media_group_id=message.media_group_id, file_id=message.photo[-1].file_id,
         caption=message.caption, received_at=ctx.clock.now(),
     ))
+
+
+async def drop_buttons(query: CallbackQuery) -> None:
+    """Take the buttons off the message a step was chosen on (too old to edit: left as is)."""
+    if isinstance(query.message, Message):
+        with contextlib.suppress(TelegramBadRequest):
+            await query.message.edit_reply_markup(reply_markup=None)

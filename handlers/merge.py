@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import F
@@ -27,7 +28,7 @@ from bot.directory import directory
 from bot.org import Actor
 from bot.texts import Texts
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
-from handlers.common import RouterSpec, button_tx, open_tx, prompt_markup, refuse
+from handlers.common import RouterSpec, button_tx, drop_buttons, open_tx, prompt_markup, refuse
 from storage.models import Case
 
 router = RouterSpec("merge")
@@ -55,12 +56,6 @@ def _button(text: str, data: str) -> InlineKeyboardButton:
 def _summary(text: str, size: int = 14) -> str:
     text = " ".join(text.split())
     return text if len(text) <= size else text[: size - 1] + "…"
-
-
-async def _clear_buttons(query: CallbackQuery) -> None:
-    if isinstance(query.message, Message):
-        with contextlib.suppress(TelegramBadRequest):
-            await query.message.edit_reply_markup(reply_markup=None)
 
 
 @router.callback_query(F.data.regexp(r"^c1:(mg|sp):"))
@@ -114,7 +109,7 @@ async def cancel(query: CallbackQuery, state: FSMContext, ctx: Ctx) -> None:
         await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
         return
     await state.clear()
-    await _clear_buttons(query)
+    await drop_buttons(query)
     await query.answer(ctx.texts.plain("cancelled"))
 
 
@@ -133,7 +128,7 @@ async def target_picked(query: CallbackQuery, state: FSMContext, db: AsyncSessio
         await db.rollback()
         await refuse(query, tx, err)
         return
-    await _clear_buttons(query)
+    await drop_buttons(query)
     await query.answer()
     await query.message.answer(text, reply_markup=_confirm_markup(tx.texts))
 
@@ -178,26 +173,38 @@ def _confirm_markup(texts: Texts) -> InlineKeyboardMarkup:
         _button(texts.plain("btn_cancel"), "mc:x")]])
 
 
-@router.callback_query(MergeFlow.confirm, F.data == "mc:ok")
-async def merge_confirmed(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
-                          actor: Actor) -> None:
+async def _confirmed(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                     run: Callable[[Tx, dict[str, Any]], Awaitable[dict[str, object]]],
+                     done: str) -> None:
+    """确认 of a flow: the flow ends first (a second press finds none), then `run` acts on its
+    data; a refusal is told, else the `done` label with the case id and what `run` returns."""
     data = await state.get_data()
-    await state.clear()  # a second press finds no flow
-    await _clear_buttons(query)
+    await state.clear()
+    await drop_buttons(query)
     tx = await open_tx(db, ctx, query)
     if tx is None:
         return
-    cid = int(data.get("case_id") or 0)
     try:
-        main = await merge.merge(tx, actor, cid, int(data.get("rev") or 0),
-                                 int(data.get("into") or 0))
+        extra = await run(tx, data)
     except cases.DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return
     await query.answer()
     if isinstance(query.message, Message):
-        await query.message.answer(tx.texts.label("done_merge", case_id=cid, main_id=main.id))
+        await query.message.answer(tx.texts.label(done, case_id=int(data.get("case_id") or 0),
+                                                  **extra))
+
+
+@router.callback_query(MergeFlow.confirm, F.data == "mc:ok")
+async def merge_confirmed(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                          actor: Actor) -> None:
+    async def run(tx: Tx, data: dict[str, Any]) -> dict[str, object]:
+        main = await merge.merge(tx, actor, int(data.get("case_id") or 0),
+                                 int(data.get("rev") or 0), int(data.get("into") or 0))
+        return {"main_id": main.id}
+
+    await _confirmed(query, state, db, ctx, run, "done_merge")
 
 
 # --- 拆分 ------------------------------------------------------------------------------------
@@ -212,7 +219,7 @@ async def split_category(query: CallbackQuery, state: FSMContext, db: AsyncSessi
         await query.answer(ctx.texts.plain("err_bad_category"), show_alert=True)
         return
     data = await state.get_data()
-    await _clear_buttons(query)
+    await drop_buttons(query)
     await ask(query, state, SplitFlow.text, ctx.texts,
               ctx.texts.label("ask_split_text", case_id=data.get("case_id"),
                               category=cat.name(ctx.texts.locale)),
@@ -269,24 +276,14 @@ async def split_photo(query: CallbackQuery, state: FSMContext, ctx: Ctx) -> None
 @router.callback_query(SplitFlow.photos, F.data == "sx:ok")
 async def split_confirmed(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                           actor: Actor) -> None:
-    data = await state.get_data()
-    await state.clear()
-    await _clear_buttons(query)
-    tx = await open_tx(db, ctx, query)
-    if tx is None:
-        return
-    cid = int(data.get("case_id") or 0)
-    try:
-        new = await merge.split(tx, actor, cid, int(data.get("rev") or 0),
-                                str(data.get("category") or ""), str(data.get("text") or ""),
+    async def run(tx: Tx, data: dict[str, Any]) -> dict[str, object]:
+        new = await merge.split(tx, actor, int(data.get("case_id") or 0),
+                                int(data.get("rev") or 0), str(data.get("category") or ""),
+                                str(data.get("text") or ""),
                                 [int(i) for i in data.get("chosen") or []])
-    except cases.DomainError as err:
-        await db.rollback()
-        await refuse(query, tx, err)
-        return
-    await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.answer(tx.texts.label("done_split", case_id=cid, new_id=new.id))
+        return {"new_id": new.id}
+
+    await _confirmed(query, state, db, ctx, run, "done_split")
 
 
 @router.callback_query(F.data.regexp(r"^(mt|mc|sx):"))

@@ -33,6 +33,7 @@ from bot.org import Actor
 from handlers.common import (
     RouterSpec,
     button_tx,
+    drop_buttons,
     hold_draft_photo,
     message_text,
     open_tx,
@@ -54,25 +55,24 @@ def _button(text: str, data: str) -> InlineKeyboardButton:
     return InlineKeyboardButton(text=text, callback_data=data)
 
 
-async def _clear_buttons(query: CallbackQuery) -> None:
-    if isinstance(query.message, Message):
-        with contextlib.suppress(TelegramBadRequest):
-            await query.message.edit_reply_markup(reply_markup=None)
-
-
 @router.message(Command("notice", "notices"), F.chat.type != "private")
 async def in_group(message: Message, ctx: Ctx) -> None:
     await message.reply(ctx.texts.label("notice_in_private", link=ctx.deep_link("start")))
 
 
+async def _sender_tx(message: Message, db: AsyncSession, ctx: Ctx, actor: Actor) -> Tx | None:
+    """The operation of a /notice or /notices, or None once a non-sender has been told."""
+    tx = await open_tx(db, ctx, message)
+    if tx is not None and not notices.may_send(actor):
+        await message.reply(tx.texts.label("err_notice_not_sender"))
+        return None
+    return tx
+
+
 @router.message(Command("notice"))
 async def start(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                 actor: Actor) -> None:
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
-        return
-    if not notices.may_send(actor):
-        await message.reply(tx.texts.label("err_notice_not_sender"))
+    if (tx := await _sender_tx(message, db, ctx, actor)) is None:
         return
     await take_draft_photos(db, message.chat.id)  # a draft abandoned earlier
     d = await directory(db)
@@ -96,7 +96,7 @@ async def _drafted(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor
     chats = len(await notices.reach(tx, notice))
     await state.set_state(NoticeFlow.text)
     await state.set_data({"notice_id": notice.id})
-    await _clear_buttons(query)
+    await drop_buttons(query)
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.answer(tx.texts.label(
@@ -243,7 +243,7 @@ async def send(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: C
         return
     await state.clear()  # a second 发送 finds no flow
     photos = await take_draft_photos(db, query.message.chat.id)
-    await _clear_buttons(query)
+    await drop_buttons(query)
     tx = await open_tx(db, ctx, query)
     if tx is None:
         return
@@ -275,7 +275,7 @@ async def cancel(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx:
     if tx is not None and data.get("notice_id"):
         await notices.cancel(tx, actor, int(data["notice_id"]))
     await db.commit()
-    await _clear_buttons(query)
+    await drop_buttons(query)
     await query.answer(ctx.texts.plain("cancelled"))
 
 
@@ -322,11 +322,7 @@ async def notice_button(query: CallbackQuery, db: AsyncSession, ctx: Ctx, actor:
 @router.message(Command("notices"))
 async def listed(message: Message, command: CommandObject, db: AsyncSession, ctx: Ctx,
                  actor: Actor) -> None:
-    tx = await open_tx(db, ctx, message)
-    if tx is None:
-        return
-    if not notices.may_send(actor):
-        await message.reply(tx.texts.label("err_notice_not_sender"))
+    if (tx := await _sender_tx(message, db, ctx, actor)) is None:
         return
     arg = (command.args or "").strip().lstrip("#＃")
     if not arg:

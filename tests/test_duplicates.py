@@ -44,10 +44,18 @@ async def first_case(h: Harness, confirm: bool = True) -> Case:
     return await h.case(case.id)
 
 
-def question(h: Harness, chat: int) -> object:
-    got = h.last(chat)
-    assert got.labels == ["是同一问题", "不是，另报"], got.text
-    return got
+async def flow_report(h: Harness, user: int, building: str,
+                      location: tuple[float, float] | None = None) -> None:
+    """The private flow up to 提交: building, 市政设施, no photo, a location or none."""
+    await h.private(user, f"/report {AGAIN}")
+    await h.press(user, h.last(user), building)
+    await h.press(user, h.last(user), "市政设施")
+    await h.press(user, h.last(user), "跳过")
+    if location is None:
+        await h.private(user, "跳过")
+    else:
+        await h.private(user, location=location)
+    await h.press(user, h.last(user), "提交")
 
 
 async def test_in_a_group_the_reporter_joins_the_open_case(h: Harness) -> None:
@@ -126,12 +134,7 @@ async def test_no_answer_files_it_after_five_minutes(h: Harness) -> None:
 
 async def test_privately_after_submit(h: Harness) -> None:
     case = await first_case(h)
-    await h.private(RESIDENT2, f"/report {AGAIN}")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "柏树郢社区 3号楼")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "市政设施")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "跳过")
-    await h.private(RESIDENT2, "跳过")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "提交")
+    await flow_report(h, RESIDENT2, "柏树郢社区 3号楼")
     q = h.last(RESIDENT2)
     assert q.labels == ["是同一问题", "不是，另报"] and f"#{case.id}" in q.text
     assert "，这个问题" not in q.text  # no name in a private chat
@@ -142,12 +145,7 @@ async def test_privately_after_submit(h: Harness) -> None:
 
 async def test_private_timeout_files_the_flow_report(h: Harness) -> None:
     await first_case(h)
-    await h.private(RESIDENT2, f"/report {AGAIN}")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "柏树郢社区 3号楼")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "市政设施")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "跳过")
-    await h.private(RESIDENT2, "跳过")
-    await h.press(RESIDENT2, h.last(RESIDENT2), "提交")
+    await flow_report(h, RESIDENT2, "柏树郢社区 3号楼")
     await h.advance(ANSWER_WITHIN + timedelta(seconds=1))
     _, second = await h.cases()
     assert (second.category, second.description) == ("facility", AGAIN)
@@ -196,12 +194,7 @@ async def test_a_location_within_the_radius_finds_a_case_of_another_building(
                          .values(latitude=31.80000, longitude=117.29500))
         await db.commit()
     for user, lat in ((RESIDENT2, 31.80027), (STRANGER, 31.80180)):
-        await h.private(user, f"/report {AGAIN}")
-        await h.press(user, h.last(user), "柏树郢社区 5号楼")
-        await h.press(user, h.last(user), "市政设施")
-        await h.press(user, h.last(user), "跳过")
-        await h.private(user, location=(lat, 117.29500))
-        await h.press(user, h.last(user), "提交")
+        await flow_report(h, user, "柏树郢社区 5号楼", (lat, 117.29500))
     assert [o.person_id for o in await offers(h)] == [RESIDENT2]
     assert [c.reporter_id for c in await h.cases()] == [RESIDENT, STRANGER]
 
