@@ -165,7 +165,7 @@ def message(tx: Tx, notice: Notice, sender: str) -> str:
 async def sender_line(tx: Tx, notice: Notice) -> str:
     """Who sends it: the widest place they hold and their name (网格长 张三，柏树郢社区)."""
     d = await directory(tx.db)
-    roles = d.roles_of.get(notice.sender_id, ())
+    roles = d.roles_of.get(notice.sender_id, ()) if notice.sender_id is not None else ()
     places = sorted(((RoleName(r), p) for r, n in roles if (p := d.place(n)) is not None
                      and RoleName(r) in SENDER_ROLES),
                     key=lambda rp: KIND_RANK.get(rp[1].kind, 9))
@@ -249,7 +249,7 @@ async def confirm(tx: Tx, actor: Actor, copy_id: int) -> Confirmed:
     notice = await tx.db.get(Notice, copy.notice_id)
     assert notice is not None
     confirmed, total = await counts(tx, notice.id)
-    if confirmed == total:
+    if confirmed == total and notice.sender_id is not None:
         await notify.send_to_person(
             tx, f"notice:{notice.id}:all", notice.sender_id,
             tx.texts.label("notice_all_confirmed", id=notice.id, total=total))

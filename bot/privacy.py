@@ -26,13 +26,17 @@ from storage.models import (
     BindRequest,
     Case,
     CaseEvent,
+    CaseFollower,
     CasePhoto,
     CaseRequest,
     Department,
     DepartmentMember,
+    DuplicateOffer,
     FsmRecord,
     InboxUpdate,
     Node,
+    Notice,
+    NoticeCopy,
     Outbox,
     PendingPhoto,
     Person,
@@ -84,12 +88,17 @@ class Held:
     requests: list[CaseRequest]  # extension / suspension requests they made or answered
     whistles: list[Whistle]  # departments they called in, or answered for
     departments: list[Department]  # they are a contact of, as the registry says
+    follows: list[CaseFollower]  # cases they follow (是同一问题, 合并)
+    offers: list[DuplicateOffer]  # 是同一问题 questions put to them, with the report held
+    notices: list[Notice]  # notices they sent
+    confirmations: list[NoticeCopy]  # notices they confirmed with 已阅
 
     @property
     def anything(self) -> bool:
         return any((self.person, self.roles, self.cases, self.handled, self.events,
                     self.outbox, self.fsm, self.pending, self.inbox, self.binds,
-                    self.requests, self.whistles, self.departments))
+                    self.requests, self.whistles, self.departments, self.follows,
+                    self.offers, self.notices, self.confirmations))
 
 
 async def _held(db: AsyncSession, user_id: int) -> Held:
@@ -138,8 +147,19 @@ async def _held(db: AsyncSession, user_id: int) -> Held:
     departments = list((await db.scalars(
         select(Department).join(DepartmentMember, DepartmentMember.department_id == Department.id)
         .where(DepartmentMember.person_id == user_id).order_by(Department.code))).all())
+    follows = list((await db.scalars(
+        select(CaseFollower).where(CaseFollower.person_id == user_id)
+        .order_by(CaseFollower.id))).all())
+    offers = list((await db.scalars(
+        select(DuplicateOffer).where(DuplicateOffer.person_id == user_id)
+        .order_by(DuplicateOffer.id))).all())
+    notices = list((await db.scalars(
+        select(Notice).where(Notice.sender_id == user_id).order_by(Notice.id))).all())
+    confirmations = list((await db.scalars(
+        select(NoticeCopy).where(NoticeCopy.confirmed_by_id == user_id)
+        .order_by(NoticeCopy.id))).all())
     return Held(person, roles, cases, handled, events, outbox, fsm, pending, inbox, binds,
-                requests, whistles, departments)
+                requests, whistles, departments, follows, offers, notices, confirmations)
 
 
 def _as(row: object, user_id: int, *columns: str) -> list[str]:
@@ -254,6 +274,22 @@ async def export_person(db: AsyncSession, user_id: int, now: datetime) -> dict[s
             "update_id": u.update_id, "received_at": _time(u.received_at),
             "status": u.status, "payload": u.payload,
         } for u in held.inbox],
+        "follows": [{
+            "case_id": f.case_id, "via": f.via, "joined_at": _time(f.joined_at),
+        } for f in held.follows],
+        "duplicate_offers": [{
+            "case_id": o.case_id, "status": o.status, "asked_at": _time(o.created_at),
+            "answered_at": _time(o.answered_at), "report": o.report,
+            "filed_case_id": o.filed_case_id,
+        } for o in held.offers],
+        "notices_sent": [{
+            "id": n.id, "status": n.status, "scope": n.scope, "text": n.text,
+            "photos": n.photos, "sent_at": _time(n.sent_at),
+        } for n in held.notices],
+        "notices_confirmed": [{
+            "notice_id": c.notice_id, "place": await _code(db, c.node_id),
+            "confirmed_at": _time(c.confirmed_at),
+        } for c in held.confirmations],
     }
 
 
@@ -348,7 +384,22 @@ async def erase_person(db: AsyncSession, user_id: int) -> Erased:
 
     for event in held.events:
         event.actor_id = None
+        # What they said on a case they follow (是同一问题) may carry their number.
+        event.note = scrub(event.note)
         done.events += 1
+    # 是同一问题 and 合并: they no longer follow any case, and a report held back for their
+    # answer is never filed now; notices keep what was sent and confirmed, without who.
+    for follow in held.follows:
+        followed = await db.get(Case, follow.case_id)
+        if followed is not None and followed.followers > 0:
+            followed.followers -= 1
+        await db.delete(follow)
+    for offer in held.offers:
+        await db.delete(offer)
+    for notice in held.notices:
+        notice.sender_id = None
+    for copy in held.confirmations:
+        copy.confirmed_by_id = None
     events = select(CaseEvent)
     if scrub.names:
         events = events.where(or_(CaseEvent.case_id.in_(their_cases),

@@ -315,7 +315,9 @@ class Notice(Base):
     __tablename__ = "notices"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sender_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("people.id"), index=True)
+    # None once the sender has been erased (bot/privacy.py): the notice stays on record.
+    sender_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("people.id"),
+                                                  index=True)
     # The node codes chosen (one grid, community or street, or some buildings) and how the
     # sender chose them ('grid', 'community', 'street', 'buildings').
     scope_kind: Mapped[str] = mapped_column(String(16), default="")

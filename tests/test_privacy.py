@@ -407,3 +407,32 @@ async def test_a_bind_question_waiting_for_a_former_leader_is_exported_and_erase
         await erase_person(db, LEADER)
         with pytest.raises(PrivacyError, match="nothing is held"):
             await export_person(db, LEADER, h.clock.now())
+
+
+async def test_erase_of_a_follower_with_a_question_waiting(h: Harness) -> None:
+    """是同一问题: the cases they follow keep the count right without them, and a report
+    held back for their answer goes; the export shows both first."""
+    from storage.models import CaseFollower, DuplicateOffer
+
+    await h.say(BUILDING_CHAT, RESIDENT, "/report 3单元楼道灯坏了，晚上很黑")
+    [case] = await h.cases()
+    await h.press(HEAD, h.card(HEAD, case.id), "✅ 属实")
+    await h.say(BUILDING_CHAT, STRANGER, f"/report 3单元楼道的灯不亮，电话{PHONE}")
+    await h.press(STRANGER, h.last(BUILDING_CHAT), "是同一问题")
+    await h.say(BUILDING_CHAT, RESIDENT, "/report 楼下垃圾好几天没人清运")
+    await h.say(BUILDING_CHAT, STRANGER, "/report 垃圾没人清运")  # a question not answered yet
+    assert (await h.case(case.id)).followers == 1
+    async with h.app.sessions() as db:
+        data = await export_person(db, STRANGER, h.clock.now())
+    assert [f["case_id"] for f in data["follows"]] == [case.id]
+    assert [o["status"] for o in data["duplicate_offers"]] == ["joined", "pending"]
+    assert PHONE in json.dumps(data, ensure_ascii=False)
+
+    async with h.app.sessions() as db:
+        await erase_person(db, STRANGER)
+        assert (await db.scalars(select(CaseFollower))).all() == []
+        assert (await db.scalars(select(DuplicateOffer))).all() == []
+    assert (await h.case(case.id)).followers == 0
+    await h.advance(timedelta(minutes=10))  # the held report is not filed after all
+    assert len(await h.cases()) == 2
+    await assert_gone(h, STRANGER, [PHONE])

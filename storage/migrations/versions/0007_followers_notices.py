@@ -58,7 +58,8 @@ def upgrade() -> None:
     op.create_table(
         "notices",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("sender_id", sa.BigInteger(), sa.ForeignKey("people.id"), nullable=False),
+        # Nullable: erasing a former sender (gridbot erase) keeps the notice without them.
+        sa.Column("sender_id", sa.BigInteger(), sa.ForeignKey("people.id"), nullable=True),
         sa.Column("scope_kind", sa.String(length=16), nullable=False),
         sa.Column("scope", sa.JSON(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
