@@ -19,6 +19,7 @@ from sqlalchemy import select
 from bot import followers, notify
 from bot.cases import (
     HANDLING,
+    MAX_CASE_ID,
     DomainError,
     S,
     act,
@@ -90,6 +91,13 @@ async def check_target(tx: Tx, actor: Actor, case: Case, into_id: int) -> tuple[
 
 async def merge(tx: Tx, actor: Actor, case_id: int, rev: int, into_id: int) -> Case:
     """Merge case `case_id` into `into_id`; returns the main case. Commits."""
+    # Both rows are locked, the lower id first: two handlers merging #9 into #12 and #12
+    # into #9 at once wait for each other (PostgreSQL) instead of deadlocking; one of them
+    # is then told the case is gone.
+    if 0 < into_id <= MAX_CASE_ID and into_id != case_id:
+        for cid in sorted((case_id, into_id)):
+            if 0 < cid <= MAX_CASE_ID:
+                await tx.db.get(Case, cid, with_for_update=True, populate_existing=True)
     current, _ = await get_case(tx, case_id)
     if current.status == S.MERGED:
         raise DomainError("already_merged", case_id=case_id, into=current.merged_into_id)
