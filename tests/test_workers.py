@@ -146,7 +146,8 @@ async def test_two_sweeps_take_each_timer_step_once(
         h: Harness, other: async_sessionmaker[AsyncSession]) -> None:
     for n in range(3):
         for chat in (BUILDING_CHAT, BUILDING5_CHAT):
-            await h.report_in_group(f"楼道第{n}处灯坏了", user=resident(1, n * 10 + abs(chat) % 7),
+            # 其他: six reports of one problem would ask 是同一问题 instead of making cases.
+            await h.report_in_group(f"楼道第{n}处有问题", user=resident(1, n * 10 + abs(chat) % 7),
                                     chat=chat)
     assert len(await h.cases()) == 6
     reported = 0
