@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from bot.duplicates import ANSWER_WITHIN
+from bot.duplicates import ANSWER_WITHIN, settle
 from storage.models import Case, CaseFollower, CasePhoto, DuplicateOffer, OrgSettings
 from tests.harness import (
     BUILDING5_CHAT,
@@ -205,3 +205,57 @@ async def test_other_is_never_taken_for_the_same_problem(h: Harness) -> None:
     await h.say(BUILDING_CHAT, RESIDENT2, "/report 快递柜太少了")
     assert [c.category for c in await h.cases()] == ["other", "other"]
     assert await offers(h) == []
+
+
+async def test_an_album_is_asked_and_its_photos_join_the_case(h: Harness) -> None:
+    case = await first_case(h)
+    first = await h.say(BUILDING_CHAT, RESIDENT2, photo="al-0", caption=f"/report {AGAIN}",
+                        media_group_id="al")
+    await h.say(BUILDING_CHAT, RESIDENT2, photo="al-1", media_group_id="al")
+    await h.advance(timedelta(seconds=5))  # the album tick finishes it: the question
+    q = h.last(BUILDING_CHAT)
+    assert q.labels == ["是同一问题", "不是，另报"] and q.reply_to == first["message_id"]
+    assert len(await h.cases()) == 1
+    await h.press(RESIDENT2, q, "是同一问题")
+    assert len(await h.cases()) == 1
+    async with h.app.sessions() as db:
+        photos = set((await db.scalars(select(CasePhoto.file_id)
+                                       .where(CasePhoto.case_id == case.id))).all())
+    assert {"al-0", "al-1"} <= photos
+
+
+async def test_privately_declined_files_the_flow_report(h: Harness) -> None:
+    case = await first_case(h)
+    await flow_report(h, RESIDENT2, "柏树郢社区 3号楼")
+    await h.press(RESIDENT2, h.last(RESIDENT2), "不是，另报")
+    first, second = await h.cases()
+    assert first.id == case.id
+    assert (second.reporter_id, second.category, second.description) == (
+        RESIDENT2, "facility", AGAIN)
+    assert any(f"已作为新诉求 #{second.id} 受理" in t for t in h.texts(RESIDENT2))
+    [offer] = await offers(h)
+    assert (offer.status, offer.filed_case_id, offer.chat_id) == (
+        "declined", second.id, RESIDENT2)
+
+
+async def test_an_answered_offer_is_not_settled_again_by_the_sweep(h: Harness) -> None:
+    """The answer and the sweep (or two workers) claim the offer with one conditional
+    UPDATE: whoever comes second changes nothing."""
+    await first_case(h)
+    await h.say(BUILDING_CHAT, RESIDENT2, f"/report {AGAIN}")
+    await h.press(RESIDENT2, h.last(BUILDING_CHAT), "是同一问题")
+    [offer] = await offers(h)
+    h.clock.advance(ANSWER_WITHIN * 2)
+    assert await settle(h.app.sessions, h.app.ctx, offer.id) is False
+    assert len(await h.cases()) == 1
+    assert (await offers(h))[0].status == "joined"
+
+
+async def test_a_case_they_follow_already_is_not_asked_again(h: Harness) -> None:
+    case = await first_case(h)
+    await h.say(BUILDING_CHAT, RESIDENT2, f"/report {AGAIN}")
+    await h.press(RESIDENT2, h.last(BUILDING_CHAT), "是同一问题")
+    await h.say(BUILDING_CHAT, RESIDENT2, f"/report {AGAIN}")
+    assert len(await offers(h)) == 1
+    first, second = await h.cases()
+    assert first.id == case.id and second.reporter_id == RESIDENT2
