@@ -1,6 +1,6 @@
 """Delivery benchmark (issue 8, item 2): the real outbox sender against Telegram's limits.
 
-Rows are written with `bot.outbox.enqueue` into a real database, then the sender that
+Rows are written with `bot.cases.outbox.enqueue` into a real database, then the sender that
 `gridbot run` runs (`bot.app._work`: `Delivery.run` with the app's tick, beside the sweep and
 the idle update processor, with the real `Limits()`) is woken, and the wall time until every
 row is marked sent is measured. The Bot API is `tests.fakeserver.FakeBotApi` over HTTP on
@@ -251,9 +251,9 @@ async def run_gridbot(wl: Workload, database_url: str | None, workdir: str,
     from pydantic import SecretStr
 
     from bot.app import _inbox, _work, build_app
+    from bot.cases.outbox import enqueue
     from bot.config import Settings
-    from bot.outbox import enqueue
-    from bot.polling import run_loops
+    from bot.telegram.polling import run_loops
     from storage.models import Person
     from tests.fakeserver import FakeBotApi
 
@@ -473,7 +473,7 @@ async def bench(size: str, seed: int, database_url: str | None, only: tuple[str,
 
 
 def _own_limits() -> dict[str, Any]:
-    from bot.ratelimit import Limits
+    from bot.telegram.ratelimit import Limits
 
     return asdict(Limits())
 

@@ -2,8 +2,8 @@
 
 The real statements are captured with a SQLAlchemy `before_cursor_execute` listener while the
 real App (`build_app`, a fake in-process Bot API, a manual clock at gen.NOW) runs:
-- `App.sweep()` with nothing due, and `bot.sweep.sweep` with timer steps due;
-- `App.tick()` (albums: `bot.albums.finish_albums`);
+- `App.sweep()` with nothing due, and `bot.cases.sweep.sweep` with timer steps due;
+- `App.tick()` (albums: `bot.cases.albums.finish_albums`);
 - one `/report` in a building group from a resident with earlier cases, through the
   Dispatcher, and the outbox delivery of what it made owed.
 Each distinct statement is then explained with its own parameters (SQLite: EXPLAIN QUERY
@@ -35,8 +35,8 @@ from bench.common import base_parser, machine, markdown_table, report, write_jso
 from bench.gen import NOW, SIZES, generate
 from bench.sweep import open_app
 from bot.app import App
+from bot.cases.sweep import sweep
 from bot.clock import ManualClock
-from bot.sweep import sweep
 from tests.e2e import building_chat, report_update, resident
 
 BIG = ("cases", "case_events", "outbox", "inbox", "people", "case_timer_steps", "case_photos")

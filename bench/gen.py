@@ -1,7 +1,7 @@
 """Seeded generator of a big Gridbot database: N cases in a 50-grid district.
 
 The schema is made by the product (`storage.db.create_schema`), the registry loaded by the
-product (`bot.registry.apply_registry`); only the history (people, cases, their events, timer
+product (`bot.org.registry.apply_registry`); only the history (people, cases, their events, timer
 steps, photos, outbox and inbox rows) is written here, in bulk, past the ORM:
 - SQLite: `sqlite3.executemany` with `PRAGMA synchronous=OFF`;
 - PostgreSQL: asyncpg `copy_records_to_table`, then `ANALYZE` (what autovacuum would do).
@@ -40,9 +40,9 @@ import yaml
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from bot.cases.deadlines import Phase, Policy, StepName, next_check, pending_steps
 from bot.clock import ManualClock
-from bot.deadlines import Phase, Policy, StepName, next_check, pending_steps
-from bot.registry import apply_registry, parse_registry
+from bot.org.registry import apply_registry, parse_registry
 from storage.db import create_schema, head_revision, make_engine, make_sessionmaker
 from storage.models import Case, Node, OrgSettings
 from tests.e2e import building_chat, district, head, leader, resident

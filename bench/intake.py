@@ -61,7 +61,7 @@ from bench.common import (
     report,
     write_json,
 )
-from bot.fake_telegram import Updates
+from bot.telegram.fake import Updates
 from tests.e2e import (
     TOKEN,
     Reader,
@@ -418,7 +418,7 @@ class Driver:
 
     async def press(self, kind: str, user: int, data: str, on: Msg | None) -> None:
         """A button pressed on message `on` (a made-up one for the floor)."""
-        from bot.fake_telegram import Sent
+        from bot.telegram.fake import Sent
         sent = Sent(on.chat if on else user, ".", [], [], on.mid if on else 1)
         update = self.updates.callback(user, data, sent)
         p = self._pending(kind)
@@ -671,7 +671,7 @@ async def sql_counts(tmp: Path) -> list[dict[str, Any]]:
     from sqlalchemy import event
 
     from bot.app import _inbox
-    from bot.inbox import store
+    from bot.telegram.inbox import store
     from tests.harness import BUILDING_CHAT, HEAD, LEADER, RESIDENT, RESIDENT2, make_harness
 
     h = await make_harness(tmp)

@@ -2,7 +2,7 @@
 
 For each size a generated database (bench.gen) is opened by the real App (`build_app`, a fake
 in-process Bot API, a manual clock at gen.NOW) and timed:
-- `sweep` nothing due: `bot.sweep.sweep(sessions, ctx)` at NOW (no open case is due), many
+- `sweep` nothing due: `bot.cases.sweep.sweep(sessions, ctx)` at NOW (no open case is due), many
   times; also the whole `App.sweep()` (plus inbox and outbox pruning and the heartbeat).
 - 1,000 due: the clock is moved to the next check of the 1,000th open case (so exactly ~1,000
   cases have a timer step due, nearly all reminders), then sweeps run until nothing is due
@@ -34,13 +34,13 @@ from sqlalchemy.engine import make_url
 from bench.common import base_parser, machine, markdown_table, percentile, report, write_json
 from bench.gen import NOW, SIZES, generate
 from bot.app import App, build_app
-from bot.cases import due_cases
+from bot.cases.lifecycle import due_cases
+from bot.cases.sweep import sweep
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.context import begin
-from bot.fake_telegram import FakeTelegram
-from bot.ratelimit import Limits
-from bot.sweep import sweep
+from bot.telegram.fake import FakeTelegram
+from bot.telegram.ratelimit import Limits
 from storage.models import Case, CaseEvent, CaseTimerStep, Outbox
 
 REPS = {"tiny": (20, 2), "small": (100, 3), "full": (200, 3)}  # nothing-due, due
@@ -208,7 +208,7 @@ def main() -> None:
     ap = base_parser("Sweep benchmark")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("bot.sweep").setLevel(logging.WARNING)
+    logging.getLogger("bot.cases.sweep").setLevel(logging.WARNING)
     results = asyncio.run(run(args.size, args.seed, args.database_url))
     rows = []
     for r in results:
@@ -229,7 +229,7 @@ def main() -> None:
     report(f"Sweep ({args.size})", table, [
         f"Command: python3 -m bench.sweep --size {args.size}"
         + (" --database-url …" if args.database_url else ""),
-        "idle = bot.sweep.sweep with nothing due; App.sweep adds pruning and the heartbeat; "
+        "idle = bot.cases.sweep.sweep with nothing due; App.sweep adds pruning and the heartbeat; "
         "drain = sweeps until nothing is due (the product takes ≤ 200 cases per sweep)."])
     write_json(args.json_path, {"machine": machine(), "size": args.size, "results": results,
                                 "goals": g})

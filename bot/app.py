@@ -25,23 +25,23 @@ from aiogram.types import (
 from aiohttp.web import AppRunner
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.albums import finish_albums
+from bot.cases.albums import finish_albums
+from bot.cases.deadlines import calendar_warning
+from bot.cases.outbox import prune_sent
+from bot.cases.sweep import sweep
 from bot.clock import Clock, SystemClock
 from bot.config import LOCALES, Settings, listen_address
 from bot.context import Ctx, NotConfigured, begin
-from bot.deadlines import calendar_warning
-from bot.delivery import Delivery
-from bot.health import Health
-from bot.inbox import CONCURRENT_CHATS, Inbox, prune
-from bot.metrics import CountCalls, CountHandled, Metrics
-from bot.outbox import prune_sent
-from bot.polling import every, run_loops
-from bot.ratelimit import Limits
-from bot.sweep import sweep
-from bot.telegram_session import PacedSends
+from bot.ops.health import Health
+from bot.ops.metrics import CountCalls, CountHandled, Metrics
+from bot.ops.workers import alive_within, heartbeat, leave, new_worker_id
+from bot.telegram.delivery import Delivery
+from bot.telegram.inbox import CONCURRENT_CHATS, Inbox, prune
+from bot.telegram.polling import every, run_loops
+from bot.telegram.ratelimit import Limits
+from bot.telegram.session import PacedSends
+from bot.telegram.webhook import StoringRequestHandler, serve, web_app, webhook_path
 from bot.texts import Texts
-from bot.webhook import StoringRequestHandler, serve, web_app, webhook_path
-from bot.workers import alive_within, heartbeat, leave, new_worker_id
 from handlers import build_router
 from handlers.middlewares import DbMiddleware
 from storage.db import create_schema, make_engine, make_sessionmaker

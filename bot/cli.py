@@ -41,7 +41,7 @@ def _settings() -> Settings:
 
 
 async def _load_registry(settings: Settings, path: Path) -> str:
-    from bot.registry import RegistryError, apply_registry, parse_registry
+    from bot.org.registry import RegistryError, apply_registry, parse_registry
     from storage.db import create_schema, make_engine, make_sessionmaker
 
     try:
@@ -90,7 +90,7 @@ def _user_id(text: str) -> int:
 
 
 async def _privacy(settings: Settings, action: str, user_id: int, out: Path | None) -> str:
-    from bot.privacy import PrivacyError, erase_person, export_person
+    from bot.ops.privacy import PrivacyError, erase_person, export_person
 
     try:
         async with _database(settings) as db:
@@ -114,8 +114,8 @@ async def _privacy(settings: Settings, action: str, user_id: int, out: Path | No
 
 async def _outbox(settings: Settings, action: str | None, row_id: str | None,
                   status: str | None, limit: int) -> str:
-    from bot import outbox_admin
-    from bot.terminal import local_zone
+    from bot.ops import outbox_admin
+    from bot.ops.terminal import local_zone
 
     async with _database(settings) as db:
         if action == "retry":
@@ -135,8 +135,8 @@ async def _outbox(settings: Settings, action: str | None, row_id: str | None,
 
 async def _inbox(settings: Settings, action: str | None, row_id: str | None,
                  status: str | None, limit: int) -> str:
-    from bot import inbox_admin
-    from bot.terminal import local_zone
+    from bot.ops import inbox_admin
+    from bot.ops.terminal import local_zone
 
     async with _database(settings) as db:
         if action == "retry":
@@ -236,7 +236,7 @@ def _width(text: str) -> int:
 
 
 def _stat(name: str, value: Any) -> str:
-    from bot.figures import RATES
+    from bot.ledger.figures import RATES
 
     if value is None:
         return "—"
@@ -249,7 +249,7 @@ def _stat(name: str, value: Any) -> str:
 
 def _period_text(month: str) -> None:
     """A malformed --month is refused before the database is opened."""
-    from bot.figures import Period
+    from bot.ledger.figures import Period
 
     try:
         Period.parse(month, "UTC")
@@ -259,8 +259,8 @@ def _period_text(month: str) -> None:
 
 async def _period_and_scope(db: AsyncSession, month: str, scope: str | None
                             ) -> tuple[Any, Any]:
-    from bot.directory import org_settings
-    from bot.figures import Period, ScopeError, scope_place
+    from bot.ledger.figures import Period, ScopeError, scope_place
+    from bot.org.directory import org_settings
 
     settings = await org_settings(db)
     if settings is None:
@@ -277,7 +277,7 @@ async def _period_and_scope(db: AsyncSession, month: str, scope: str | None
 
 
 async def _stats(settings: Settings, month: str, scope: str | None, as_json: bool) -> str:
-    from bot.figures import breakdown, compute
+    from bot.ledger.figures import breakdown, compute
 
     _period_text(month)
     async with _database(settings) as db:
@@ -312,7 +312,7 @@ async def _stats(settings: Settings, month: str, scope: str | None, as_json: boo
 
 async def _export(settings: Settings, month: str, scope: str | None, fmt: str | None,
                   out: Path) -> str:
-    from bot.ledger import write_ledger
+    from bot.ledger.export import write_ledger
 
     _period_text(month)
     by_name = fmt is None and out.suffix.lower() == ".csv"
@@ -336,7 +336,7 @@ async def _export(settings: Settings, month: str, scope: str | None, fmt: str | 
 
 
 async def _locale(db: AsyncSession) -> str:
-    from bot.directory import org_settings
+    from bot.org.directory import org_settings
 
     settings = await org_settings(db)
     return settings.locale if settings is not None else "zh_CN"
@@ -391,7 +391,7 @@ async def _serve(settings: Settings, registry: Path | None,
     one line."""
     from aiogram.exceptions import TelegramUnauthorizedError
 
-    from bot.webhook import CannotListen
+    from bot.telegram.webhook import CannotListen
 
     app = await _started(settings, registry)
     try:
@@ -409,7 +409,7 @@ async def _run(settings: Settings, registry: Path | None) -> None:
 
 
 def _webhook_settings(settings: Settings) -> None:
-    from bot.webhook import webhook_path
+    from bot.telegram.webhook import webhook_path
 
     if settings.webhook_url is None:
         raise CliError("GRIDBOT_WEBHOOK_URL is not set: the public https:// address the "

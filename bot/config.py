@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     listen: str = "127.0.0.1:8080"
     log_format: Literal["text", "json"] = "text"
     # A TrueType/OpenType font with Chinese glyphs for /stats' chart; unset: the font of the
-    # mplfonts package, else one matplotlib finds on the system (bot/charts.py).
+    # mplfonts package, else one matplotlib finds on the system (bot/ledger/charts.py).
     chart_font: Path | None = None
 
     @field_validator("locale")

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from bot.app import App, build_app
 from bot.clock import ManualClock
 from bot.config import Settings
-from bot.fake_telegram import FakeTelegram, Sent, Updates
-from bot.ratelimit import Limits
-from bot.registry import apply_registry, parse_registry
+from bot.org.registry import apply_registry, parse_registry
+from bot.telegram.fake import FakeTelegram, Sent, Updates
+from bot.telegram.ratelimit import Limits
 from storage.models import Case, Node, Person
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"

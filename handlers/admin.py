@@ -16,14 +16,15 @@ from aiogram.filters import (
 from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import binding, views
-from bot.buttons import BIND_PREFIX, BindAnswer, BindButton, bind_button
-from bot.cases import DomainError
+from bot.cases import views
+from bot.cases.buttons import BIND_PREFIX, BindAnswer, BindButton, bind_button
+from bot.cases.intake import place_of_chat
+from bot.cases.lifecycle import DomainError
+from bot.cases.outbox import follow_migration
 from bot.context import Ctx
-from bot.delivery import keyboard
-from bot.intake import place_of_chat
-from bot.org import Actor
-from bot.outbox import follow_migration
+from bot.org import binding
+from bot.org.roles import Actor
+from bot.telegram.delivery import keyboard
 from handlers.common import RouterSpec, open_tx, refuse
 from storage.models import ReportPrompt
 

@@ -22,13 +22,15 @@ from aiogram.types import (
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, notify, user_text
-from bot.albums import take_draft_photos
-from bot.buttons import Action, CaseButton
+from bot import user_text
+from bot.cases import lifecycle as cases
+from bot.cases import notify
+from bot.cases.albums import take_draft_photos
+from bot.cases.buttons import Action, CaseButton
+from bot.cases.intake import active_categories
 from bot.context import Ctx, Tx
-from bot.delivery import keyboard
-from bot.intake import active_categories
-from bot.org import Actor, lineage_of
+from bot.org.roles import Actor, lineage_of
+from bot.telegram.delivery import keyboard
 from bot.texts import Texts
 from handlers.common import (
     RouterSpec,

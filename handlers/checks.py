@@ -1,4 +1,5 @@
-"""The buttons and prompt of bot.checks (核查): 通过 at once; 不通过 asks for a reason, and in a
+"""The buttons and prompt of bot.workflow.checks (核查): 通过 at once; 不通过 asks for a
+reason, and in a
 private chat takes photos too, then shows a preview to submit (`kf:ok`) or drop (`kf:no`).
 """
 
@@ -12,11 +13,13 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, checks, user_text
-from bot.albums import take_draft_photos
-from bot.buttons import Action, CaseButton
+from bot import user_text
+from bot.cases import lifecycle as cases
+from bot.cases.albums import take_draft_photos
+from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
-from bot.org import Actor
+from bot.org.roles import Actor
+from bot.workflow import checks
 from handlers.case_buttons import NOT_COMMAND, ask, refresh
 from handlers.common import (
     RouterSpec,

@@ -20,8 +20,8 @@ from aiogram.types import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import user_text
-from bot.albums import count_draft_photos, hold_photo, take_draft_photos
-from bot.cases import DomainError
+from bot.cases.albums import count_draft_photos, hold_photo, take_draft_photos
+from bot.cases.lifecycle import DomainError
 from bot.context import Ctx, NotConfigured, Tx, begin
 from storage.models import PendingPhoto
 

@@ -13,10 +13,11 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, duplicates
-from bot.buttons import DUPLICATE_PREFIX, DuplicateAnswer, DuplicateButton
+from bot.cases import duplicates
+from bot.cases import lifecycle as cases
+from bot.cases.buttons import DUPLICATE_PREFIX, DuplicateAnswer, DuplicateButton
 from bot.context import Ctx
-from bot.org import Actor
+from bot.org.roles import Actor
 from handlers.common import RouterSpec, button_tx, refuse
 
 router = RouterSpec("duplicates")

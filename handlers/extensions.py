@@ -1,7 +1,7 @@
 """申请延期 on the handler's card (`c1:xr:<case>:<rev>`) and the two questions it opens:
 how long (buttons `xl:1d` / `xl:3d` / `xl:7d`, or typed like `2d` or `12h`), then why.
 
-Every press is checked by the domain first (bot.extensions.check_request), so a handler who
+Every press is checked by the domain first (bot.workflow.extensions.check_request), so a handler who
 may not ask is told why before any question; the request itself checks it all again.
 """
 
@@ -18,10 +18,12 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, extensions, user_text
-from bot.buttons import Action, CaseButton
+from bot import user_text
+from bot.cases import lifecycle as cases
+from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
-from bot.org import Actor
+from bot.org.roles import Actor
+from bot.workflow import extensions
 from handlers.case_buttons import NOT_COMMAND, text_or_again
 from handlers.common import (
     RouterSpec,

@@ -6,7 +6,7 @@ from aiogram import F
 from aiogram.types import CallbackQuery, Message
 
 from bot.context import Ctx
-from bot.org import Actor
+from bot.org.roles import Actor
 from handlers.common import RouterSpec
 
 router = RouterSpec("fallback")

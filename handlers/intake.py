@@ -13,11 +13,13 @@ from aiogram.types import Message, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, duplicates, user_text, voice
-from bot.albums import hold_photo
+from bot import user_text
+from bot.cases import duplicates, voice
+from bot.cases import lifecycle as cases
+from bot.cases.albums import hold_photo
+from bot.cases.intake import place_of_chat, reporter_for
 from bot.context import Ctx, Tx
-from bot.intake import place_of_chat, reporter_for
-from bot.org import node_by_chat
+from bot.org.roles import node_by_chat
 from handlers.common import RouterSpec, message_text, open_tx, refuse
 from handlers.middlewares import display_name
 from storage.models import PendingPhoto, ReportPrompt

@@ -1,4 +1,4 @@
-"""📍 on a staff card: the case's place, sent privately as a venue (bot/locations.py)."""
+"""📍 on a staff card: the case's place, sent privately as a venue (bot/cases/locations.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from aiogram import F
 from aiogram.types import CallbackQuery
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import locations
-from bot.buttons import Action, CaseButton
-from bot.cases import DomainError
+from bot.cases import locations
+from bot.cases.buttons import Action, CaseButton
+from bot.cases.lifecycle import DomainError
 from bot.context import Ctx
-from bot.org import Actor
+from bot.org.roles import Actor
 from handlers.common import RouterSpec, button_tx, refuse
 
 router = RouterSpec("locations")

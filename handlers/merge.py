@@ -21,11 +21,12 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, merge, notify, voice
-from bot.buttons import Action, CaseButton
+from bot.cases import lifecycle as cases
+from bot.cases import merge, notify, voice
+from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
-from bot.directory import directory
-from bot.org import Actor
+from bot.org.directory import directory
+from bot.org.roles import Actor
 from bot.texts import Texts
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
 from handlers.common import RouterSpec, button_tx, drop_buttons, open_tx, prompt_markup, refuse

@@ -13,13 +13,13 @@ from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.cases.intake import ensure_person
+from bot.cases.outbox import release_held
 from bot.context import Ctx
-from bot.delivery import Delivery
-from bot.inbox import MAX_ATTEMPTS, REDELIVERY_WINDOW, Attempt
-from bot.intake import ensure_person
-from bot.org import load_actor
-from bot.outage import is_transient
-from bot.outbox import release_held
+from bot.org.roles import load_actor
+from bot.telegram.delivery import Delivery
+from bot.telegram.inbox import MAX_ATTEMPTS, REDELIVERY_WINDOW, Attempt
+from bot.telegram.outage import is_transient
 from storage.fsm import current_session
 from storage.models import InboxUpdate
 

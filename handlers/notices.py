@@ -22,14 +22,15 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import notices, user_text
-from bot.albums import count_draft_photos, take_draft_photos
-from bot.buttons import NoticeAnswer, NoticeButton
-from bot.cases import DomainError
+from bot import user_text
+from bot.cases.albums import count_draft_photos, take_draft_photos
+from bot.cases.buttons import NoticeAnswer, NoticeButton
+from bot.cases.lifecycle import DomainError
 from bot.context import Ctx, Tx
-from bot.delivery import keyboard
-from bot.directory import directory
-from bot.org import Actor
+from bot.notices import service as notices
+from bot.org.directory import directory
+from bot.org.roles import Actor
+from bot.telegram.delivery import keyboard
 from handlers.common import (
     RouterSpec,
     button_tx,

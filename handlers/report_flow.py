@@ -22,19 +22,22 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, duplicates, geo, hints, user_text, voice
-from bot.albums import count_draft_photos, take_draft_photos
-from bot.context import Ctx, Tx
-from bot.directory import directory
-from bot.intake import (
+from bot import user_text
+from bot.cases import duplicates, voice
+from bot.cases import lifecycle as cases
+from bot.cases.albums import count_draft_photos, take_draft_photos
+from bot.cases.intake import (
     active_categories,
     building_label,
     buildings_page,
     ensure_person,
     link_building,
 )
-from bot.notify import category_name
-from bot.org import Actor, place_by_id
+from bot.cases.notify import category_name
+from bot.context import Ctx, Tx
+from bot.org import geo, hints
+from bot.org.directory import directory
+from bot.org.roles import Actor, place_by_id
 from bot.texts import Texts
 from handlers.common import RouterSpec, hold_draft_photo, message_text, open_tx, refuse
 from handlers.middlewares import display_name

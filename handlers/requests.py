@@ -16,10 +16,11 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import case_requests, cases
-from bot.buttons import REQUEST_PREFIX, RequestAnswer, RequestButton
+from bot.cases import lifecycle as cases
+from bot.cases.buttons import REQUEST_PREFIX, RequestAnswer, RequestButton
 from bot.context import Ctx, Tx
-from bot.org import Actor
+from bot.org.roles import Actor
+from bot.workflow import case_requests
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
 from handlers.common import RouterSpec, button_tx, refuse, submit_text
 

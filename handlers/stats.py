@@ -26,13 +26,13 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import charts, figures
+from bot.cases.outbox import enqueue
 from bot.context import Ctx, Tx
-from bot.directory import Directory, Place, directory
-from bot.figures import Figures, Period
-from bot.org import Actor, RoleName
-from bot.outbox import enqueue
-from bot.telegram_session import DIRECT_KIND
+from bot.ledger import charts, figures
+from bot.ledger.figures import Figures, Period
+from bot.org.directory import Directory, Place, directory
+from bot.org.roles import Actor, RoleName
+from bot.telegram.session import DIRECT_KIND
 from handlers.common import RouterSpec, open_tx
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ async def chart(tx: Tx, ask: Ask, days: list[figures.DayCount],
 def unknown_years(tx: Tx, period: Period) -> list[int]:
     """Years the period's working-time deadlines run into that the working calendar does not
     know (neither the official schedule nor the registry's days): there they skip weekends
-    only. None while no category counts working time (as bot.deadlines.calendar_warning)."""
+    only. None while no category counts working time (as bot.cases.deadlines.calendar_warning)."""
     if not tx.policy.working:
         return []
     # A deadline in the period may come from a working-day SLA of a case reported before it,
@@ -266,7 +266,7 @@ def stats_view(tx: Tx, ask: Ask, fig: Figures, children: list[tuple[str, str, Fi
 @router.message(Command("export"))
 async def export(message: Message, command: CommandObject, db: AsyncSession, ctx: Ctx,
                  actor: Actor) -> None:
-    from bot.ledger import write_ledger  # openpyxl is loaded only when a ledger is made
+    from bot.ledger.export import write_ledger  # openpyxl is loaded only when a ledger is made
 
     asked = await _asked(message, command, db, ctx, actor, export=True)
     if asked is None:

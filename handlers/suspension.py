@@ -1,4 +1,4 @@
-"""挂账 and 恢复办理: the buttons of bot.suspension and the two prompts 挂账 opens.
+"""挂账 and 恢复办理: the buttons of bot.workflow.suspension and the two prompts 挂账 opens.
 
 挂账 (`c1:su:<case>:<rev>`) asks for the reason, then for the review date: a button
 (`sv:30d` …) or a typed date; the request then goes to the supervisors above. 恢复办理
@@ -17,10 +17,11 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, suspension
-from bot.buttons import Action, CaseButton
+from bot.cases import lifecycle as cases
+from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
-from bot.org import Actor
+from bot.org.roles import Actor
+from bot.workflow import suspension
 from handlers.case_buttons import NOT_COMMAND, ask, refresh, text_or_again
 from handlers.common import RouterSpec, button_tx, message_text, open_tx, prompt_markup, refuse
 

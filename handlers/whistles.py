@@ -18,13 +18,15 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import cases, user_text, whistles
-from bot.albums import take_draft_photos
-from bot.buttons import WHISTLE_PREFIX, CaseButton, WhistleAnswer, WhistleButton
+from bot import user_text
+from bot.cases import lifecycle as cases
+from bot.cases.albums import take_draft_photos
+from bot.cases.buttons import WHISTLE_PREFIX, CaseButton, WhistleAnswer, WhistleButton
 from bot.context import Ctx, Tx
-from bot.delivery import keyboard
-from bot.directory import directory
-from bot.org import Actor
+from bot.org.directory import directory
+from bot.org.roles import Actor
+from bot.telegram.delivery import keyboard
+from bot.workflow import whistles
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
 from handlers.common import (
     RouterSpec,

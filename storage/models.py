@@ -145,7 +145,7 @@ class OrgSettings(Base):
     rating_within: Mapped[int | None] = mapped_column(Integer)
     quiet_start: Mapped[str | None] = mapped_column(String(5))
     quiet_end: Mapped[str | None] = mapped_column(String(5))
-    # Moved on by every change to places, roles or categories (bot.directory): a worker keeps
+    # Moved on by every change to places, roles or categories (bot.org.directory): a worker keeps
     # those in memory while this number stays what it was when it read them.
     registry_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # 延期: approved extensions a case may have over its life; 0 turns extensions off.
@@ -158,7 +158,7 @@ class OrgSettings(Base):
     # 吹哨报到: a department that has not acknowledged within this goes to the street.
     whistle_ack_within: Mapped[int | None] = mapped_column(Integer)
     # The working calendar (working hours, weekend, the district's own holidays and working
-    # days, the years it completes); None: the defaults (bot.workcal).
+    # days, the years it completes); None: the defaults (bot.org.workcal).
     calendar: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The local time of the daily digest; None turns it off.
     digest_at: Mapped[str | None] = mapped_column(String(5), default="08:30",
@@ -315,7 +315,7 @@ class Notice(Base):
     __tablename__ = "notices"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # None once the sender has been erased (bot/privacy.py): the notice stays on record.
+    # None once the sender has been erased (bot/ops/privacy.py): the notice stays on record.
     sender_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("people.id"),
                                                   index=True)
     # The node codes chosen (one grid, community or street, or some buildings) and how the

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.app import App
-from bot.fake_telegram import FIXED_DATE, chat_json
+from bot.telegram.fake import FIXED_DATE, chat_json
 from storage.models import Case, Outbox
 
 TOKEN = "123456:TEST-token-for-the-local-fake-api"

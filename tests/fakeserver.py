@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.fake_telegram import BOT_ID, BOT_USERNAME, FIXED_DATE, chat_json
+from bot.telegram.fake import BOT_ID, BOT_USERNAME, FIXED_DATE, chat_json
 
 SEND_METHODS = {"sendmessage", "sendphoto", "sendmediagroup", "sendlocation", "senddocument",
                 "sendvenue", "sendvoice", "sendvideonote"}

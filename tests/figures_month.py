@@ -52,7 +52,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.figures import Figures
+from bot.ledger.figures import Figures
 from storage.models import Case, CaseEvent, CaseRequest, Category, Node, Person
 
 TZ = "Asia/Shanghai"

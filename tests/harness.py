@@ -15,13 +15,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot import digest
 from bot.app import App, build_app
 from bot.clock import ManualClock
 from bot.config import Settings
-from bot.fake_telegram import BOT_ID, FakeTelegram, Sent, Updates
-from bot.ratelimit import Limits
-from bot.registry import apply_registry, parse_registry
+from bot.ledger import digest
+from bot.org.registry import apply_registry, parse_registry
+from bot.telegram.fake import BOT_ID, FakeTelegram, Sent, Updates
+from bot.telegram.ratelimit import Limits
 from storage.db import make_engine
 from storage.models import Base, Case, CaseEvent, Outbox
 

@@ -1,6 +1,6 @@
 """The variables the digest templates use, in one realistic context (tests/test_templates.py
 renders every template with it; EVIL text must come out escaped). Shaped like what
-`bot/digest.py` passes: `_grid_view` rows, the capped case lists, the score rows."""
+`bot/ledger/digest.py` passes: `_grid_view` rows, the capped case lists, the score rows."""
 
 from __future__ import annotations
 

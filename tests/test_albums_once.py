@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from bot.albums import finish_albums
+from bot.cases.albums import finish_albums
 from storage.models import CasePhoto, PendingPhoto
 from tests.harness import BUILDING_CHAT, RESIDENT, RESIDENT2, UNIT_CHAT, Harness
 

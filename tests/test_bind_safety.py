@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.fake_telegram import Sent
-from bot.org import node_by_chat, node_by_code
+from bot.org.roles import node_by_chat, node_by_code
+from bot.telegram.fake import Sent
 from tests.harness import (
     BUILDING12_CHAT,
     BUILDING_CHAT,

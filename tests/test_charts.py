@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot import charts
+from bot.ledger import charts
 from tests.harness import SAMPLE
 
 # Every word the chart of the sample registry may show, and the figures' names.
@@ -90,7 +90,7 @@ def test_configured_font_first(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     # A file that is not a font, or lacks the glyphs: said in the log, and the next one used.
     bogus = tmp_path / "bogus.ttf"
     bogus.write_bytes(b"not a font")
-    with caplog.at_level(logging.WARNING, logger="bot.charts"):
+    with caplog.at_level(logging.WARNING, logger="bot.ledger.charts"):
         assert charts.find_font(bogus) == packaged
     assert "GRIDBOT_CHART_FONT" in caplog.text and "bogus.ttf" in caplog.text
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bot import cases
-from bot.buttons import Action, CaseButton
+from bot.cases import lifecycle as cases
+from bot.cases.buttons import Action, CaseButton
+from bot.cases.intake import ensure_person
 from bot.context import begin
-from bot.intake import ensure_person
-from bot.org import load_actor, node_by_code
-from bot.registry import apply_registry, parse_registry
+from bot.org.registry import apply_registry, parse_registry
+from bot.org.roles import load_actor, node_by_code
 from storage.models import Case, CaseEvent, CasePhoto, PendingPhoto
 from tests.harness import (
     BUILDING12_CHAT,

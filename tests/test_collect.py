@@ -157,7 +157,7 @@ async def test_private_guided_report(h: Harness) -> None:
 
 async def test_deep_link_links_building_and_cancel_leaves(h: Harness) -> None:
     async with h.app.sessions() as db:
-        from bot.org import node_by_code
+        from bot.org.roles import node_by_code
 
         node = await node_by_code(db, "BSY-01-05")
         assert node is not None

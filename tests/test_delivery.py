@@ -7,7 +7,7 @@ from datetime import timedelta
 from aiogram.methods import SendMediaGroup, SendMessage, SendPhoto
 from sqlalchemy import select
 
-from bot.outbox import enqueue
+from bot.cases.outbox import enqueue
 from storage.models import Node, Outbox
 from tests.harness import (
     BUILDING_CHAT,

@@ -16,10 +16,10 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from bot.app import App, build_app
+from bot.cases.outbox import enqueue
 from bot.config import Settings
-from bot.inbox import Inbox
-from bot.outbox import enqueue
-from bot.registry import apply_registry, parse_registry
+from bot.org.registry import apply_registry, parse_registry
+from bot.telegram.inbox import Inbox
 from storage.models import Case
 from tests.e2e import (
     TOKEN,

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import event, select
 
-from bot.outbox import enqueue
+from bot.cases.outbox import enqueue
 from storage.models import Outbox, Person
 from tests.harness import BUILDING_CHAT, Harness
 

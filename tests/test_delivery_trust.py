@@ -23,16 +23,16 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import outbox_admin
 from bot.app import App, build_app
+from bot.cases.outbox import enqueue, prune_sent
 from bot.config import Settings
-from bot.delivery import MAX_UNEXPECTED
-from bot.fake_telegram import FIXED_DATE, chat_json
-from bot.inbox import Inbox
-from bot.outage import Outage
-from bot.outbox import enqueue, prune_sent
-from bot.registry import apply_registry, parse_registry
-from bot.terminal import local_zone
+from bot.ops import outbox_admin
+from bot.ops.terminal import local_zone
+from bot.org.registry import apply_registry, parse_registry
+from bot.telegram.delivery import MAX_UNEXPECTED
+from bot.telegram.fake import FIXED_DATE, chat_json
+from bot.telegram.inbox import Inbox
+from bot.telegram.outage import Outage
 from storage.models import Case, InboxUpdate, Outbox, ReportPrompt
 from tests.e2e import TOKEN, outbox_rows, outbox_settled, wait_for, write_registry
 from tests.fakeserver import FakeBotApi, error, html_page
@@ -362,7 +362,8 @@ async def test_a_queued_report_prompt_still_takes_replies_as_reports(h: Harness)
 async def test_delivery_loop_outlives_a_database_outage_and_logs_it_once(
         live: Live, caplog: pytest.LogCaptureFixture) -> None:
     delivery = live.app.delivery
-    delivery.outage = Outage(logging.getLogger("bot.delivery"), "outbox delivery", base=0.05)
+    delivery.outage = Outage(logging.getLogger("bot.telegram.delivery"), "outbox delivery",
+                             base=0.05)
     real = delivery.due_chats
     failures = {"left": 6}
 
@@ -374,10 +375,10 @@ async def test_delivery_loop_outlives_a_database_outage_and_logs_it_once(
 
     delivery.due_chats = flaky  # type: ignore[method-assign]
     await live.put("after", 6060, "恢复后发出")
-    with caplog.at_level(logging.INFO, logger="bot.delivery"):
+    with caplog.at_level(logging.INFO, logger="bot.telegram.delivery"):
         live.start()
         await wait_for(lambda: _arrived(live, 6060), 10, "delivery after the outage")
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.delivery"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.telegram.delivery"]
     assert sum("retrying with backoff" in line for line in lines) == 1, lines
     assert sum("recovered" in line for line in lines) == 1, lines
     assert not any(t.done() for t in live.tasks)  # the loop goes on

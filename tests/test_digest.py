@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import event, select
 
-from bot import digest
+from bot.cases.deadlines import light
 from bot.context import begin
-from bot.deadlines import light
-from bot.figures import Weights, score
-from bot.registry import apply_registry, parse_registry
+from bot.ledger import digest
+from bot.ledger.figures import Weights, score
+from bot.org.registry import apply_registry, parse_registry
 from storage.models import Case, CaseEvent, Node, PeriodicRun
 from tests.figures_month import BREAKDOWNS, fill_month
 from tests.harness import (

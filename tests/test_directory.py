@@ -1,4 +1,4 @@
-"""The registry kept in memory between updates (bot.directory): read once, used by every
+"""The registry kept in memory between updates (bot.org.directory): read once, used by every
 update, and read again as soon as anything changed it, in this worker or another."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from bot.outbox import follow_migration
+from bot.cases.outbox import follow_migration
 from tests.harness import (
     BUILDING_CHAT,
     HEAD,

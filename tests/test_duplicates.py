@@ -1,4 +1,4 @@
-"""是同一问题 (bot/duplicates.py, handlers/duplicates.py) through the real Dispatcher: the
+"""是同一问题 (bot/cases/duplicates.py, handlers/duplicates.py) through the real Dispatcher: the
 question, who may answer it, joining, declining, the timeout, and which cases are offered."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from bot.duplicates import ANSWER_WITHIN, settle
+from bot.cases.duplicates import ANSWER_WITHIN, settle
 from storage.models import Case, CaseFollower, CasePhoto, DuplicateOffer, OrgSettings
 from tests.harness import (
     BUILDING5_CHAT,

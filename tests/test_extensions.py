@@ -13,10 +13,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot import cases, extensions
-from bot.buttons import Action, CaseButton
+from bot.cases import lifecycle as cases
+from bot.cases.buttons import Action, CaseButton
 from bot.context import begin
-from bot.org import load_actor
+from bot.org.roles import load_actor
+from bot.workflow import extensions
 from storage.models import Case, CaseRequest
 from tests.harness import (
     COMMUNITY_SUP,

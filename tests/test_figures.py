@@ -15,9 +15,18 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from bot import figures
 from bot.cli import main
-from bot.figures import Figures, Period, ScopeError, Weights, breakdown, compute, daily, score
+from bot.ledger import figures
+from bot.ledger.figures import (
+    Figures,
+    Period,
+    ScopeError,
+    Weights,
+    breakdown,
+    compute,
+    daily,
+    score,
+)
 from storage.db import make_engine, make_sessionmaker
 from tests.figures_month import TZ, Month, assert_figures, fill_month, local
 from tests.harness import SAMPLE, Harness, fresh_database, isolate_env
@@ -222,7 +231,7 @@ async def _statements(h: Harness) -> list[int]:
                  lambda db: breakdown(db, period, None, "building"),
                  lambda db: daily(db, period, None)):
         async with h.app.sessions() as db:
-            from bot.directory import directory
+            from bot.org.directory import directory
 
             await directory(db)  # the registry check is the session's, not the figures'
             with counting(h) as seen:

@@ -1,9 +1,9 @@
-"""Followers (bot/followers.py): residents who follow a case that is not their own report get
+"""Followers (bot/cases/followers.py): residents who follow a case that is not their own report get
 its reporter's notices, in private or as a reply in their own group, and may rate it."""
 
 from __future__ import annotations
 
-from bot import followers
+from bot.cases import followers
 from bot.context import begin
 from storage.models import Case
 from tests.harness import BUILDING_CHAT, HEAD, LEADER, RESIDENT, RESIDENT2, Harness

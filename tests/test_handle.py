@@ -75,7 +75,7 @@ async def test_head_changes_category_and_deadline_follows(h: Harness) -> None:
     card = h.card(HEAD, case.id)
     await h.press(HEAD, card, "改类别")
     # The card now offers the categories; the fake records the edit, so build from data.
-    from bot.buttons import Action, CaseButton
+    from bot.cases.buttons import Action, CaseButton
 
     data = CaseButton(Action.SET_CATEGORY, case.id, case.rev, "dispute").pack()
     await h.press_data(HEAD, data)
@@ -426,7 +426,7 @@ async def test_added_to_group_posts_help(h: Harness) -> None:
 
 
 async def test_grid_without_leader_cards_go_to_members_who_may_escalate(h: Harness) -> None:
-    from bot.registry import apply_registry, parse_registry
+    from bot.org.registry import apply_registry, parse_registry
     from tests.harness import SAMPLE
 
     text = SAMPLE.read_text("utf-8").replace(

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from bot import hints
-from bot.buttons import Action, CaseButton
-from bot.directory import CategoryInfo, directory
-from bot.registry import RegistryError, parse_registry
+from bot.cases.buttons import Action, CaseButton
+from bot.org import hints
+from bot.org.directory import CategoryInfo, directory
+from bot.org.registry import RegistryError, parse_registry
 from storage.models import Category
 from tests.harness import BUILDING_CHAT, HEAD, RESIDENT, SAMPLE, Harness
 from tests.hint_cases import CASES, HELD_OUT

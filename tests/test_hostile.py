@@ -38,8 +38,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import REPORT_LIMIT, REPORT_WINDOW, CaseStatus
-from bot.fake_telegram import BOT_ID, FIXED_DATE, Sent, chat_json
+from bot.cases.lifecycle import REPORT_LIMIT, REPORT_WINDOW, CaseStatus
+from bot.telegram.fake import BOT_ID, FIXED_DATE, Sent, chat_json
 from storage.models import Case, CaseEvent, CasePhoto, FsmRecord, Outbox, Person
 from tests.harness import (
     BUILDING_CHAT,

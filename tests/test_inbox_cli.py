@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.cli import main
-from bot.inbox import Inbox, store
+from bot.telegram.inbox import Inbox, store
 from storage.db import make_engine, make_sessionmaker
 from storage.models import InboxUpdate
 from tests.harness import RESIDENT, isolate_env, make_harness

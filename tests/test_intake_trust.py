@@ -27,10 +27,10 @@ from sqlalchemy.exc import OperationalError
 
 from bot.app import App, build_app
 from bot.config import Settings
-from bot.fake_telegram import FIXED_DATE, chat_json
-from bot.inbox import Inbox, prune, store
-from bot.polling import every
-from bot.registry import apply_registry, parse_registry
+from bot.org.registry import apply_registry, parse_registry
+from bot.telegram.fake import FIXED_DATE, chat_json
+from bot.telegram.inbox import Inbox, prune, store
+from bot.telegram.polling import every
 from storage.models import Case, CasePhoto, InboxUpdate
 from tests.e2e import (
     TOKEN,

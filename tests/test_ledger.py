@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import ledger
-from bot.directory import directory
-from bot.figures import Figures, Period, ScopeError, compute
-from bot.ledger import COLUMNS, DATE_FORMAT, FIGURE_COLUMNS, YIELD_PER, write_ledger
+from bot.ledger import export as ledger
+from bot.ledger.export import COLUMNS, DATE_FORMAT, FIGURE_COLUMNS, YIELD_PER, write_ledger
+from bot.ledger.figures import Figures, Period, ScopeError, compute
+from bot.org.directory import directory
 from storage.models import Case, CaseEvent, Person
 from tests.figures_month import (
     DISTRICT_OCT,

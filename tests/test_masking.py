@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.notify import mask_phones
+from bot.cases.notify import mask_phones
 from tests.harness import BUILDING_CHAT, HEAD, LEADER, RESIDENT, Harness
 
 MASKED: list[tuple[str, str]] = [

@@ -1,4 +1,5 @@
-"""合并 and 拆分 from a handler's case card (bot/merge.py, handlers/merge.py), through the real
+"""合并 and 拆分 from a handler's case card (bot/cases/merge.py, handlers/merge.py), through the
+real
 Dispatcher: who is told what, what the database holds, and what the figures and the ledger
 count."""
 
@@ -10,8 +11,8 @@ from datetime import timedelta
 import openpyxl
 from sqlalchemy import select
 
-from bot.figures import Period, compute
-from bot.ledger import write_ledger
+from bot.ledger.export import write_ledger
+from bot.ledger.figures import Period, compute
 from storage.models import Case, CasePhoto
 from tests.harness import (
     BUILDING5_CHAT,

@@ -1,4 +1,5 @@
-"""Notices with read receipts (bot/notices.py, handlers/notices.py): the /notice flow through
+"""Notices with read receipts (bot/notices/service.py, handlers/notices.py): the /notice
+flow through
 the real Dispatcher, 已阅 by the right and the wrong people, the summary and its reminder,
 /notices, refusals, and a notice to 200 groups through the fake Bot API within Telegram's
 limits."""
@@ -10,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bot import notices
 from bot.context import begin
-from bot.org import load_actor, node_by_code
+from bot.notices import service as notices
+from bot.org.roles import load_actor, node_by_code
 from storage.models import Notice, NoticeCopy
 from tests.e2e import building_chat, head, outbox_settled, wait_for
 from tests.fakeserver import FakeBotApi

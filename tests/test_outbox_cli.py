@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot import outbox_admin
 from bot.cli import main
-from bot.terminal import local_zone
+from bot.ops import outbox_admin
+from bot.ops.terminal import local_zone
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Outbox
 from tests.harness import (

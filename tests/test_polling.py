@@ -1,4 +1,4 @@
-"""The periodic loops' runner (bot/polling.py): stopping mid-run is not an error."""
+"""The periodic loops' runner (bot/telegram/polling.py): stopping mid-run is not an error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot.polling import every
+from bot.telegram.polling import every
 
 
 async def test_a_sweep_cancelled_at_stop_is_not_logged_as_an_error(

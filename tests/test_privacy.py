@@ -18,9 +18,9 @@ from sqlalchemy import JSON, BigInteger, Integer, String, Text, select
 
 from bot.cli import main
 from bot.context import begin
-from bot.inbox import store
-from bot.privacy import PrivacyError, erase_person, export_person
-from bot.registry import apply_registry, parse_registry
+from bot.ops.privacy import PrivacyError, erase_person, export_person
+from bot.org.registry import apply_registry, parse_registry
+from bot.telegram.inbox import store
 from storage.models import Base, Case, CaseEvent, Person
 from tests.harness import (
     BUILDING_CHAT,
@@ -383,7 +383,7 @@ async def test_logs_at_info_and_above_carry_no_text_and_no_personal_data(
     needles = [REPORT, DRAFT, RESULT, PHONE, PHONE2, "楼道灯坏了", "单元门禁坏了",
                *people.values(), *map(str, people)]
     loud = [r for r in caplog.records if r.levelno >= logging.INFO]
-    assert any(r.name == "bot.sweep" for r in loud), "the sweep's INFO lines were captured"
+    assert any(r.name == "bot.cases.sweep" for r in loud), "the sweep's INFO lines were captured"
     handler = logging.Formatter()
     for record in loud:
         text = record.getMessage()

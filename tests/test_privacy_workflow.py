@@ -10,11 +10,12 @@ import html
 import pytest
 from sqlalchemy import select
 
-from bot import case_requests, cases
+from bot.cases import lifecycle as cases
 from bot.context import begin
-from bot.org import load_actor
-from bot.privacy import PrivacyError, erase_person, export_person
-from bot.registry import apply_registry, parse_registry
+from bot.ops.privacy import PrivacyError, erase_person, export_person
+from bot.org.registry import apply_registry, parse_registry
+from bot.org.roles import load_actor
+from bot.workflow import case_requests
 from storage.models import Case, CaseRequest, Department, Person, Whistle
 from tests.harness import (
     BUILDING_CHAT,

@@ -1,10 +1,11 @@
-"""The sender's pacer (bot/ratelimit.py): Telegram's limits counted as Telegram sees them."""
+"""The sender's pacer (bot/telegram/ratelimit.py): Telegram's limits counted as Telegram
+sees them."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.ratelimit import Limits, Pacer
+from bot.telegram.ratelimit import Limits, Pacer
 
 
 class Clock:

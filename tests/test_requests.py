@@ -1,6 +1,7 @@
 """Requests to the level above (延期 / 挂账), the generic mechanism, through the Dispatcher.
 
-The approval hook is each feature's (bot.extensions, bot.suspension); here it is stubbed, so
+The approval hook is each feature's (bot.workflow.extensions,
+bot.workflow.suspension); here it is stubbed, so
 what is tested is the mechanism: who gets the request, 同意 and 不同意 with a reason, expiry
 through the timer model, withdrawal when the case moves, and stale or forged answers.
 """
@@ -11,9 +12,10 @@ from datetime import timedelta
 
 import pytest
 
-from bot import case_requests, cases, extensions
+from bot.cases import lifecycle as cases
 from bot.context import Tx, begin
-from bot.org import Actor, Lineage, load_actor
+from bot.org.roles import Actor, Lineage, load_actor
+from bot.workflow import case_requests, extensions
 from storage.models import Case, CaseRequest
 from tests.harness import COMMUNITY_SUP, HEAD, LEADER, MEMBER, STREET_SUP, Harness
 
@@ -28,7 +30,7 @@ async def confirmed(h: Harness) -> Case:
 
 async def ask(h: Harness, case_id: int, *, by: int = LEADER,
               reason: str = "需要更换整条线路，等物业采购") -> CaseRequest:
-    """An extension request made through the domain, as bot.extensions will make it."""
+    """An extension request made through the domain, as bot.workflow.extensions will make it."""
     async with h.app.sessions() as db:
         tx = await begin(db, h.app.ctx)
         actor = await load_actor(db, by)
@@ -198,7 +200,7 @@ async def test_forged_answers_change_nothing(h: Harness, data: str,
 
 async def test_no_request_buttons_while_the_features_are_off(
         h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot import suspension, whistles
+    from bot.workflow import suspension, whistles
     for module in (extensions, suspension, whistles):
         monkeypatch.setattr(module, "ENABLED", False)
     case = await confirmed(h)

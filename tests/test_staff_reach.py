@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import event, select
 
-from bot import cases
+from bot.cases import lifecycle as cases
+from bot.cases.intake import ensure_person
 from bot.context import begin
-from bot.intake import ensure_person
-from bot.org import node_by_code
+from bot.org.roles import node_by_code
 from storage.models import Outbox
 from tests.harness import (
     COMMUNITY_SUP,

@@ -14,13 +14,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from bot import charts
 from bot.app import build_app
+from bot.cases.outbox import enqueue
 from bot.config import Settings
-from bot.delivery import plan
-from bot.outbox import enqueue
-from bot.ratelimit import Limits
-from bot.registry import apply_registry, parse_registry
+from bot.ledger import charts
+from bot.org.registry import apply_registry, parse_registry
+from bot.telegram.delivery import plan
+from bot.telegram.ratelimit import Limits
 from bot.texts import CAPTION_LIMIT
 from storage.models import Outbox
 from tests.e2e import TOKEN

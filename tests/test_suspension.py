@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from bot import case_requests, suspension
-from bot.buttons import Action, CaseButton
+from bot.cases.buttons import Action, CaseButton
 from bot.context import begin
-from bot.org import load_actor
+from bot.org.roles import load_actor
+from bot.workflow import case_requests, suspension
 from storage.models import Case, CaseRequest, CaseTimerStep
 from tests.harness import (
     BUILDING_CHAT,

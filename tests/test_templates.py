@@ -2,7 +2,8 @@
 
 zh_CN is the reference locale: the others must have the same files, the same label blocks and
 use the same variables. Each message template is rendered with a realistic context (shaped like
-what `bot/notify.py` and `bot/views.py` pass) in each of its variants; StrictUndefined makes a
+what `bot/cases/notify.py` and `bot/cases/views.py` pass) in each of its variants;
+StrictUndefined makes a
 variable the context lacks an error, and an AST check catches those in branches not taken.
 """
 

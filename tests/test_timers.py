@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import event, select
 
-from bot import notify, views
-from bot.buttons import Action, CaseButton
+from bot.cases import notify, views
+from bot.cases.buttons import Action, CaseButton
 from bot.context import begin
-from bot.org import lineage_of, load_actor
-from bot.registry import apply_registry, parse_registry
+from bot.org.registry import apply_registry, parse_registry
+from bot.org.roles import lineage_of, load_actor
 from storage.models import Case, CaseTimerStep
 from tests.harness import (
     BUILDING_CHAT,

@@ -3,7 +3,7 @@ private chat of the staff member who asked; never to a group, never to residents
 
 from __future__ import annotations
 
-from bot import geo
+from bot.org import geo
 from tests.harness import (
     BUILDING_CHAT,
     HEAD,
@@ -65,7 +65,7 @@ async def test_no_location_no_button(h: Harness) -> None:
 
 
 def test_a_venue_row_is_one_call_after_its_text() -> None:
-    from bot.delivery import plan
+    from bot.telegram.delivery import plan
     from storage.models import Outbox
 
     venue = geo.Venue(31.8, 117.29, "诉求 #7 的位置", "3号楼")

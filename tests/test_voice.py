@@ -10,10 +10,10 @@ from typing import Any
 import openpyxl
 from sqlalchemy import select
 
-from bot.delivery import Part, plan
-from bot.fake_telegram import Sent
-from bot.figures import Period
-from bot.ledger import write_ledger
+from bot.ledger.export import write_ledger
+from bot.ledger.figures import Period
+from bot.telegram.delivery import Part, plan
+from bot.telegram.fake import Sent
 from storage.models import Outbox
 from tests.harness import BUILDING_CHAT, HEAD, LEADER, MORNING, RESIDENT, WORK_CHAT, Harness
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
-from bot.albums import count_draft_photos
-from bot.registry import apply_registry, parse_registry
+from bot.cases.albums import count_draft_photos
+from bot.org.registry import apply_registry, parse_registry
 from storage.models import Case, CasePhoto, Whistle
 from tests.harness import (
     BUILDING_CHAT,

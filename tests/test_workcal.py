@@ -15,8 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.app import warn_calendar
-from bot.context import begin
-from bot.deadlines import (
+from bot.cases.deadlines import (
     Phase,
     Policy,
     StepName,
@@ -26,9 +25,10 @@ from bot.deadlines import (
     light,
     pending_steps,
 )
-from bot.durations import format_sla, parse_sla
-from bot.registry import apply_registry, parse_registry
-from bot.workcal import WorkCalendar, default_calendar
+from bot.context import begin
+from bot.org.durations import format_sla, parse_sla
+from bot.org.registry import apply_registry, parse_registry
+from bot.org.workcal import WorkCalendar, default_calendar
 from storage.models import Case
 from tests.harness import HEAD, LEADER, SAMPLE, Harness, make_harness
 

@@ -27,15 +27,15 @@ from aiohttp import web
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import inbox as inbox_module
-from bot.claims import OUTBOX_CHAT, Claims
-from bot.delivery import Delivery
-from bot.fake_telegram import Sent, Updates
-from bot.inbox import Inbox, store
-from bot.outbox import enqueue, prune_sent
-from bot.ratelimit import Limits
-from bot.sweep import sweep
-from bot.workers import alive_within, heartbeat, leave
+from bot.cases.outbox import enqueue, prune_sent
+from bot.cases.sweep import sweep
+from bot.ops.workers import alive_within, heartbeat, leave
+from bot.telegram import inbox as inbox_module
+from bot.telegram.claims import OUTBOX_CHAT, Claims
+from bot.telegram.delivery import Delivery
+from bot.telegram.fake import Sent, Updates
+from bot.telegram.inbox import Inbox, store
+from bot.telegram.ratelimit import Limits
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Case, CaseTimerStep, InboxUpdate, Outbox
 from tests.e2e import (

@@ -1,0 +1,349 @@
+"""The one timer model of a case: when each of its steps falls due, and the quiet hours.
+
+A case's clock starts at its report and again at a rework (返工) or the end of a suspension;
+its deadline is the clock start plus its current category's SLA and the extensions approved.
+Every timer step (verification reminder and timeout, due soon, overdue and its repeats, each
+escalation, the rating timeout, and the workflow's request, review, check and whistle steps)
+is derived here from the case's columns, the phase of its status, the policy and the steps
+already taken. Pure functions
+over a case's columns, so the sweep, the transitions and the tests share them.
+
+An SLA written in working time (`8wh`, `2wd`) is counted on the policy's working calendar
+(bot/org/workcal.py): its deadline and its due-soon moment skip nights, weekends and holidays,
+its reminders wait for working time as every reminder waits out the quiet hours, and its
+escalations fall in working time. Extensions and the policy's windows stay clock time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from bot.org.workcal import WorkCalendar, default_calendar, warning_text
+from storage.models import Case, OrgSettings
+
+
+class Light(StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+    PAUSED = "paused"  # suspended (挂账): no deadline runs
+
+
+@dataclass(frozen=True)
+class Policy:
+    timezone: str
+    verify_within: timedelta | None
+    remind_at: float | None
+    overdue_repeat: timedelta | None
+    escalate_after: timedelta | None
+    rating_within: timedelta | None
+    quiet_start: time | None
+    quiet_end: time | None
+    # The workflow of the standard (延期, 挂账, 核查, 吹哨报到). Defaults are the registry's, so a
+    # Policy made by hand (tests) need not name them.
+    max_extensions: int = 1
+    extension_answer_within: timedelta | None = timedelta(days=1)
+    check_all: bool = False
+    check_within: timedelta | None = timedelta(days=1)
+    whistle_ack_within: timedelta | None = timedelta(minutes=30)
+    # The working calendar (issue 10), and the categories whose SLA counts working time
+    # ('wh', 'wd'): their cases' due-soon moment is a share of the working time, and their
+    # reminders wait for working time as all reminders wait out the quiet hours.
+    calendar: WorkCalendar = field(default_factory=default_calendar)
+    working: frozenset[str] = frozenset()
+    # Duplicates (issue 11): how far back and how near an open case is offered to a new
+    # report as the same problem; no window, no offer.
+    duplicate_window: timedelta | None = timedelta(days=3)
+    duplicate_radius: float = 50.0
+
+    @classmethod
+    def from_row(cls, row: OrgSettings, working: Iterable[str] = ()) -> Policy:
+        """The policy of the org settings; `working`: the codes of the categories whose SLA
+        is in working time (the directory knows them)."""
+        def seconds(value: int | None) -> timedelta | None:
+            return timedelta(seconds=value) if value is not None else None
+
+        def hhmm(value: str | None) -> time | None:
+            return time.fromisoformat(value) if value else None
+
+        return cls(
+            timezone=row.timezone,
+            verify_within=seconds(row.verify_within),
+            remind_at=row.remind_at,
+            overdue_repeat=seconds(row.overdue_repeat),
+            escalate_after=seconds(row.escalate_after),
+            rating_within=seconds(row.rating_within),
+            quiet_start=hhmm(row.quiet_start),
+            quiet_end=hhmm(row.quiet_end),
+            max_extensions=row.max_extensions,
+            extension_answer_within=seconds(row.extension_answer_within),
+            check_all=row.check_all,
+            check_within=seconds(row.check_within),
+            whistle_ack_within=seconds(row.whistle_ack_within),
+            calendar=WorkCalendar.from_json(row.calendar, row.timezone),
+            working=frozenset(working),
+            duplicate_window=seconds(row.duplicate_window),
+            duplicate_radius=row.duplicate_radius,
+        )
+
+    def in_working_time(self, case: Case) -> bool:
+        """Whether the case's SLA counts working time (its category's is `wh` or `wd`)."""
+        return case.category in self.working
+
+    def hold_until(self, case: Case, now: datetime) -> datetime | None:
+        """Until when a reminder of `case` due `now` waits, or None: the end of the quiet
+        hours, and for a working-time case the next working moment (an urgent case's
+        reminders never wait)."""
+        if case.urgent:
+            return None
+        at = now
+        working = self.in_working_time(case)
+        for _ in range(3):  # working hours inside quiet hours: settle on a moment clear of both
+            quiet = self.quiet_until(at)
+            moved = quiet if quiet is not None else at
+            if working:
+                moved = self.calendar.next_working(moved)
+            if moved == at:
+                break
+            at = moved
+        return at if at > now else None
+
+    def quiet_until(self, now: datetime) -> datetime | None:
+        """End of the quiet hours if `now` falls in them, else None."""
+        if self.quiet_start is None or self.quiet_end is None or self.quiet_start == self.quiet_end:
+            return None
+        tz = ZoneInfo(self.timezone)
+        local = now.astimezone(tz)
+        t = local.timetz().replace(tzinfo=None)
+        start, end = self.quiet_start, self.quiet_end
+        if start < end:
+            inside = start <= t < end
+            end_day = local.date()
+        else:  # spans midnight, e.g. 22:00-07:00
+            inside = t >= start or t < end
+            end_day = local.date() + timedelta(days=1) if t >= start else local.date()
+        if not inside:
+            return None
+        return datetime.combine(end_day, end, tzinfo=tz).astimezone(now.tzinfo)
+
+
+class Phase(StrEnum):
+    """Which timers a status has; a status with no phase (final ones) has none."""
+
+    VERIFY = "verify"  # the building head's window, ending at the latest at the deadline
+    HANDLE = "handle"  # due soon, overdue and its repeats, escalations
+    RATE = "rate"  # the reporter's window to rate
+    CHECK = "check"  # the building head's on-site check after the result
+    SUSPENDED = "suspended"  # 挂账: only the review date; no reminders, never red
+
+
+class StepName(StrEnum):
+    VERIFY_REMIND = "verify_remind"
+    VERIFY_TIMEOUT = "verify_timeout"
+    DUE_SOON = "due_soon"
+    OVERDUE = "overdue"
+    ESCALATE = "escalate"
+    RATING_TIMEOUT = "rating_timeout"
+    # The steps of the workflow features: each changes something and is made on time.
+    REQUEST_TIMEOUT = "request_timeout"  # an extension or suspension request nobody answered
+    SUSPEND_REVIEW = "suspend_review"  # a suspended case's review date
+    CHECK_TIMEOUT = "check_timeout"  # no on-site check within check_within
+    WHISTLE_ESCALATE = "whistle_escalate"  # a department did not acknowledge in time
+
+
+# Steps that only remind someone: they wait for the end of the quiet hours. The others
+# change the case and are made on time (their cards wait instead).
+REMINDERS = frozenset({StepName.VERIFY_REMIND, StepName.DUE_SOON, StepName.OVERDUE})
+# (step, n, basis): what identifies a step taken, as recorded in case_timer_steps.
+SentKey = tuple[str, int, datetime]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: StepName
+    due_at: datetime
+    # What the step is counted from: the clock start, the deadline, or the resolution.
+    basis: datetime
+    # Which overdue alert or which escalation (1: community, 2: street).
+    n: int = 1
+
+    @property
+    def key(self) -> SentKey:
+        return (self.name.value, self.n, self.basis)
+
+    @property
+    def reminder(self) -> bool:
+        return self.name in REMINDERS
+
+
+def add_time(policy: Policy, start: datetime, delta: timedelta) -> datetime:
+    """`delta` of the district's time after `start`, for the policy's windows (an answer to a
+    request, the on-site check, a whistle's acknowledgement) and an extension's preview: clock
+    time, like the extensions themselves. Only SLAs written `wh`/`wd` count working time
+    (`deadline_of`)."""
+    return start + delta
+
+
+def deadline_of(policy: Policy, clock_started_at: datetime, sla: timedelta, unit: str = "",
+                extended_seconds: int = 0) -> datetime:
+    """The clock start plus the SLA, plus the extensions (延期) approved for this round.
+
+    `unit` is the category's: '' clock time; 'wh' the SLA is working time from the clock
+    start (a start outside working hours counts from the next working period); 'wd' the SLA
+    is whole working days (`sla` = days × 24h), due at the end of the last one (see
+    WorkCalendar.add_working_days). Extensions are clock time in every unit: the length
+    asked for (`1d`, `3d`) is added to the deadline as the request showed it.
+    """
+    extension = timedelta(seconds=extended_seconds)
+    if unit == "wh":
+        return policy.calendar.add_working(clock_started_at, sla.total_seconds()) + extension
+    if unit == "wd":
+        days = max(1, int(sla.total_seconds()) // 86400)
+        return policy.calendar.add_working_days(clock_started_at, days) + extension
+    return clock_started_at + sla + extension
+
+
+def due_soon_at(case: Case, policy: Policy) -> datetime | None:
+    """`remind_at` of the way from the clock start to the deadline; for a working-time case,
+    of the working time between them (so 75% of 2wd falls on the second working day)."""
+    if policy.remind_at is None:
+        return None
+    start = case.clock_started_at
+    if policy.in_working_time(case):
+        span = policy.calendar.working_between(start, case.deadline_at)
+        return policy.calendar.add_working(start, span.total_seconds() * policy.remind_at)
+    return start + (case.deadline_at - start) * policy.remind_at
+
+
+def calendar_warning(policy: Policy, start: datetime, end: datetime) -> str | None:
+    """What to say when working-time deadlines from `start` to `end` run into years the
+    calendar does not know (counted weekends only there); None when none do, or no category
+    counts working time. The bot logs it at start; /stats shows it."""
+    if not policy.working:
+        return None
+    return warning_text(policy.calendar.unknown_years(start, end))
+
+
+def verify_ends_at(case: Case, policy: Policy) -> datetime:
+    """The building head's window closes after `verify_within`, and at the latest at the
+    deadline: a report nobody verifies still reaches the grid leader in time to be overdue."""
+    end = case.deadline_at
+    if policy.verify_within is not None:
+        end = min(end, case.clock_started_at + policy.verify_within)
+    return end
+
+
+def overdue_alerts_owed(case: Case, policy: Policy, now: datetime) -> int:
+    """How many red-light alerts the deadline has called for by `now` (0 before it)."""
+    if now < case.deadline_at:
+        return 0
+    repeat = policy.overdue_repeat
+    if repeat is None or repeat <= timedelta(0):
+        return 1
+    return (now - case.deadline_at) // repeat + 1
+
+
+def pending_steps(phase: Phase | None, case: Case, policy: Policy, now: datetime,
+                  sent: Set[SentKey]) -> list[Step]:
+    """The steps of the case not taken yet, soonest first: those due by `now` and the next
+    ones. A pure function of the clock start, the deadline, the phase, the policy and what
+    was taken, so no transition has anything to reset.
+
+    Of reminders overtaken by time only the latest is owed: no due-soon reminder once the
+    deadline has passed, no verification reminder once the window has closed, and of the
+    overdue alerts missed while the bot was down, only the last.
+    """
+    steps: list[Step] = []
+    if phase == Phase.VERIFY:
+        start, end = case.clock_started_at, verify_ends_at(case, policy)
+        if policy.remind_at is not None and now < end:
+            steps.append(Step(StepName.VERIFY_REMIND, start + (end - start) * policy.remind_at,
+                              start))
+        steps.append(Step(StepName.VERIFY_TIMEOUT, end, start))
+    elif phase == Phase.HANDLE:
+        deadline = case.deadline_at
+        soon = due_soon_at(case, policy)
+        if soon is not None and now < deadline:
+            steps.append(Step(StepName.DUE_SOON, soon, deadline))
+        owed = overdue_alerts_owed(case, policy, now)
+        repeat = policy.overdue_repeat
+        if owed:
+            steps.append(Step(StepName.OVERDUE, _overdue_at(deadline, repeat, owed), deadline,
+                              owed))
+        if owed == 0 or (repeat is not None and repeat > timedelta(0)):
+            steps.append(Step(StepName.OVERDUE, _overdue_at(deadline, repeat, owed + 1),
+                              deadline, owed + 1))
+        if policy.escalate_after is not None:
+            working = policy.in_working_time(case)
+            at = deadline
+            for n in (1, 2):
+                at += policy.escalate_after
+                # A working-time case is escalated in working time: an escalation falling on
+                # a night or a holiday is made at the next working moment, and the second
+                # counts from the first (not both on the Monday after a weekend).
+                if working:
+                    at = policy.calendar.next_working(at)
+                steps.append(Step(StepName.ESCALATE, at, deadline, n))
+        if case.request_at is not None and policy.extension_answer_within:
+            steps.append(Step(StepName.REQUEST_TIMEOUT,
+                              add_time(policy, case.request_at,
+                                       policy.extension_answer_within),
+                              case.request_at))
+        if case.whistle_due_at is not None:
+            # A whistle's ack_due_at is fixed when it is called (called_at + a positive
+            # ack_within), and one take escalates every whistle due by then: any whistle left
+            # over or called later is due after every basis already taken, so (step, 1,
+            # basis) is never taken twice for different whistles.
+            steps.append(Step(StepName.WHISTLE_ESCALATE, case.whistle_due_at,
+                              case.whistle_due_at))
+    elif phase == Phase.SUSPENDED:
+        # The only step of a suspended case: no due soon, no overdue, no escalation.
+        if case.review_at is not None:
+            steps.append(Step(StepName.SUSPEND_REVIEW, case.review_at, case.review_at))
+    elif phase == Phase.CHECK:
+        if policy.check_within and case.resolved_at is not None:
+            steps.append(Step(StepName.CHECK_TIMEOUT,
+                              add_time(policy, case.resolved_at, policy.check_within),
+                              case.resolved_at))
+    elif phase == Phase.RATE and case.resolved_at is not None and policy.rating_within:
+        # After a check the reporter gets the whole window from the check (old rows: none).
+        start = case.checked_at or case.resolved_at
+        steps.append(Step(StepName.RATING_TIMEOUT, start + policy.rating_within, start))
+    return sorted((s for s in steps if s.key not in sent), key=lambda s: s.due_at)
+
+
+def _overdue_at(deadline: datetime, repeat: timedelta | None, n: int) -> datetime:
+    return deadline + (repeat or timedelta(0)) * (n - 1)
+
+
+def due_now(steps: list[Step], case: Case, policy: Policy, now: datetime) -> list[Step]:
+    """The steps to take now: reminders of a case that is not urgent wait out quiet hours,
+    and those of a working-time case wait for working time."""
+    quiet = policy.hold_until(case, now)
+    return [s for s in steps if s.due_at <= now and not (s.reminder and quiet is not None)]
+
+
+def next_check(steps: list[Step], case: Case, policy: Policy, now: datetime
+               ) -> datetime | None:
+    """When the sweep must look at the case again: its first step, a reminder falling in the
+    current quiet hours (or, for a working-time case, outside working time) counted at their
+    end."""
+    quiet = policy.hold_until(case, now)
+    times = [max(s.due_at, quiet) if s.reminder and quiet is not None else s.due_at
+             for s in steps]
+    return min(times, default=None)
+
+
+def light(case: Case, policy: Policy, now: datetime) -> Light:
+    if case.status == "suspended":
+        return Light.PAUSED
+    if now >= case.deadline_at:
+        return Light.RED
+    soon = due_soon_at(case, policy)
+    if soon is not None and now >= soon:
+        return Light.YELLOW
+    return Light.GREEN

@@ -1,0 +1,115 @@
+"""延期: the handler of a case asks the level above for more time.
+
+The handler picks a length (1h to 30d) and writes a reason; the request goes to the
+supervisors of the nearest level above through `case_requests` (one mechanism with 挂账).
+Approval adds the length to the round's `extended_seconds`, and the deadline is derived again
+from the case's columns, so the due-soon, overdue and escalation steps of the timer model
+follow the new deadline with no other change: they are keyed by their basis, the deadline.
+
+Refusals are checked when the button is pressed and again when the request is made, since
+the case or the policy may change while the handler types.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from bot.cases import lifecycle as cases
+from bot.cases.lifecycle import HANDLING, DomainError
+from bot.org import roles as org
+from bot.org.durations import format_duration, parse_duration
+from bot.workflow import case_requests
+
+if TYPE_CHECKING:
+    from bot.context import Tx
+    from bot.org.roles import Actor, Lineage
+    from storage.models import Case, CaseRequest
+
+# Whether the cards offer 申请延期.
+ENABLED = True
+
+# What may be asked for at once: from an hour to a month, in whole hours.
+MIN_SECONDS = 3600
+MAX_SECONDS = 30 * 86400
+# The lengths offered as buttons (`xl:<code>`); any other is typed, like `2d` or `12h`.
+LENGTHS: dict[str, int] = {"1d": 86400, "3d": 3 * 86400, "7d": 7 * 86400}
+
+
+def parse_length(text: str) -> int:
+    """Seconds of a typed length (`2d`, `12h`); DomainError("bad_duration") otherwise."""
+    try:
+        seconds = parse_duration(text.strip().lower())
+    except ValueError:
+        raise DomainError("bad_duration") from None
+    _check_length(seconds)
+    return seconds
+
+
+def _check_length(seconds: int) -> None:
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS or seconds % 3600:
+        raise DomainError("bad_duration")
+
+
+def _enabled() -> None:
+    # Off (a deployment that turns the feature off): a forged 申请延期 is no button of ours.
+    if not ENABLED:
+        raise DomainError("bad_button")
+
+
+def _refusals(tx: Tx, case: Case) -> None:
+    """The extension's own rules, after the actor's permission and the case's status."""
+    if tx.policy.max_extensions <= 0:
+        raise DomainError("extension_off", case_id=case.id)
+    if case.extension_count >= tx.policy.max_extensions:
+        raise DomainError("extension_limit", case_id=case.id,
+                          limit=tx.policy.max_extensions)
+    if tx.now >= case.deadline_at:
+        raise DomainError("past_deadline", case_id=case.id)
+    if case.request_at is not None:
+        raise DomainError("request_pending", case_id=case.id)
+
+
+async def _approvers_above(tx: Tx, case: Case, lin: Lineage) -> None:
+    if await org.approvers(tx.db, lin, case.level) is None:
+        raise DomainError("no_approver", case_id=case.id)
+
+
+async def check_request(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
+    """Whether `actor` may ask for an extension of the case now (before any prompt)."""
+    _enabled()
+    case = await cases.check(tx, actor, case_id, rev, "extend")
+    _refusals(tx, case)
+    lin = await org.lineage_of(tx.db, case.building_id, case.unit_id)
+    await _approvers_above(tx, case, lin)
+    return case
+
+
+async def request(tx: Tx, actor: Actor, case_id: int, rev: int, seconds: int,
+                  reason: str) -> CaseRequest:
+    """Ask for `seconds` more, with a reason: a request to the supervisors above. Commits."""
+    _enabled()
+    _check_length(seconds)
+    case, lin = await cases.act(tx, actor, case_id, rev, "extend")
+    if case.status not in HANDLING:
+        raise DomainError("stale", case_id=case.id)
+    _refusals(tx, case)
+    req = await case_requests.open_request(tx, actor, case, lin, "extension", reason,
+                                           seconds=seconds)
+    await cases.save(tx, case)
+    return req
+
+
+async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Actor) -> None:
+    """The approval hook `case_requests.answer` calls: the request is already marked
+    approved and `case.request_at` cleared; the caller derives the deadline again, tells the
+    requester and saves.
+
+    The length is added to this round's deadline as it stands, whenever the answer comes.
+    """
+    seconds = req.seconds or 0
+    new_deadline = case.deadline_at + timedelta(seconds=seconds)
+    case.extended_seconds += seconds
+    case.extension_count += 1
+    note = f"+{format_duration(seconds)} → {tx.texts.local_time(new_deadline)}"
+    cases.record(tx, case, "extension_approve", actor.id, note)
