@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from bench.common import base_parser, machine, markdown_table, report, write_json
 from bench.gen import NOW, SIZES, generate
 from bench.sweep import open_app
-from bot.app import App
+from bot.app import PERIODIC, App
 from bot.cases.sweep import sweep
 from bot.clock import ManualClock
 from tests.e2e import building_chat, report_update, resident
@@ -155,7 +155,7 @@ async def capture(url: str) -> tuple[App, Capture]:
         pass
     cap.phase = "sweep-due"
     clock.advance(timedelta(days=2))  # reminders and more fall due
-    await sweep(app.sessions, app.ctx)
+    await sweep(app.sessions, app.ctx, PERIODIC)
     cap.phase = "setup"
     return app, cap
 

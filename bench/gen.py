@@ -40,9 +40,11 @@ import yaml
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
-from bot.cases.deadlines import Phase, Policy, StepName, next_check, pending_steps
+from bot.cases.deadlines import Phase, StepName, next_check, pending_steps
+from bot.cases.registry_edit import apply_registry
 from bot.clock import ManualClock
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.policy import Policy
+from bot.org.registry import parse_registry
 from storage.db import create_schema, head_revision, make_engine, make_sessionmaker
 from storage.models import Case, Node, OrgSettings
 from tests.e2e import building_chat, district, head, leader, resident

@@ -25,14 +25,17 @@ from aiogram.types import (
 from aiohttp.web import AppRunner
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import workflow  # noqa: F401  (its steps register in bot.cases.hooks on import)
 from bot.cases.albums import finish_albums
 from bot.cases.deadlines import calendar_warning
 from bot.cases.outbox import prune_sent
-from bot.cases.sweep import sweep
+from bot.cases.sweep import PeriodicJob, sweep
 from bot.clock import Clock, SystemClock
 from bot.config import LOCALES, Settings, listen_address
 from bot.context import Ctx, NotConfigured, begin
+from bot.ledger import digest
 from bot.ops.health import Health
+from bot.ops.http import web_app
 from bot.ops.metrics import CountCalls, CountHandled, Metrics
 from bot.ops.workers import alive_within, heartbeat, leave, new_worker_id
 from bot.telegram.delivery import Delivery
@@ -40,7 +43,7 @@ from bot.telegram.inbox import CONCURRENT_CHATS, Inbox, prune
 from bot.telegram.polling import every, run_loops
 from bot.telegram.ratelimit import Limits
 from bot.telegram.session import PacedSends
-from bot.telegram.webhook import StoringRequestHandler, serve, web_app, webhook_path
+from bot.telegram.webhook import StoringRequestHandler, serve, webhook_path
 from bot.texts import Texts
 from handlers import build_router
 from handlers.middlewares import DbMiddleware
@@ -51,6 +54,8 @@ from storage.models import OrgSettings
 log = logging.getLogger(__name__)
 # How often a worker deletes handled updates and sent messages past their retention.
 PRUNE_EVERY = timedelta(minutes=10)
+# The sweep's jobs beside the cases' timers: the daily digest and the monthly score.
+PERIODIC: tuple[PeriodicJob, ...] = (digest.run_due,)
 # A syntactically valid token for runs that never reach Telegram (the demo, tests).
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
 PRIVATE_COMMANDS = ("report", "my", "cases", "case", "stats", "export", "notice", "notices",
@@ -83,7 +88,7 @@ class App:
             self.delivery.wake()  # the album's acknowledgement and cards are owed now
 
     async def sweep(self) -> int:
-        steps = await sweep(self.sessions, self.ctx)
+        steps = await sweep(self.sessions, self.ctx, PERIODIC)
         if steps:
             self.delivery.wake()  # reminders and escalations are owed now, not at the next tick
         now = self.ctx.clock.now()

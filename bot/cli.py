@@ -1,5 +1,9 @@
 """The `gridbot` command: run, webhook, demo, registry load, privacy export / erase, inbox,
-outbox, db, stats, export."""
+outbox, db, stats, export.
+
+Each subcommand imports what it uses inside its own function: `gridbot --help` or a one-line
+error must not wait for aiogram, matplotlib and openpyxl to load. All of these imports point
+down the layers (the CLI is the top), so none of them hides a cycle."""
 
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ def _settings() -> Settings:
 
 
 async def _load_registry(settings: Settings, path: Path) -> str:
-    from bot.org.registry import RegistryError, apply_registry, parse_registry
+    from bot.cases.registry_edit import apply_registry
+    from bot.org.registry import RegistryError, parse_registry
     from storage.db import create_schema, make_engine, make_sessionmaker
 
     try:

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases.deadlines import Policy
 from bot.clock import Clock
 from bot.org.directory import directory, org_settings
+from bot.org.policy import Policy
 from bot.texts import Texts
 
 

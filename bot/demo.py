@@ -16,9 +16,10 @@ from typing import Any, TextIO
 from sqlalchemy import select
 
 from bot.app import App, build_app
+from bot.cases.registry_edit import apply_registry
 from bot.clock import ManualClock
 from bot.config import Settings
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.telegram.fake import FakeTelegram, Sent, Updates
 from bot.telegram.ratelimit import Limits
 from storage.models import Case, Node, Person

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.cases import views
 from bot.cases.buttons import BIND_PREFIX, BindAnswer, BindButton, bind_button
 from bot.cases.intake import place_of_chat
-from bot.cases.lifecycle import DomainError
 from bot.cases.outbox import follow_migration
 from bot.context import Ctx
+from bot.errors import DomainError
 from bot.org import binding
 from bot.org.roles import Actor
 from bot.telegram.delivery import keyboard

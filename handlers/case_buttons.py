@@ -29,6 +29,7 @@ from bot.cases.albums import take_draft_photos
 from bot.cases.buttons import Action, CaseButton
 from bot.cases.intake import active_categories
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.roles import Actor, lineage_of
 from bot.telegram.delivery import keyboard
 from bot.texts import Texts
@@ -100,7 +101,7 @@ async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession,
     btn, tx = pressed
     try:
         await _press(query, state, tx, actor, btn)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
 
@@ -139,7 +140,7 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
     elif a == Action.RATE:
         case = await cases.rate(tx, actor, cid, rev, btn.arg)
     else:  # pragma: no cover - every action is handled above
-        raise cases.DomainError("bad_button")
+        raise DomainError("bad_button")
     await refresh(query, tx, actor, case)
     await query.answer(tx.texts.plain(f"done_{a.name.lower()}", case_id=cid), show_alert=False)
 
@@ -197,7 +198,7 @@ async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ct
                 done = "done_resolve_check"  # the reporter hears nothing before the check
         elif action == "rate_bad":
             await cases.rate(tx, actor, cid, rev, "bad", text)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await state.clear()
         await refuse(message, tx, err)

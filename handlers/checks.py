@@ -18,6 +18,7 @@ from bot.cases import lifecycle as cases
 from bot.cases.albums import take_draft_photos
 from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.roles import Actor
 from bot.workflow import checks
 from handlers.case_buttons import NOT_COMMAND, ask, refresh
@@ -51,7 +52,7 @@ async def check_button(query: CallbackQuery, state: FSMContext, db: AsyncSession
             await query.answer(tx.texts.plain("done_check_pass", case_id=cid))
             return
         await cases.check(tx, actor, cid, rev, "check_fail")
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return

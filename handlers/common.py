@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import user_text
 from bot.cases.albums import count_draft_photos, hold_photo, take_draft_photos
-from bot.cases.lifecycle import DomainError
+from bot.cases.voice import Voice
 from bot.context import Ctx, NotConfigured, Tx, begin
+from bot.errors import DomainError
 from storage.models import PendingPhoto
 
 B = TypeVar("B")
@@ -225,3 +226,12 @@ async def drop_buttons(query: CallbackQuery) -> None:
     if isinstance(query.message, Message):
         with contextlib.suppress(TelegramBadRequest):
             await query.message.edit_reply_markup(reply_markup=None)
+
+
+def voice_of(message: Message) -> Voice | None:
+    """The voice or video note a message carries, if any."""
+    if message.voice is not None:
+        return Voice(message.voice.file_id, "voice", int(message.voice.duration))
+    if message.video_note is not None:
+        return Voice(message.video_note.file_id, "video_note", int(message.video_note.duration))
+    return None

@@ -14,9 +14,9 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import duplicates
-from bot.cases import lifecycle as cases
 from bot.cases.buttons import DUPLICATE_PREFIX, DuplicateAnswer, DuplicateButton
 from bot.context import Ctx
+from bot.errors import DomainError
 from bot.org.roles import Actor
 from handlers.common import RouterSpec, button_tx, refuse
 
@@ -31,7 +31,7 @@ async def answered(query: CallbackQuery, db: AsyncSession, ctx: Ctx, actor: Acto
     try:
         got = await duplicates.answer(tx, actor.id, btn.offer_id,
                                       btn.answer == DuplicateAnswer.SAME)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return

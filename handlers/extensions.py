@@ -19,9 +19,9 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import user_text
-from bot.cases import lifecycle as cases
 from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.roles import Actor
 from bot.workflow import extensions
 from handlers.case_buttons import NOT_COMMAND, text_or_again
@@ -60,7 +60,7 @@ async def extend_pressed(query: CallbackQuery, state: FSMContext, db: AsyncSessi
     btn, tx = pressed
     try:
         await extensions.check_request(tx, actor, btn.case_id, btn.rev)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return
@@ -117,7 +117,7 @@ async def length_stale(query: CallbackQuery, ctx: Ctx) -> None:
 async def length_typed(message: Message, state: FSMContext, ctx: Ctx) -> None:
     try:
         seconds = extensions.parse_length(message_text(message))
-    except cases.DomainError:
+    except DomainError:
         await message.reply(ctx.texts.label("ask_extension_length_again"),
                             reply_markup=_length_markup(ctx))
         return

@@ -19,8 +19,9 @@ from bot.cases import lifecycle as cases
 from bot.cases.albums import hold_photo
 from bot.cases.intake import place_of_chat, reporter_for
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.roles import node_by_chat
-from handlers.common import RouterSpec, message_text, open_tx, refuse
+from handlers.common import RouterSpec, message_text, open_tx, refuse, voice_of
 from handlers.middlewares import display_name
 from storage.models import PendingPhoto, ReportPrompt
 
@@ -110,7 +111,7 @@ async def reply_to_prompt(message: Message, db: AsyncSession, ctx: Ctx) -> None:
     photos = [message.photo[-1].file_id] if message.photo else []
     # A voice or video note in reply stands for the description (cases.report checks its
     # length); the acknowledgement in the group never repeats it, only staff get it.
-    spoken = voice.of_message(message)
+    spoken = voice_of(message)
     if not user_text.visible(text) and not photos and spoken is None:
         await message.reply(tx.texts.render("report_prompt"))
         return
@@ -136,6 +137,6 @@ async def _report(message: Message, tx: Tx, text: str, photos: list[str],
             photos=photos, source_chat_id=message.chat.id, source_message_id=message.message_id,
             voice=spoken,
         ))
-    except cases.DomainError as err:
+    except DomainError as err:
         await tx.db.rollback()
         await refuse(message, tx, err)

@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases import locations
 from bot.cases.buttons import Action, CaseButton
-from bot.cases.lifecycle import DomainError
 from bot.context import Ctx
+from bot.errors import DomainError
 from bot.org.roles import Actor
 from handlers.common import RouterSpec, button_tx, refuse
 

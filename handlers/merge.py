@@ -21,10 +21,10 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import lifecycle as cases
 from bot.cases import merge, notify, voice
 from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.directory import directory
 from bot.org.roles import Actor
 from bot.texts import Texts
@@ -82,7 +82,7 @@ async def merge_or_split(query: CallbackQuery, state: FSMContext, db: AsyncSessi
             rows = [names[i:i + 2] for i in range(0, len(names), 2)]
             text = tx.texts.label("ask_split_category", case_id=case.id)
             next_state = SplitFlow.category
-    except cases.DomainError as err:
+    except DomainError as err:
         await tx.db.rollback()
         await refuse(query, tx, err)
         return
@@ -125,7 +125,7 @@ async def target_picked(query: CallbackQuery, state: FSMContext, db: AsyncSessio
         return
     try:
         text = await _confirm_text(tx, actor, state, int((query.data or "")[3:]))
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return
@@ -147,7 +147,7 @@ async def target_typed(message: Message, state: FSMContext, db: AsyncSession, ct
         return
     try:
         text = await _confirm_text(tx, actor, state, int(found.group(1)))
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(message, tx, err)  # the prompt stays: another number may be typed
         return
@@ -187,7 +187,7 @@ async def _confirmed(query: CallbackQuery, state: FSMContext, db: AsyncSession, 
         return
     try:
         extra = await run(tx, data)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import user_text
 from bot.cases.albums import count_draft_photos, take_draft_photos
 from bot.cases.buttons import NoticeAnswer, NoticeButton
-from bot.cases.lifecycle import DomainError
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.notices import service as notices
 from bot.org.directory import directory
 from bot.org.roles import Actor

@@ -35,11 +35,19 @@ from bot.cases.intake import (
 )
 from bot.cases.notify import category_name
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org import geo, hints
 from bot.org.directory import directory
 from bot.org.roles import Actor, place_by_id
 from bot.texts import Texts
-from handlers.common import RouterSpec, hold_draft_photo, message_text, open_tx, refuse
+from handlers.common import (
+    RouterSpec,
+    hold_draft_photo,
+    message_text,
+    open_tx,
+    refuse,
+    voice_of,
+)
 from handlers.middlewares import display_name
 from storage.models import Person
 
@@ -130,7 +138,7 @@ async def _may_report(message: Message, state: FSMContext, tx: Tx, person: Perso
     """Refuse at once, not after six steps, someone who has just sent many reports."""
     try:
         await cases.check_report_quota(tx, person.id)
-    except cases.DomainError as err:
+    except DomainError as err:
         await state.clear()
         await refuse(message, tx, err)
         return False
@@ -282,7 +290,7 @@ async def category_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
 async def voice_given(message: Message, state: FSMContext, ctx: Ctx) -> None:
     """A voice or video note stands for the description; a text may still follow it (at
     the photos step), and a caption on it is that text already."""
-    got = voice.of_message(message)
+    got = voice_of(message)
     assert got is not None
     refused = voice.problem(got)
     if refused is not None:
@@ -434,7 +442,7 @@ async def submit(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx:
     await state.clear()
     try:
         await duplicates.submit(tx, inp)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return

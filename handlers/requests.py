@@ -16,11 +16,11 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import lifecycle as cases
 from bot.cases.buttons import REQUEST_PREFIX, RequestAnswer, RequestButton
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.roles import Actor
-from bot.workflow import case_requests
+from bot.workflow import approvals, case_requests
 from handlers.case_buttons import NOT_COMMAND, ask, text_or_again
 from handlers.common import RouterSpec, button_tx, refuse, submit_text
 
@@ -39,7 +39,7 @@ async def request_answer(query: CallbackQuery, state: FSMContext, db: AsyncSessi
     btn, tx = pressed
     try:
         if btn.answer == RequestAnswer.APPROVE:
-            req = await case_requests.answer(tx, actor, btn.request_id, True)
+            req = await approvals.answer(tx, actor, btn.request_id, True)
             if isinstance(query.message, Message):
                 # Answered: the card keeps its text and loses its buttons.
                 with contextlib.suppress(TelegramBadRequest):
@@ -47,7 +47,7 @@ async def request_answer(query: CallbackQuery, state: FSMContext, db: AsyncSessi
             await query.answer(tx.texts.plain("done_approve", case_id=req.case_id))
             return
         req = await case_requests.check_answer(tx, actor, btn.request_id)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return
@@ -64,6 +64,6 @@ async def decline_reason(message: Message, state: FSMContext, db: AsyncSession, 
         return
 
     async def run(tx: Tx, data: dict[str, Any]) -> None:
-        await case_requests.answer(tx, actor, int(data.get("request_id", 0)), False, text)
+        await approvals.answer(tx, actor, int(data.get("request_id", 0)), False, text)
 
     await submit_text(message, state, db, ctx, run=run, done="done_decline")

@@ -17,9 +17,9 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import lifecycle as cases
 from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.roles import Actor
 from bot.workflow import suspension
 from handlers.case_buttons import NOT_COMMAND, ask, refresh, text_or_again
@@ -56,7 +56,7 @@ async def suspend_button(query: CallbackQuery, state: FSMContext, db: AsyncSessi
             await query.answer(tx.texts.plain("done_resume", case_id=case.id))
             return
         await suspension.check_request(tx, actor, btn.case_id, btn.rev)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return
@@ -120,7 +120,7 @@ async def _finish(message: Message, state: FSMContext, tx: Tx, actor: Actor,
     cid, rev = int(data.get("case_id", 0)), int(data.get("rev", 0))
     try:
         await suspension.request(tx, actor, cid, rev, str(data.get("reason", "")), review_at)
-    except cases.DomainError as err:
+    except DomainError as err:
         await tx.db.rollback()
         await refuse(message, tx, err)
         return

@@ -19,10 +19,10 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import user_text
-from bot.cases import lifecycle as cases
 from bot.cases.albums import take_draft_photos
 from bot.cases.buttons import WHISTLE_PREFIX, CaseButton, WhistleAnswer, WhistleButton
 from bot.context import Ctx, Tx
+from bot.errors import DomainError
 from bot.org.directory import directory
 from bot.org.roles import Actor
 from bot.telegram.delivery import keyboard
@@ -58,7 +58,7 @@ async def whistle_button(query: CallbackQuery, state: FSMContext, db: AsyncSessi
     btn, tx = pressed
     try:
         await whistles.check_call(tx, actor, btn.case_id, btn.rev)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return
@@ -140,7 +140,7 @@ async def department_answer(query: CallbackQuery, state: FSMContext, db: AsyncSe
             await query.answer(tx.texts.plain("done_whistle_ack", case_id=whistle.case_id))
             return
         whistle = await whistles.check_done(tx, actor, btn.whistle_id)
-    except cases.DomainError as err:
+    except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)
         return

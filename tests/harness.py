@@ -16,10 +16,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import App, build_app
+from bot.cases.registry_edit import apply_registry
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.ledger import digest
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.telegram.fake import BOT_ID, FakeTelegram, Sent, Updates
 from bot.telegram.ratelimit import Limits
 from storage.db import make_engine

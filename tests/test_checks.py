@@ -18,8 +18,9 @@ from sqlalchemy import func, select
 from bot.cases import lifecycle as cases
 from bot.cases.buttons import Action, CaseButton
 from bot.cases.intake import ensure_person
+from bot.cases.registry_edit import apply_registry
 from bot.context import begin
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.org.roles import load_actor, node_by_code
 from storage.models import Case, CaseEvent, CasePhoto, PendingPhoto
 from tests.harness import (

@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from bot.app import App, build_app
 from bot.cases.outbox import enqueue
+from bot.cases.registry_edit import apply_registry
 from bot.config import Settings
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.telegram.inbox import Inbox
 from storage.models import Case
 from tests.e2e import (

@@ -25,10 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import App, build_app
 from bot.cases.outbox import enqueue, prune_sent
+from bot.cases.registry_edit import apply_registry
 from bot.config import Settings
 from bot.ops import outbox_admin
 from bot.ops.terminal import local_zone
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.telegram.delivery import MAX_UNEXPECTED
 from bot.telegram.fake import FIXED_DATE, chat_json
 from bot.telegram.inbox import Inbox

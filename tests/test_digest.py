@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import event, select
 
 from bot.cases.deadlines import light
+from bot.cases.registry_edit import apply_registry
 from bot.context import begin
 from bot.ledger import digest
 from bot.ledger.figures import Weights, score
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from storage.models import Case, CaseEvent, Node, PeriodicRun
 from tests.figures_month import BREAKDOWNS, fill_month
 from tests.harness import (

@@ -13,9 +13,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.cases import lifecycle as cases
 from bot.cases.buttons import Action, CaseButton
 from bot.context import begin
+from bot.errors import DomainError
 from bot.org.roles import load_actor
 from bot.workflow import extensions
 from storage.models import Case, CaseRequest
@@ -328,13 +328,13 @@ async def test_domain_refusals_for_the_other_roles(h: Harness) -> None:
         async with h.app.sessions() as db:
             tx = await begin(db, h.app.ctx)
             actor = await load_actor(db, who)
-            with pytest.raises(cases.DomainError) as refused:
+            with pytest.raises(DomainError) as refused:
                 await extensions.request(tx, actor, case.id, case.rev, 86400, "理由")
             assert refused.value.code == "not_allowed"
     for seconds in (0, 1800, 31 * 86400, 5400):
         async with h.app.sessions() as db:
             tx = await begin(db, h.app.ctx)
             actor = await load_actor(db, LEADER)
-            with pytest.raises(cases.DomainError) as bad:
+            with pytest.raises(DomainError) as bad:
                 await extensions.request(tx, actor, case.id, case.rev, seconds, "理由")
             assert bad.value.code == "bad_duration"

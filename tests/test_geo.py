@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.cases.registry_edit import apply_registry
 from bot.org import geo
 from bot.org.directory import directory
-from bot.org.registry import RegistryError, apply_registry, parse_registry
+from bot.org.registry import RegistryError, parse_registry
 from tests.harness import HEAD, RESIDENT, SAMPLE, Harness
 
 # GCJ-02 boundaries as drawn on 高德 for the sample's two grids (they share the edge at

@@ -426,7 +426,8 @@ async def test_added_to_group_posts_help(h: Harness) -> None:
 
 
 async def test_grid_without_leader_cards_go_to_members_who_may_escalate(h: Harness) -> None:
-    from bot.org.registry import apply_registry, parse_registry
+    from bot.cases.registry_edit import apply_registry
+    from bot.org.registry import parse_registry
     from tests.harness import SAMPLE
 
     text = SAMPLE.read_text("utf-8").replace(

@@ -26,8 +26,9 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from bot.app import App, build_app
+from bot.cases.registry_edit import apply_registry
 from bot.config import Settings
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.telegram.fake import FIXED_DATE, chat_json
 from bot.telegram.inbox import Inbox, prune, store
 from bot.telegram.polling import every

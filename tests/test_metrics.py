@@ -18,10 +18,11 @@ from pydantic import SecretStr
 from sqlalchemy import update
 
 from bot.app import build_app, run_polling
+from bot.cases.registry_edit import apply_registry
 from bot.config import Settings
 from bot.logs import JsonFormatter
 from bot.ops.metrics import Metrics
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Case, InboxUpdate, Outbox
 from tests.e2e import (

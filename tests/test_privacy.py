@@ -16,10 +16,11 @@ import pytest
 from aiogram.types import Update
 from sqlalchemy import JSON, BigInteger, Integer, String, Text, select
 
+from bot.cases.registry_edit import apply_registry
 from bot.cli import main
 from bot.context import begin
 from bot.ops.privacy import PrivacyError, erase_person, export_person
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.telegram.inbox import store
 from storage.models import Base, Case, CaseEvent, Person
 from tests.harness import (

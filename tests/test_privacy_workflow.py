@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from bot.cases import lifecycle as cases
+from bot.cases.registry_edit import apply_registry
 from bot.context import begin
 from bot.ops.privacy import PrivacyError, erase_person, export_person
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.org.roles import load_actor
-from bot.workflow import case_requests
+from bot.workflow import approvals, case_requests
 from storage.models import Case, CaseRequest, Department, Person, Whistle
 from tests.harness import (
     BUILDING_CHAT,
@@ -62,7 +63,7 @@ async def story(h: Harness) -> Case:
     async with h.app.sessions() as db:
         tx = await begin(db, h.app.ctx)
         sup = await load_actor(db, COMMUNITY_SUP)
-        await case_requests.answer(tx, sup, req.id, False, f"请{POLICE_NAME}先到场再说")
+        await approvals.answer(tx, sup, req.id, False, f"请{POLICE_NAME}先到场再说")
     await h.deliver()
     return await h.case(case.id)
 

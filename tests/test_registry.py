@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.cases.deadlines import Policy
+from bot.cases.registry_edit import apply_registry
 from bot.cli import main
 from bot.clock import ManualClock
 from bot.org.directory import directory
 from bot.org.durations import parse_duration
-from bot.org.registry import ApplyReport, RegistryError, apply_registry, parse_registry
+from bot.org.policy import Policy
+from bot.org.registry import ApplyReport, RegistryError, parse_registry
 from storage.db import create_schema, make_engine, make_sessionmaker
 from storage.models import (
     Case,
@@ -330,16 +331,16 @@ async def test_the_workflow_keys_are_stored_and_null_turns_a_timer_off(
 async def test_a_changed_workflow_timer_retimes_open_cases(
         sessions: async_sessionmaker[AsyncSession], clock: ManualClock,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import bot.org.registry
+    import bot.cases.registry_edit
 
     seen: list[bool] = []
-    real = bot.org.registry.retime_open_cases
+    real = bot.cases.registry_edit.retime_open_cases
 
     async def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs["policy_changed"])
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(bot.org.registry, "retime_open_cases", spy)
+    monkeypatch.setattr(bot.cases.registry_edit, "retime_open_cases", spy)
     await load(sessions, SAMPLE_TEXT, clock)
     await load(sessions, SAMPLE_TEXT, clock)
     await load(sessions, edit(SAMPLE_TEXT, "whistle_ack_within: 30m", "whistle_ack_within: 1h"),

@@ -14,6 +14,7 @@ import pytest
 
 from bot.cases import lifecycle as cases
 from bot.context import Tx, begin
+from bot.errors import DomainError
 from bot.org.roles import Actor, Lineage, load_actor
 from bot.workflow import case_requests, extensions
 from storage.models import Case, CaseRequest
@@ -170,11 +171,11 @@ async def test_who_may_ask_and_answer(h: Harness, approve_hook: list[int]) -> No
     # A grid member does not ask while the grid has a leader; supervisors do not ask for a
     # grid case either: they answer.
     for who in (MEMBER, COMMUNITY_SUP, STREET_SUP, HEAD):
-        with pytest.raises(cases.DomainError) as refused:
+        with pytest.raises(DomainError) as refused:
             await ask(h, case.id, by=who)
         assert refused.value.code == "not_allowed"
     req = await ask(h, case.id)
-    with pytest.raises(cases.DomainError) as pending:
+    with pytest.raises(DomainError) as pending:
         await ask(h, case.id)
     assert pending.value.code == "request_pending"
     # The requester and the building head may not answer; the street (above) may.

@@ -16,9 +16,10 @@ from sqlalchemy import select
 
 from bot.app import build_app
 from bot.cases.outbox import enqueue
+from bot.cases.registry_edit import apply_registry
 from bot.config import Settings
 from bot.ledger import charts
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.telegram.delivery import plan
 from bot.telegram.ratelimit import Limits
 from bot.texts import CAPTION_LIMIT

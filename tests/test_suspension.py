@@ -17,7 +17,7 @@ from sqlalchemy import select
 from bot.cases.buttons import Action, CaseButton
 from bot.context import begin
 from bot.org.roles import load_actor
-from bot.workflow import case_requests, suspension
+from bot.workflow import approvals, suspension
 from storage.models import Case, CaseRequest, CaseTimerStep
 from tests.harness import (
     BUILDING_CHAT,
@@ -381,7 +381,7 @@ async def _prepare(h: Harness, scenario: str) -> None:
             req = await suspension.request(tx, actor, case_id, case.rev, REASON, review)
             if scenario == "suspended":
                 sup = await load_actor(db, COMMUNITY_SUP)
-                await case_requests.answer(tx, sup, req.id, True)
+                await approvals.answer(tx, sup, req.id, True)
     await h.deliver()
 
 

@@ -13,8 +13,9 @@ from sqlalchemy import event, select
 
 from bot.cases import notify, views
 from bot.cases.buttons import Action, CaseButton
+from bot.cases.registry_edit import apply_registry
 from bot.context import begin
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.registry import parse_registry
 from bot.org.roles import lineage_of, load_actor
 from storage.models import Case, CaseTimerStep
 from tests.harness import (

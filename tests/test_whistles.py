@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import event, select
 
 from bot.cases.albums import count_draft_photos
-from bot.org.registry import apply_registry, parse_registry
+from bot.cases.registry_edit import apply_registry
+from bot.org.registry import parse_registry
 from storage.models import Case, CasePhoto, Whistle
 from tests.harness import (
     BUILDING_CHAT,

@@ -17,7 +17,6 @@ import pytest
 from bot.app import warn_calendar
 from bot.cases.deadlines import (
     Phase,
-    Policy,
     StepName,
     calendar_warning,
     deadline_of,
@@ -25,9 +24,11 @@ from bot.cases.deadlines import (
     light,
     pending_steps,
 )
+from bot.cases.registry_edit import apply_registry
 from bot.context import begin
 from bot.org.durations import format_sla, parse_sla
-from bot.org.registry import apply_registry, parse_registry
+from bot.org.policy import Policy
+from bot.org.registry import parse_registry
 from bot.org.workcal import WorkCalendar, default_calendar
 from storage.models import Case
 from tests.harness import HEAD, LEADER, SAMPLE, Harness, make_harness

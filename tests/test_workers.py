@@ -27,6 +27,7 @@ from aiohttp import web
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.app import PERIODIC
 from bot.cases.outbox import enqueue, prune_sent
 from bot.cases.sweep import sweep
 from bot.ops.workers import alive_within, heartbeat, leave
@@ -153,7 +154,7 @@ async def test_two_sweeps_take_each_timer_step_once(
     reported = 0
     for _ in range(40):  # through verification, due soon, overdue, repeats and escalations
         h.clock.advance(timedelta(hours=3))
-        taken = await asyncio.gather(*(sweep(s, h.app.ctx) for s in
+        taken = await asyncio.gather(*(sweep(s, h.app.ctx, PERIODIC) for s in
                                        (h.app.sessions, other, h.app.sessions, other)))
         reported += sum(taken)
     async with h.app.sessions() as db:
@@ -173,9 +174,9 @@ async def test_a_sweep_skips_a_case_another_worker_holds(
     async with other() as holder:
         await holder.execute(select(Case).where(Case.id == case.id).with_for_update())
         # Not waited for: left to the worker holding it (FOR UPDATE SKIP LOCKED).
-        assert await asyncio.wait_for(sweep(h.app.sessions, h.app.ctx), 10) == 0
+        assert await asyncio.wait_for(sweep(h.app.sessions, h.app.ctx, PERIODIC), 10) == 0
         await holder.commit()
-    assert await sweep(h.app.sessions, h.app.ctx) > 0
+    assert await sweep(h.app.sessions, h.app.ctx, PERIODIC) > 0
 
 
 async def test_pruning_skips_rows_another_worker_is_deleting(

@@ -20,6 +20,7 @@ from bot.cases import lifecycle as cases
 from bot.cases.intake import place_of_chat, reporter_for
 from bot.cases.outbox import enqueue
 from bot.context import Ctx, NotConfigured, begin
+from bot.errors import DomainError
 from storage.models import PendingPhoto
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ async def _finish_one(db: AsyncSession, ctx: Ctx, chat_id: int, group_id: str) -
     asked_in = intent.message_id
     try:
         await duplicates.submit(tx, inp)
-    except cases.DomainError as err:
+    except DomainError as err:
         # Refused (too many reports, say): the album is answered and let go, not retried.
         # The rollback gave its parts back: claim them again, unless another loop did.
         await db.rollback()

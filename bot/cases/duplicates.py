@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.cases import followers, merge, notify, voice
 from bot.cases import lifecycle as cases
 from bot.cases.buttons import DuplicateAnswer, duplicate_button
-from bot.cases.lifecycle import HANDLING, Checked, DomainError, ReportInput, S
+from bot.cases.lifecycle import HANDLING, Checked, ReportInput, S
 from bot.cases.outbox import enqueue
 from bot.context import Ctx, Tx, begin
+from bot.errors import DomainError
 from bot.org import geo
 from bot.org.roles import handlers_at, lineage_of
 from storage.models import Case, CaseEvent, CaseFollower, DuplicateOffer

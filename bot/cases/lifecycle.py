@@ -4,21 +4,17 @@ audit event, writes the messages it makes owed, and commits once.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
-from markupsafe import Markup
-from sqlalchemy import false, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases import followers, notify
+from bot.cases import followers, hooks, notify
 from bot.cases.deadlines import (
     Phase,
-    Policy,
     SentKey,
     Step,
     StepName,
@@ -29,6 +25,7 @@ from bot.cases.deadlines import (
 )
 from bot.cases.voice import MAX_SECONDS, Voice, problem
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org import hints
 from bot.org import roles as org
 from bot.org.directory import CategoryInfo, directory
@@ -43,15 +40,12 @@ from bot.org.roles import (
     level_below,
     lineage_of,
 )
-from bot.texts import Texts
 from bot.user_text import REASON_LIMIT, clean_text, visible
 from storage.models import (
     Case,
     CaseEvent,
     CasePhoto,
     CaseTimerStep,
-    Category,
-    OrgSettings,
     Person,
 )
 
@@ -129,19 +123,6 @@ MAX_CASE_ID = 2**31 - 1
 # from the cases table by who submitted them. Staff (anyone with a role) are exempt.
 REPORT_LIMIT = 5
 REPORT_WINDOW = timedelta(minutes=10)
-
-
-class DomainError(Exception):
-    """A refusal; `code` names the labels.j2 block that explains it to the person."""
-
-    def __init__(self, code: str, /, **context: object) -> None:
-        super().__init__(code)
-        self.code = code
-        self.context = context
-
-    def explain(self, texts: Texts) -> Markup:
-        """What the person is told, as HTML (`.unescape()` for a button's alert)."""
-        return texts.label(f"err_{self.code}", **self.context)
 
 
 @dataclass
@@ -576,10 +557,9 @@ async def send_back(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -
 
 async def move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
                note: str | None, event: CaseEvent, *, deferrable: bool = False) -> None:
-    if case.request_at is not None:
-        # A request was made to the supervisors above the old level: it no longer holds.
-        from bot.workflow import case_requests  # it builds on this module
-        await case_requests.withdraw(tx, case, "moved")
+    # A request made to the supervisors above the old level no longer holds.
+    for hook in hooks.workflow().moved:
+        await hook(tx, case, lin)
     case.level = target
     case.assignee_id = None
     # The move's event says where the case went (the figures count escalations by level);
@@ -598,9 +578,9 @@ async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
     result = clean_text(result)
     if not result:
         raise DomainError("result_needed")
-    from bot.workflow import checks  # it builds on this module
     case, lin = await act(tx, actor, case_id, rev, "resolve")
-    heads = await checks.needs_check(tx, case, lin)
+    workflow = hooks.workflow()
+    heads = await workflow.checkers(tx, case, lin) if workflow.checkers is not None else []
     transition(tx, case, "resolve_check" if heads else "resolve", actor.id, result)
     photos = (photos or [])[:10]
     case.result = result
@@ -611,8 +591,8 @@ async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
         tx.db.add(CasePhoto(case_id=case.id, file_id=file_id, kind="result"))
     await tx.db.flush()
     await leaving_handling(tx, case, lin)
-    if heads:
-        await checks.start(tx, case, lin, heads, photos)
+    if heads and workflow.start_check is not None:
+        await workflow.start_check(tx, case, lin, heads, photos)
     else:
         await to_rating(tx, case, lin, photos)
     await save(tx, case)
@@ -632,13 +612,8 @@ async def to_rating(tx: Tx, case: Case, lin: Lineage, photos: list[str]) -> None
 
 async def leaving_handling(tx: Tx, case: Case, lin: Lineage) -> None:
     """The case leaves its handler (resolved, suspended): what was asked of others lapses."""
-    from bot.workflow import (
-        case_requests,
-        whistles,  # they build on this module
-    )
-    if case.request_at is not None:
-        await case_requests.withdraw(tx, case, "left")
-    await whistles.withdraw_open(tx, case, lin)
+    for hook in hooks.workflow().left_handling:
+        await hook(tx, case, lin)
 
 
 async def rework(tx: Tx, case: Case, lin: Lineage, actor_id: int | None, reason: str, *,
@@ -769,27 +744,11 @@ async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey
         transition(tx, case, "rating_timeout", None)
         case.closed_at = tx.now
         case.close_reason = "no_feedback"
-    elif step.name in _FEATURE_STEPS:
-        return await _feature_step(tx, case, lin, step, key)
+    else:
+        # The workflow's own steps (request timeout, suspension review, check timeout,
+        # whistle escalation), registered by bot.workflow.
+        return await hooks.take_step(tx, case, lin, step, key)
     return step.name.value
-
-
-_FEATURE_STEPS = frozenset({StepName.REQUEST_TIMEOUT, StepName.SUSPEND_REVIEW,
-                            StepName.CHECK_TIMEOUT, StepName.WHISTLE_ESCALATE})
-
-
-async def _feature_step(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
-    from bot.workflow import (
-        case_requests,
-        checks,
-        suspension,
-        whistles,  # they build on this module
-    )
-    handler = {StepName.REQUEST_TIMEOUT: case_requests.expire_due,
-               StepName.SUSPEND_REVIEW: suspension.review_due,
-               StepName.CHECK_TIMEOUT: checks.timeout,
-               StepName.WHISTLE_ESCALATE: whistles.escalate_due}[step.name]
-    return await handler(tx, case, lin, step, key)
 
 
 def _rank(level: str) -> int:
@@ -802,42 +761,6 @@ async def owners(tx: Tx, case: Case, lin: Lineage) -> list[Person]:
     if case.assignee_id is not None and all(p.id != case.assignee_id for p in people):
         people.append(await person(tx, case.assignee_id))
     return people
-
-
-async def retime_open_cases(db: AsyncSession, now: datetime, *,
-                            categories: Collection[str] = (), policy_changed: bool = False
-                            ) -> int:
-    """A registry load changed SLAs or the policy: open cases follow at once.
-
-    The deadline of each open case of a changed category is derived again from its clock
-    start, and the sweep is told to look at the cases concerned now, where `advance_timers`
-    derives every timer from the new policy. Returns how many cases were touched.
-    """
-    open_cases = Case.status.in_(list(TIMER_PHASE))
-    touched = 0
-    # A changed policy may be a changed working calendar: the cases counting working time
-    # get their deadline again too, not only at the sweep.
-    changed = or_(Category.code.in_(list(categories)),
-                  Category.sla_unit != "" if policy_changed else false())
-    row = await db.get(OrgSettings, 1) if categories or policy_changed else None
-    if row is not None:
-        sla = {code: (timedelta(seconds=seconds), unit) for code, seconds, unit in (
-            await db.execute(select(Category.code, Category.sla_seconds, Category.sla_unit)
-                             .where(changed))).all()}
-        policy = Policy.from_row(row, (code for code, (_, unit) in sla.items() if unit))
-        rows = await db.scalars(select(Case).where(open_cases,
-                                                   Case.category.in_(list(sla))))
-        for case in rows.all():
-            length, unit = sla[case.category]
-            case.deadline_at = deadline_of(policy, case.clock_started_at, length, unit,
-                                           case.extended_seconds)
-            case.next_check_at = now
-            touched += 1
-    if policy_changed:
-        result = await db.execute(update(Case).where(open_cases).values(next_check_at=now)
-                                  .execution_options(synchronize_session=False))
-        touched = max(touched, int(getattr(result, "rowcount", 0) or 0))
-    return touched
 
 
 async def due_cases(tx: Tx, limit: int = 200) -> list[int]:

@@ -7,9 +7,9 @@ the outbox (held, like any private message, until they have started the bot).
 from __future__ import annotations
 
 from bot.cases import notify
-from bot.cases.lifecycle import DomainError
 from bot.cases.outbox import enqueue
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org import geo
 from bot.org.roles import Actor, lineage_of
 from storage.models import Case

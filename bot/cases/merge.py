@@ -21,7 +21,6 @@ from bot.cases.deadlines import deadline_of
 from bot.cases.lifecycle import (
     HANDLING,
     MAX_CASE_ID,
-    DomainError,
     S,
     act,
     check,
@@ -33,6 +32,7 @@ from bot.cases.lifecycle import (
     transition,
 )
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org.directory import directory
 from bot.org.roles import Actor, Level, Lineage, handlers_at
 from bot.user_text import clean_text, visible

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.cases import followers, phones, voice
+from bot.cases import followers, hooks, phones, voice
 from bot.cases.buttons import Action, button
 from bot.cases.deadlines import light
 from bot.cases.outbox import enqueue
@@ -193,11 +193,6 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: boo
                     departments: bool = False) -> Buttons:
     """The handler's buttons. `above`: there is someone above to ask (延期, 挂账), and the
     features are on; `departments`: there is a department to call in (吹哨)."""
-    from bot.workflow import (
-        extensions,
-        suspension,
-        whistles,  # they build on bot.cases
-    )
     t = tx.texts
     rows: Buttons = []
     first = []
@@ -217,13 +212,14 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: boo
     rows.append(third)
     fourth = []
     if case.status in ("open", "accepted", "assigned"):
+        offers = hooks.workflow().offers()
         asking = above and case.request_at is None
-        if (asking and extensions.ENABLED and tx.now < case.deadline_at
+        if (asking and offers.extension and tx.now < case.deadline_at
                 and case.extension_count < tx.policy.max_extensions):
             fourth.append(button(t.plain("btn_extend"), Action.EXTEND, case.id, case.rev))
-        if asking and suspension.ENABLED:
+        if asking and offers.suspension:
             fourth.append(button(t.plain("btn_suspend"), Action.SUSPEND, case.id, case.rev))
-        if departments and whistles.ENABLED:
+        if departments and offers.whistle:
             fourth.append(button(t.plain("btn_whistle"), Action.WHISTLE, case.id, case.rev))
     if fourth:
         rows.append(fourth)
@@ -236,18 +232,14 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: boo
 async def _asks_above(tx: Tx, case: Case, lin: Lineage) -> bool:
     """Whether a request could go above the case's level: one query, only when a feature
     that asks is on."""
-    from bot.workflow import (
-        extensions,
-        suspension,  # they build on bot.cases
-    )
-    if not (extensions.ENABLED or suspension.ENABLED):
+    offers = hooks.workflow().offers()
+    if not (offers.extension or offers.suspension):
         return False
     return await org.approvers(tx.db, lin, case.level) is not None
 
 
 async def _has_departments(tx: Tx) -> bool:
-    from bot.workflow import whistles  # it builds on bot.cases
-    return whistles.ENABLED and bool((await directory(tx.db)).departments)
+    return hooks.workflow().offers().whistle and bool((await directory(tx.db)).departments)
 
 
 async def handler_card(
@@ -341,8 +333,7 @@ async def _buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Button
 
 
 async def _may_resume(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> bool:
-    from bot.workflow import suspension  # it builds on bot.cases
-    if not suspension.ENABLED:
+    if not hooks.workflow().offers().suspension:
         return False
     above = org.level_above(case.level)
     return (await org.holds_level(tx.db, actor, lin, case.level)
@@ -351,8 +342,7 @@ async def _may_resume(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> bool:
 
 def check_buttons(tx: Tx, case: Case) -> Buttons:
     """通过 / 不通过 on a check card (none while the feature is off)."""
-    from bot.workflow import checks  # it builds on bot.cases
-    if not checks.ENABLED:
+    if not hooks.workflow().offers().check:
         return []
     t = tx.texts
     return [[button(t.plain("btn_check_pass"), Action.CHECK_PASS, case.id, case.rev),

@@ -15,19 +15,26 @@ Several workers may sweep one PostgreSQL at once: each takes a case with
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.cases import duplicates
 from bot.cases import lifecycle as cases
-from bot.context import Ctx, NotConfigured, begin
-from bot.ledger import digest
+from bot.context import Ctx, NotConfigured, Tx, begin
 from storage.models import Case
 
 log = logging.getLogger(__name__)
 
 
-async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
+# A periodic job beside the cases' timers (the daily digest, the monthly score): run in the
+# sweep's first transaction, it returns how many messages it wrote (0 and no statement when
+# nothing is due). The app passes them in: they live in rooms above this one.
+PeriodicJob = Callable[[Tx], Awaitable[int]]
+
+
+async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
+                periodic: Sequence[PeriodicJob] = ()) -> int:
     """Run everything due now; returns how many timer steps were taken."""
     steps = 0
     try:
@@ -36,8 +43,8 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
             due = await cases.due_cases(tx)
             # 是同一问题 questions nobody answered in time: their reports are filed now.
             offers = await duplicates.due(tx)
-            # The daily digest and monthly score when due: no statement when not.
-            steps += await digest.run_due(tx)
+            for job in periodic:
+                steps += await job(tx)
     except NotConfigured:
         return 0
     for case_id in due:

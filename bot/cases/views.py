@@ -11,9 +11,10 @@ from sqlalchemy.orm import aliased, join
 
 from bot.cases import followers, notify, voice
 from bot.cases.deadlines import light
-from bot.cases.lifecycle import OPEN_STATUSES, DomainError
+from bot.cases.lifecycle import OPEN_STATUSES
 from bot.cases.phones import mask_phones
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org import binding
 from bot.org.roles import Actor, RoleName, lineage_of, place_by_id
 from bot.texts import TEXT_LIMIT, Texts

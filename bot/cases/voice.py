@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aiogram.types import Message
-
 from bot.texts import Texts
 from storage.models import Case
 
@@ -29,15 +27,6 @@ class Voice:
     def media(self) -> dict[str, str]:
         """Its entry in an outbox row's media (`Outbox.photos`), after the photos."""
         return {self.kind: self.file_id}
-
-
-def of_message(message: Message) -> Voice | None:
-    """The voice or video note a message carries, if any."""
-    if message.voice is not None:
-        return Voice(message.voice.file_id, "voice", int(message.voice.duration))
-    if message.video_note is not None:
-        return Voice(message.video_note.file_id, "video_note", int(message.video_note.duration))
-    return None
 
 
 def of_case(case: Case) -> Voice | None:

@@ -19,9 +19,9 @@ from sqlalchemy import func, select, update
 
 from bot.cases import notify
 from bot.cases.buttons import NoticeAnswer, notice_button
-from bot.cases.lifecycle import DomainError
 from bot.cases.outbox import enqueue
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org.directory import Directory, Place, directory
 from bot.org.roles import Actor, RoleName, holders
 from bot.user_text import clean_text, visible

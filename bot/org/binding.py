@@ -12,12 +12,13 @@ still what the question named.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases.lifecycle import DomainError
-from bot.context import Tx
+from bot.errors import DomainError
 from bot.org.roles import Actor, ancestors, node_by_code
 from bot.texts import Texts
 from bot.user_text import CODE_LIMIT, clean_text
@@ -26,6 +27,15 @@ from storage.models import BindRequest, Node
 BINDABLE = ("grid", "building", "unit")
 # A confirmation left unanswered this long is stale: the bindings it named may have moved on.
 CONFIRM_WITHIN = timedelta(minutes=10)
+
+
+class Tx(Protocol):
+    """What binding needs of a domain operation (bot.context.Tx has it): the organisation
+    sits below the context, so it names only these."""
+
+    db: AsyncSession
+    texts: Texts
+    now: datetime
 
 
 def describe(texts: Texts, node: Node) -> str:

@@ -28,7 +28,6 @@ from pydantic import (
 from sqlalchemy import delete, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases.lifecycle import retime_open_cases
 from bot.clock import Clock
 from bot.org import geo
 from bot.org.durations import parse_distance, parse_duration, parse_sla
@@ -660,10 +659,15 @@ class ApplyReport:
     categories: int = 0
     departments: int = 0
     deactivated: list[str] = field(default_factory=list)
+    # What open cases must follow (bot/cases/registry_edit.py): categories whose SLA
+    # changed, and whether the policy's timing did.
+    changed_categories: set[str] = field(default_factory=set)
+    policy_changed: bool = False
 
 
-async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -> ApplyReport:
-    """Make the database say what the registry says; the caller's transaction is committed here."""
+async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -> ApplyReport:
+    """Make the organisation's tables say what the registry says, flushed, not committed:
+    `bot.cases.registry_edit.apply_registry` retimes the open cases and commits."""
     report = ApplyReport()
     existing = {n.code: n for n in (await db.scalars(select(Node))).all()}
     seen: set[str] = set()
@@ -823,13 +827,10 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         settings.quiet_start, settings.quiet_end = policy.quiet_hours.split("-")
     else:
         settings.quiet_start = settings.quiet_end = None
-    # Open cases follow a changed SLA or policy now, not at their next transition.
-    changed = {c.code for c in model.categories if c.code in old_sla
-               and old_sla[c.code] != (c.sla, c.sla_unit)}
+    report.changed_categories = {c.code for c in model.categories if c.code in old_sla
+                                 and old_sla[c.code] != (c.sla, c.sla_unit)}
+    report.policy_changed = old_policy not in (None, _timing(settings))
     await db.flush()
-    await retime_open_cases(db, now, categories=changed,
-                            policy_changed=old_policy not in (None, _timing(settings)))
-    await db.commit()
     return report
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bot.cases import lifecycle as cases
 from bot.cases import notify
 from bot.cases.buttons import RequestAnswer, request_button
 from bot.cases.deadlines import Step, add_time
-from bot.cases.lifecycle import HANDLING, DomainError
+from bot.cases.lifecycle import HANDLING
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org import roles as org
 from bot.org.durations import format_duration
 from bot.org.roles import Actor, Lineage
@@ -101,7 +102,7 @@ async def pending(tx: Tx, case: Case) -> CaseRequest | None:
         .order_by(CaseRequest.id.desc()).limit(1))
 
 
-async def _load(tx: Tx, actor: Actor, request_id: int
+async def load_pending(tx: Tx, actor: Actor, request_id: int
                 ) -> tuple[CaseRequest, Case, Lineage, bool]:
     """The pending request, its case (locked) and place, and whether it still holds."""
     if not 0 < request_id <= cases.MAX_CASE_ID:
@@ -117,49 +118,22 @@ async def _load(tx: Tx, actor: Actor, request_id: int
 
 async def check_answer(tx: Tx, actor: Actor, request_id: int) -> CaseRequest:
     """Whether `actor` may answer the request now (before asking a decline's reason)."""
-    req, _, _, holds = await _load(tx, actor, request_id)
+    req, _, _, holds = await load_pending(tx, actor, request_id)
     if not holds:
         raise DomainError("request_stale")
     return req
 
 
-async def answer(tx: Tx, actor: Actor, request_id: int, approve: bool,
-                 note: str = "") -> CaseRequest:
-    """同意 or 不同意 (with a reason); the requester is told either way, and the case saved."""
-    note = clean_text(note, REASON_LIMIT)
-    if not approve and not note:
-        raise DomainError("reason_needed")
-    req, case, lin, holds = await _load(tx, actor, request_id)
-    if not holds:
-        # The case moved on without the request being withdrawn (it always is; belt and
-        # braces): withdraw it now, for good, and say the button is stale.
-        await withdraw(tx, case, "stale")
-        await cases.save(tx, case)
-        raise DomainError("request_stale")
-    status = "approved" if approve else "declined"
-    # Compare and set: of two supervisors answering at once, one answer counts.
-    result = await tx.db.execute(
-        update(CaseRequest)
-        .where(CaseRequest.id == req.id, CaseRequest.status == "pending")
-        .values(status=status, answered_by_id=actor.id, answered_at=tx.now,
-                answer_note=note or None))
-    if getattr(result, "rowcount", 1) == 0:
-        raise DomainError("request_stale")
-    case.request_at = None
-    if approve:
-        from bot.workflow import (
-            extensions,
-            suspension,  # they build on this module
-        )
-        hook = extensions.approve if req.kind == "extension" else suspension.approve
-        await hook(tx, case, lin, req, actor)
-    else:
-        cases.record(tx, case, f"{req.kind}_decline", actor.id, note)
-    # The deadline the requester is told is the one the approval made.
-    await cases.schedule(tx, case)
-    await _tell_requester(tx, case, lin, req, status, note or None)
-    await tx.db.commit()
-    return req
+async def withdraw_moved(tx: Tx, case: Case, lin: Lineage) -> None:
+    """The case moved to another level: its request to the old level's supervisors lapses."""
+    if case.request_at is not None:
+        await withdraw(tx, case, "moved")
+
+
+async def withdraw_left(tx: Tx, case: Case, lin: Lineage) -> None:
+    """The case left its handlers (resolved, suspended, merged): its request lapses."""
+    if case.request_at is not None:
+        await withdraw(tx, case, "left")
 
 
 async def withdraw(tx: Tx, case: Case, why: str) -> None:
@@ -173,7 +147,7 @@ async def withdraw(tx: Tx, case: Case, why: str) -> None:
     req.answered_at = tx.now
     cases.record(tx, case, f"{req.kind}_withdraw", None)
     lin = await org.lineage_of(tx.db, case.building_id, case.unit_id)
-    await _tell_requester(tx, case, lin, req, "withdrawn", None)
+    await tell_requester(tx, case, lin, req, "withdrawn", None)
 
 
 async def expire_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
@@ -185,11 +159,11 @@ async def expire_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> 
     req.status = "expired"
     req.answered_at = tx.now
     cases.record(tx, case, f"{req.kind}_expire", None)
-    await _tell_requester(tx, case, lin, req, "expired", None, deferrable=True)
+    await tell_requester(tx, case, lin, req, "expired", None, deferrable=True)
     return f"{req.kind}_expire"
 
 
-async def _tell_requester(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, outcome: str,
+async def tell_requester(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, outcome: str,
                           note: str | None, *, deferrable: bool = False) -> None:
     if req.requested_by_id is None:
         return

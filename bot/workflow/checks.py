@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from bot.cases import lifecycle as cases
 from bot.cases import notify
-from bot.cases.lifecycle import DomainError
+from bot.errors import DomainError
 from bot.org.directory import directory
 from bot.org.roles import Level, RoleName, handlers_at, holders
 from bot.user_text import REASON_LIMIT, clean_text

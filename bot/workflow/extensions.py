@@ -16,7 +16,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot.cases import lifecycle as cases
-from bot.cases.lifecycle import HANDLING, DomainError
+from bot.cases.lifecycle import HANDLING
+from bot.errors import DomainError
 from bot.org import roles as org
 from bot.org.durations import format_duration, parse_duration
 from bot.workflow import case_requests
@@ -101,7 +102,7 @@ async def request(tx: Tx, actor: Actor, case_id: int, rev: int, seconds: int,
 
 
 async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Actor) -> None:
-    """The approval hook `case_requests.answer` calls: the request is already marked
+    """The approval hook `approvals.answer` calls: the request is already marked
     approved and `case.request_at` cleared; the caller derives the deadline again, tells the
     requester and saves.
 

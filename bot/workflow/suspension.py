@@ -22,8 +22,9 @@ from sqlalchemy import select
 from bot.cases import lifecycle as cases
 from bot.cases import notify
 from bot.cases.deadlines import Step
-from bot.cases.lifecycle import HANDLING, DomainError
+from bot.cases.lifecycle import HANDLING
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org import roles as org
 from bot.org.roles import Actor, Lineage
 from bot.workflow import case_requests
@@ -135,7 +136,7 @@ async def request(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str,
 
 
 async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Actor) -> None:
-    """The approval hook `case_requests.answer` calls: the request is already marked
+    """The approval hook `approvals.answer` calls: the request is already marked
     approved and `case.request_at` cleared; the caller tells the requester and saves."""
     await cases.leaving_handling(tx, case, lin)
     cases.transition(tx, case, "suspend", actor.id, req.reason)

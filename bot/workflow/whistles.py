@@ -26,8 +26,9 @@ from bot.cases import lifecycle as cases
 from bot.cases import notify, voice
 from bot.cases.buttons import WhistleAnswer, whistle_button
 from bot.cases.deadlines import Step, add_time
-from bot.cases.lifecycle import HANDLING, DomainError
+from bot.cases.lifecycle import HANDLING
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org.directory import DepartmentInfo, directory
 from bot.org.roles import Actor, Lineage, RoleName, handlers_at, holders
 from bot.user_text import REASON_LIMIT, clean_text
