@@ -304,6 +304,6 @@ async def make_harness(tmp_path: Path, *, locale: str = "zh_CN", db_name: str = 
             await apply_registry(db, parse_registry(SAMPLE.read_text("utf-8")), clock)
     if not periodic:
         # The daily digest and the monthly score only for the tests that ask for them
-        # (tests/test_digest.py): others count the messages people get.
+        # (tests/ledger/test_digest.py): others count the messages people get.
         app.ctx.extra[digest.OFF] = True
     return Harness(app, api, clock)

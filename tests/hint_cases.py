@@ -1,7 +1,7 @@
 """Report texts as residents write them in a building's group, each with the category a
 grid worker would file it under (the sample registry's codes; "other" where none fits).
 
-tests/test_hints.py measures the share the keyword hints file right. Written before the
+tests/org/test_hints.py measures the share the keyword hints file right. Written before the
 keywords were tuned, and kept when a hint gets one wrong: the share is the honest figure.
 """
 

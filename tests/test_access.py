@@ -160,7 +160,7 @@ BUTTON_SPECS: dict[str, Button] = {
                         done=lambda c: c.status == "closed" and c.rating == "fair"),
     "rate_bad": Button("resolved", Action.RATE, "bad", answer="灯还是不亮",
                        done=lambda c: c.status == "open" and c.rating == "bad"),
-    # 合并 / 拆分 open a picker (tests/test_merge.py follows them through): allowed, the
+    # 合并 / 拆分 open a picker (tests/cases/test_merge.py follows them through): allowed, the
     # picker is shown and nothing has changed yet.
     "merge": Button("open", Action.MERGE, done=lambda c: c.status == "open"),
     "split": Button("open", Action.SPLIT, done=lambda c: c.status == "open"),

@@ -814,7 +814,7 @@ TABLE: list[Row] = [
           all_of(hint_says(HINTS[stage]), cases(1)))
       for stage in ("description", "photos", "location")
       for kind in MEDIA if not (stage == "location" and kind == "location")
-      # A voice or video note is a description (tests/test_voice.py).
+      # A voice or video note is a description (tests/cases/test_voice.py).
       and not (stage == "description" and kind in ("voice", "video_note"))],
     *[Row(f"sticker during {stage}", mid_flow(stage, MEDIA["sticker"]),
           all_of(hint_says(HINTS[stage]), cases(1)))

@@ -14,6 +14,8 @@ from sqlalchemy import select
 from bot.ledger.export import write_ledger
 from bot.ledger.figures import Period, compute
 from storage.models import Case, CasePhoto
+from tests.cases.test_followers import follow
+from tests.cases.test_handle import resolve
 from tests.harness import (
     BUILDING5_CHAT,
     BUILDING12_CHAT,
@@ -27,8 +29,6 @@ from tests.harness import (
     RESIDENT2,
     Harness,
 )
-from tests.test_followers import follow
-from tests.test_handle import resolve
 
 NEIGHBOUR = 5550003  # a resident who follows the case merged away
 

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from bot.cases.duplicates import ANSWER_WITHIN, settle
 from storage.models import Case, CaseFollower, CasePhoto, DuplicateOffer, OrgSettings
+from tests.cases.test_handle import resolve
 from tests.harness import (
     BUILDING5_CHAT,
     BUILDING_CHAT,
@@ -19,7 +20,6 @@ from tests.harness import (
     STRANGER,
     Harness,
 )
-from tests.test_handle import resolve
 
 FIRST = "3单元楼道灯坏了，晚上很黑"
 AGAIN = "3单元楼道的灯不亮"  # the same problem, in other words (same category: 市政设施)

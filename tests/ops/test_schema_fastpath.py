@@ -22,7 +22,7 @@ from storage.db import SchemaBehind, create_schema, head_revision, make_engine, 
 from storage.models import Base
 from tests.harness import fresh_database
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # What a start does with the schema (bot.app.build_app, bot.cli's commands), in a process
 # of its own, so that what it imports is its own doing.

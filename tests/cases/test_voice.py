@@ -251,7 +251,7 @@ def test_plan_puts_the_voice_after_the_card() -> None:
 
 async def test_a_department_called_in_gets_the_voice_with_its_card(h: Harness) -> None:
     from tests.harness import POLICE
-    from tests.test_whistles import blow
+    from tests.workflow.test_whistles import blow
 
     await to_description(h)
     await h.private(RESIDENT, extra=voice("vf-dept", 30))

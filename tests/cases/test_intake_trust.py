@@ -46,7 +46,7 @@ from tests.e2e import (
 from tests.fakeserver import FakeBotApi
 from tests.harness import BUILDING_CHAT, RESIDENT, Harness, fresh_database, server_database
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def poll_message(user_id: int, message_id: int) -> dict[str, Any]:

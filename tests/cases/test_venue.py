@@ -12,7 +12,7 @@ from tests.harness import (
     WORK_CHAT,
     Harness,
 )
-from tests.test_geo import load, registry
+from tests.org.test_geo import load, registry
 
 
 async def _located_report(h: Harness) -> tuple[int, float, float]:
@@ -78,7 +78,7 @@ def test_a_venue_row_is_one_call_after_its_text() -> None:
 
 async def test_a_department_card_has_the_map_link(h: Harness) -> None:
     from tests.harness import LEADER, POLICE
-    from tests.test_whistles import blow
+    from tests.workflow.test_whistles import blow
 
     case_id, _, _ = await _located_report(h)
     await h.press(HEAD, h.card(HEAD, case_id), "✅ 属实")

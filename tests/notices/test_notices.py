@@ -31,7 +31,7 @@ from tests.harness import (
     UNIT_HEAD,
     Harness,
 )
-from tests.test_delivery_faults import running
+from tests.telegram.test_delivery_faults import running
 
 TEXT = "明天上午 8:00-12:00 停水，请提前储水。"
 

@@ -24,7 +24,7 @@ from tests.e2e import (
 from tests.fakeserver import FakeBotApi
 from tests.harness import fresh_database
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GRIDS = 5
 KILLS = 6
 

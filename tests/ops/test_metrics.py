@@ -42,7 +42,7 @@ from tests.harness import (
     fresh_database,
     make_harness,
 )
-from tests.test_webhook import Served, free_port, served
+from tests.telegram.test_webhook import Served, free_port, served
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -28,7 +28,7 @@ from tests.harness import (
     SAMPLE,
     Harness,
 )
-from tests.test_privacy import MASKED, NAME, PHONE, assert_gone
+from tests.ops.test_privacy import MASKED, NAME, PHONE, assert_gone
 
 POLICE_NAME = "社区民警小李"
 POLICE_LINE = "      - {id: 950001, name: 社区民警小李}\n"

@@ -415,7 +415,7 @@ def test_export_writes_the_ledger(cli_db: str, tmp_path: Path,
     said = capsys.readouterr().out
     assert f"as {fmt}" in said and str(out) in said
     data = out.read_bytes()
-    # BSY-02's October: c5, c6, c13, c14, c19 (the ledger's own rows are tests/test_ledger.py's)
+    # BSY-02's October: c5, c6, c13, c14, c19 (the ledger's own rows are test_ledger.py's)
     assert "(5 cases of BSY-02)" in said
     if fmt == "csv":
         assert data.startswith(b"\xef\xbb\xbf")

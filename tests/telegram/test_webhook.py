@@ -43,7 +43,7 @@ from tests.harness import (
 
 SECRET = "s3cret-Token_for_tests"
 HOOK = "/telegram/hook"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -58,12 +58,12 @@ from tests.harness import (
     empty_database,
     server_database,
 )
-from tests.test_webhook import free_port
+from tests.telegram.test_webhook import free_port
 
 pytestmark = pytest.mark.skipif(server_database() is None,
                                 reason="several workers need PostgreSQL "
                                        "(GRIDBOT_TEST_DATABASE_URL)")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

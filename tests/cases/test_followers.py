@@ -6,8 +6,8 @@ from __future__ import annotations
 from bot.cases import followers
 from bot.context import begin
 from storage.models import Case
+from tests.cases.test_handle import confirmed, resolve
 from tests.harness import BUILDING_CHAT, HEAD, LEADER, RESIDENT, RESIDENT2, Harness
-from tests.test_handle import confirmed, resolve
 
 
 async def follow(h: Harness, case_id: int, person_id: int, chat_id: int | None = None,
