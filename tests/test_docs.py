@@ -147,3 +147,16 @@ def test_links_between_the_docs_lead_somewhere() -> None:
             elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert broken == []
+
+
+def test_files_the_docs_name_exist() -> None:
+    """A module, test or script named in the README or a guide is where it says (the
+    benchmarks page is a record of what was measured then, and is left out)."""
+    pages = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md")
+                             if p.name != "benchmarks.md")]
+    named = re.compile(r"`((?:bot|handlers|storage|tests|scripts|examples|templates)"
+                       r"/[\w./-]+\.(?:py|yaml|j2|sh))`")
+    missing = sorted({f"{page.relative_to(ROOT)}: {path}" for page in pages
+                      for path in named.findall(page.read_text(encoding="utf-8"))
+                      if not (ROOT / path).is_file()})
+    assert missing == []
