@@ -27,7 +27,9 @@ from bot.cases import lifecycle as cases
 from bot.cases import notify
 from bot.cases.albums import take_draft_photos
 from bot.cases.buttons import Action, CaseButton
+from bot.cases.events import EventKind
 from bot.cases.intake import active_categories
+from bot.cases.lifecycle import Intent
 from bot.context import Ctx, Tx
 from bot.errors import DomainError
 from bot.org.roles import Actor, lineage_of
@@ -57,11 +59,11 @@ class Prompt(StatesGroup):
 
 
 # Buttons that first ask for text: (domain action checked first, state, prompt label).
-_ASKS: dict[Action, tuple[str, State, str]] = {
-    Action.REJECT: ("reject", Prompt.reject, "ask_reject_reason"),
-    Action.ESCALATE: ("escalate", Prompt.escalate, "ask_escalate_reason"),
-    Action.SEND_BACK: ("send_back", Prompt.send_back, "ask_send_back_reason"),
-    Action.RESOLVE: ("resolve", Prompt.resolve, "ask_result"),
+_ASKS: dict[Action, tuple[cases.Act, State, str]] = {
+    Action.REJECT: (EventKind.REJECT, Prompt.reject, "ask_reject_reason"),
+    Action.ESCALATE: (EventKind.ESCALATE, Prompt.escalate, "ask_escalate_reason"),
+    Action.SEND_BACK: (EventKind.SEND_BACK, Prompt.send_back, "ask_send_back_reason"),
+    Action.RESOLVE: (EventKind.RESOLVE, Prompt.resolve, "ask_result"),
 }
 
 
@@ -109,7 +111,7 @@ async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession,
 async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
                  btn: CaseButton) -> None:
     a, cid, rev = btn.action, btn.case_id, btn.rev
-    asks = _ASKS.get(a) or (("rate_bad", Prompt.rate_bad, "ask_bad_comment")
+    asks = _ASKS.get(a) or ((Intent.RATE_BAD, Prompt.rate_bad, "ask_bad_comment")
                             if a == Action.RATE and btn.arg == "bad" else None)
     if asks is not None:
         action, st, label = asks
@@ -118,7 +120,7 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
                   case_id=btn.case_id, rev=btn.rev, arg=btn.arg)
         return
     if a == Action.CATEGORY:
-        case = await cases.check(tx, actor, cid, rev, "category")
+        case = await cases.check(tx, actor, cid, rev, EventKind.CATEGORY)
         cats = await active_categories(tx.db)
         if isinstance(query.message, Message):
             await query.message.edit_reply_markup(
@@ -178,7 +180,7 @@ async def text_or_again(message: Message, ctx: Ctx) -> str | None:
 
 
 async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx, actor: Actor,
-                  action: str, text: str, photos: list[str] | None = None) -> None:
+                  action: cases.Act, text: str, photos: list[str] | None = None) -> None:
     tx = await open_tx(db, ctx, message)
     if tx is None:
         return
@@ -186,17 +188,17 @@ async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ct
     cid, rev = int(data.get("case_id", 0)), int(data.get("rev", 0))
     done = f"done_{action}"
     try:
-        if action == "reject":
+        if action == EventKind.REJECT:
             await cases.reject(tx, actor, cid, rev, text)
-        elif action == "escalate":
+        elif action == EventKind.ESCALATE:
             await cases.escalate(tx, actor, cid, rev, text)
-        elif action == "send_back":
+        elif action == EventKind.SEND_BACK:
             await cases.send_back(tx, actor, cid, rev, text)
-        elif action == "resolve":
+        elif action == EventKind.RESOLVE:
             case = await cases.resolve(tx, actor, cid, rev, text, photos)
             if case.status == cases.S.CHECKING:
                 done = "done_resolve_check"  # the reporter hears nothing before the check
-        elif action == "rate_bad":
+        elif action == Intent.RATE_BAD:
             await cases.rate(tx, actor, cid, rev, "bad", text)
     except DomainError as err:
         await db.rollback()
@@ -211,28 +213,28 @@ async def _finish(message: Message, state: FSMContext, db: AsyncSession, ctx: Ct
 async def reject_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                         actor: Actor) -> None:
     if (text := await text_or_again(message, ctx)) is not None:
-        await _finish(message, state, db, ctx, actor, "reject", text)
+        await _finish(message, state, db, ctx, actor, EventKind.REJECT, text)
 
 
 @router.message(Prompt.escalate, NOT_COMMAND)
 async def escalate_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                           actor: Actor) -> None:
     if (text := await text_or_again(message, ctx)) is not None:
-        await _finish(message, state, db, ctx, actor, "escalate", text)
+        await _finish(message, state, db, ctx, actor, EventKind.ESCALATE, text)
 
 
 @router.message(Prompt.send_back, NOT_COMMAND)
 async def send_back_reason(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                            actor: Actor) -> None:
     if (text := await text_or_again(message, ctx)) is not None:
-        await _finish(message, state, db, ctx, actor, "send_back", text)
+        await _finish(message, state, db, ctx, actor, EventKind.SEND_BACK, text)
 
 
 @router.message(Prompt.rate_bad, NOT_COMMAND)
 async def bad_comment(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                       actor: Actor) -> None:
     if (text := await text_or_again(message, ctx)) is not None:
-        await _finish(message, state, db, ctx, actor, "rate_bad", text)
+        await _finish(message, state, db, ctx, actor, Intent.RATE_BAD, text)
 
 
 @router.message(Prompt.resolve, NOT_COMMAND)
@@ -255,7 +257,7 @@ async def result_submit(query: CallbackQuery, state: FSMContext, db: AsyncSessio
         photos = await take_draft_photos(db, query.message.chat.id)
     await query.answer()
     await query.message.edit_reply_markup(reply_markup=None)
-    await _finish(query.message, state, db, ctx, actor, "resolve", data["result"], photos)
+    await _finish(query.message, state, db, ctx, actor, EventKind.RESOLVE, data["result"], photos)
 
 
 @router.callback_query(F.data == "pr:no")

@@ -51,7 +51,7 @@ async def check_button(query: CallbackQuery, state: FSMContext, db: AsyncSession
             await refresh(query, tx, actor, case)
             await query.answer(tx.texts.plain("done_check_pass", case_id=cid))
             return
-        await cases.check(tx, actor, cid, rev, "check_fail")
+        await cases.check(tx, actor, cid, rev, cases.Intent.CHECK_FAIL)
     except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from bot.cases.status import CaseStatus
 from bot.org.policy import Policy
 from bot.org.workcal import warning_text
 from storage.models import Case
@@ -241,7 +242,7 @@ def next_check(steps: list[Step], case: Case, policy: Policy, now: datetime
 
 
 def light(case: Case, policy: Policy, now: datetime) -> Light:
-    if case.status == "suspended":
+    if case.status == CaseStatus.SUSPENDED:
         return Light.PAUSED
     if now >= case.deadline_at:
         return Light.RED

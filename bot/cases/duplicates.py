@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.cases import followers, merge, notify, voice
 from bot.cases import lifecycle as cases
 from bot.cases.buttons import DuplicateAnswer, duplicate_button
+from bot.cases.events import EventKind
 from bot.cases.lifecycle import HANDLING, Checked, ReportInput, S
 from bot.cases.outbox import enqueue
 from bot.context import Ctx, Tx, begin
@@ -192,7 +193,8 @@ async def _join(tx: Tx, offer: DuplicateOffer) -> Answered:
     await merge.join_photos(tx, case, inp.photos)
     said = " ".join(p for p in (voice.line(tx.texts, inp.voice) if inp.voice else "",
                                 inp.description.strip()) if p)
-    tx.db.add(CaseEvent(case_id=case.id, at=tx.now, actor_id=offer.person_id, action="follow",
+    tx.db.add(CaseEvent(case_id=case.id, at=tx.now, actor_id=offer.person_id,
+                        action=EventKind.FOLLOW,
                         from_status=case.status, to_status=case.status, note=said or None))
     if case.status != S.VERIFYING:
         # Its handlers hear of it, briefly; a case still being verified has none yet.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
@@ -23,6 +23,12 @@ from bot.cases.deadlines import (
     next_check,
     pending_steps,
 )
+from bot.cases.events import EventKind as EventKind
+from bot.cases.status import FINAL_STATUSES as FINAL_STATUSES
+from bot.cases.status import HANDLING as HANDLING
+from bot.cases.status import OPEN_STATUSES as OPEN_STATUSES
+from bot.cases.status import CaseStatus as CaseStatus
+from bot.cases.status import S as S
 from bot.cases.voice import MAX_SECONDS, Voice, problem
 from bot.context import Tx
 from bot.errors import DomainError
@@ -49,24 +55,6 @@ from storage.models import (
     Person,
 )
 
-
-class CaseStatus(StrEnum):
-    VERIFYING = "verifying"  # waiting for the building head
-    OPEN = "open"  # with the handlers of its level, not yet accepted
-    ACCEPTED = "accepted"  # a handler took it
-    ASSIGNED = "assigned"  # handed to the building head as a task
-    RESOLVED = "resolved"  # result recorded, waiting for the reporter's rating
-    CHECKING = "checking"  # result recorded, waiting for the building head's on-site check
-    SUSPENDED = "suspended"  # 挂账: waits for money, planning or another authority
-    CLOSED = "closed"
-    REJECTED = "rejected"
-    MERGED = "merged"  # 合并: closed into another case (`merged_into_id`), counted nowhere
-
-
-S = CaseStatus
-HANDLING = frozenset({S.OPEN, S.ACCEPTED, S.ASSIGNED})
-OPEN_STATUSES = frozenset({S.VERIFYING, *HANDLING, S.SUSPENDED, S.CHECKING, S.RESOLVED})
-FINAL_STATUSES = frozenset({S.CLOSED, S.REJECTED, S.MERGED})
 # Which timers each status has; a status missing here (final ones) has none.
 TIMER_PHASE: dict[str, Phase] = {
     S.VERIFYING: Phase.VERIFY,
@@ -79,44 +67,60 @@ TIMER_PHASE: dict[str, Phase] = {
 # and both escalations after a long stop); the rest wait for the next sweep.
 STEPS_PER_PASS = 8
 
-# action -> (statuses it may start from, status it leads to; None keeps the status)
-TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
-    "confirm": (frozenset({S.VERIFYING}), S.OPEN),
-    "reject": (frozenset({S.VERIFYING}), S.REJECTED),
-    "verify_timeout": (frozenset({S.VERIFYING}), S.OPEN),
-    "category": (frozenset({S.VERIFYING, *HANDLING}), None),
-    "accept": (frozenset({S.OPEN}), S.ACCEPTED),
-    "assign": (frozenset({S.OPEN, S.ACCEPTED}), S.ASSIGNED),
-    "ack": (frozenset({S.ASSIGNED}), None),
-    "done": (frozenset({S.ASSIGNED}), S.ACCEPTED),
-    "escalate": (HANDLING, S.OPEN),
-    "auto_escalate": (HANDLING, S.OPEN),
-    "send_back": (HANDLING, S.OPEN),
-    "resolve": (HANDLING, S.RESOLVED),
-    "resolve_check": (HANDLING, S.CHECKING),
-    "check_pass": (frozenset({S.CHECKING}), S.RESOLVED),
-    "check_timeout": (frozenset({S.CHECKING}), S.RESOLVED),
-    "suspend": (HANDLING, S.SUSPENDED),
-    "resume": (frozenset({S.SUSPENDED}), S.ACCEPTED),
-    "suspend_review": (frozenset({S.SUSPENDED}), S.ACCEPTED),
-    "rate": (frozenset({S.RESOLVED}), S.CLOSED),
+E = EventKind
+
+
+class Intent(StrEnum):
+    """What an actor may start that is not an event itself: a prompt opened before any
+    transition. `check` and `act` take these or an EventKind; the values of the two never
+    overlap (a prompt that leads to its own event, like 挂账 or 吹哨, is that EventKind)."""
+
+    EXTEND = "extend"  # 延期: ask the level above for more time
+    CHECK_FAIL = "check_fail"  # 核查不通过: asks for a reason, then 返工
+    RATE_BAD = "rate_bad"  # 不满意: asks for a comment, then 返工
+
+
+# What `check` and `act` are asked about: an event the actor makes, or a prompt they open.
+Act: TypeAlias = EventKind | Intent
+
+# event -> (statuses it may start from, status it leads to; None keeps the status)
+TRANSITIONS: dict[EventKind, tuple[frozenset[CaseStatus], CaseStatus | None]] = {
+    E.CONFIRM: (frozenset({S.VERIFYING}), S.OPEN),
+    E.REJECT: (frozenset({S.VERIFYING}), S.REJECTED),
+    E.VERIFY_TIMEOUT: (frozenset({S.VERIFYING}), S.OPEN),
+    E.CATEGORY: (frozenset({S.VERIFYING, *HANDLING}), None),
+    E.ACCEPT: (frozenset({S.OPEN}), S.ACCEPTED),
+    E.ASSIGN: (frozenset({S.OPEN, S.ACCEPTED}), S.ASSIGNED),
+    E.ACK: (frozenset({S.ASSIGNED}), None),
+    E.DONE: (frozenset({S.ASSIGNED}), S.ACCEPTED),
+    E.ESCALATE: (HANDLING, S.OPEN),
+    E.AUTO_ESCALATE: (HANDLING, S.OPEN),
+    E.SEND_BACK: (HANDLING, S.OPEN),
+    E.RESOLVE: (HANDLING, S.RESOLVED),
+    E.RESOLVE_CHECK: (HANDLING, S.CHECKING),
+    E.CHECK_PASS: (frozenset({S.CHECKING}), S.RESOLVED),
+    E.CHECK_TIMEOUT: (frozenset({S.CHECKING}), S.RESOLVED),
+    E.SUSPEND: (HANDLING, S.SUSPENDED),
+    E.RESUME: (frozenset({S.SUSPENDED}), S.ACCEPTED),
+    E.SUSPEND_REVIEW: (frozenset({S.SUSPENDED}), S.ACCEPTED),
+    E.RATE: (frozenset({S.RESOLVED}), S.CLOSED),
     # 返工: 不满意 at the follow-up, or a failed on-site check; one kind, counted as round - 1.
-    "rework": (frozenset({S.RESOLVED, S.CHECKING}), S.OPEN),
-    "rating_timeout": (frozenset({S.RESOLVED}), S.CLOSED),
-    "merge": (HANDLING, S.MERGED),
+    E.REWORK: (frozenset({S.RESOLVED, S.CHECKING}), S.OPEN),
+    E.RATING_TIMEOUT: (frozenset({S.RESOLVED}), S.CLOSED),
+    E.MERGE: (HANDLING, S.MERGED),
 }
 # Actions that open a prompt before any transition: the statuses they may start from.
-PROMPT_FROM: dict[str, frozenset[CaseStatus]] = {
-    "extend": HANDLING,
-    "suspend": HANDLING,
-    "whistle": HANDLING,
-    "check_fail": frozenset({S.CHECKING}),
-    "rate_bad": frozenset({S.RESOLVED}),
-    "merge": HANDLING,
-    "split": HANDLING,
+PROMPT_FROM: dict[Act, frozenset[CaseStatus]] = {
+    Intent.EXTEND: HANDLING,
+    E.SUSPEND: HANDLING,
+    E.WHISTLE: HANDLING,
+    Intent.CHECK_FAIL: frozenset({S.CHECKING}),
+    Intent.RATE_BAD: frozenset({S.RESOLVED}),
+    E.MERGE: HANDLING,
+    E.SPLIT: HANDLING,
 }
-# Actions that change nothing a button depends on keep the rev.
-_KEEPS_REV = {"category", "ack"}
+# Events that change nothing a button depends on keep the rev.
+_KEEPS_REV = {E.CATEGORY, E.ACK}
 # Case ids are 32-bit: anything else, typed or forged, is no case at all.
 MAX_CASE_ID = 2**31 - 1
 # A flood of reports from one account: at most REPORT_LIMIT in any REPORT_WINDOW, counted
@@ -142,8 +146,8 @@ class ReportInput:
     voice: Voice | None = None
 
 
-def record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | None = None,
-            from_status: str | None = None) -> CaseEvent:
+def record(tx: Tx, case: Case, action: EventKind, actor_id: int | None,
+           note: str | None = None, from_status: str | None = None) -> CaseEvent:
     event = CaseEvent(
         case_id=case.id, at=tx.now, actor_id=actor_id, action=action,
         from_status=from_status or case.status, to_status=case.status, note=note,
@@ -152,8 +156,8 @@ def record(tx: Tx, case: Case, action: str, actor_id: int | None, note: str | No
     return event
 
 
-def transition(tx: Tx, case: Case, action: str, actor_id: int | None,
-                note: str | None = None) -> CaseEvent:
+def transition(tx: Tx, case: Case, action: EventKind, actor_id: int | None,
+               note: str | None = None) -> CaseEvent:
     allowed, target = TRANSITIONS[action]
     if case.status not in allowed:
         raise DomainError("stale", case_id=case.id)
@@ -264,31 +268,31 @@ def _is_head(actor: Actor, lin: Lineage) -> bool:
     return actor.has(RoleName.BUILDING_HEAD, lin.building.id)
 
 
-async def check(tx: Tx, actor: Actor, case_id: int, rev: int, action: str) -> Case:
+async def check(tx: Tx, actor: Actor, case_id: int, rev: int, action: Act) -> Case:
     """Whether `actor` may start `action` now; for buttons that first ask for text."""
     case, lin = await get_case(tx, case_id, rev)
     await _permit(tx, actor, case, lin, action)
-    allowed = PROMPT_FROM.get(action) or TRANSITIONS[action][0]
+    allowed = PROMPT_FROM.get(action) or TRANSITIONS[EventKind(action)][0]
     if case.status not in allowed:
         raise DomainError("stale", case_id=case.id)
-    if action == "escalate" and level_above(case.level) is None:
+    if action == E.ESCALATE and level_above(case.level) is None:
         raise DomainError("top_level", case_id=case.id)
-    if action == "send_back" and level_below(case.level) is None:
+    if action == E.SEND_BACK and level_below(case.level) is None:
         raise DomainError("bottom_level", case_id=case.id)
     return case
 
 
-async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage, action: str) -> None:
-    if action in ("confirm", "reject"):
+async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage, action: Act) -> None:
+    if action in (E.CONFIRM, E.REJECT):
         require(_is_head(actor, lin))
-    elif action == "category":
+    elif action == E.CATEGORY:
         if case.status == S.VERIFYING:
             require(_is_head(actor, lin) or actor.handles(lin, Level.GRID))
         else:
             require(actor.handles(lin, case.level))
-    elif action in ("accept", "assign", "resolve", "send_back", "merge", "split"):
+    elif action in (E.ACCEPT, E.ASSIGN, E.RESOLVE, E.SEND_BACK, E.MERGE, E.SPLIT):
         require(actor.handles(lin, case.level))
-    elif action == "escalate":
+    elif action == E.ESCALATE:
         if case.level == Level.GRID:
             # Grid members help handle cases; taking one up a level is the leader's call,
             # or theirs while the grid has no leader.
@@ -298,31 +302,31 @@ async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage, action: str) -
                      or (leaderless and actor.has(RoleName.GRID_MEMBER, lin.grid.id)))
         else:
             require(actor.handles(lin, case.level))
-    elif action in ("ack", "done"):
+    elif action in (E.ACK, E.DONE):
         # The task was handed to them as the building's head, and they must still be it.
         require(case.assignee_id == actor.id and _is_head(actor, lin))
-    elif action in ("rate", "rate_bad"):
+    elif action in (E.RATE, Intent.RATE_BAD):
         # Whoever it affects rates it: the reporter, or a resident who follows the case.
         require(case.reporter_id == actor.id
                 or await followers.follows(tx.db, case, actor.id))
-    elif action in ("extend", "suspend"):
+    elif action in (Intent.EXTEND, E.SUSPEND):
         # The one who holds the case at its level asks; supervisors above answer.
         require(await org.holds_level(tx.db, actor, lin, case.level))
-    elif action == "resume":
+    elif action == E.RESUME:
         above = level_above(case.level)
         require(await org.holds_level(tx.db, actor, lin, case.level)
                 or (above is not None and actor.handles(lin, above)))
-    elif action == "whistle":
+    elif action == E.WHISTLE:
         require(actor.has(RoleName.GRID_LEADER, lin.grid.id)
                 or actor.handles(lin, Level.COMMUNITY))
-    elif action in ("check", "check_pass", "check_fail"):
+    elif action in (E.CHECK_PASS, Intent.CHECK_FAIL):
         require(_is_head(actor, lin))
     else:  # pragma: no cover - a new action must be given its rule here
         raise DomainError("not_allowed")
 
 
-async def act(tx: Tx, actor: Actor, case_id: int, rev: int, action: str
-               ) -> tuple[Case, Lineage]:
+async def act(tx: Tx, actor: Actor, case_id: int, rev: int, action: Act
+              ) -> tuple[Case, Lineage]:
     case, lin = await get_case(tx, case_id, rev, claim=True)
     await _permit(tx, actor, case, lin, action)
     return case, lin
@@ -416,7 +420,7 @@ async def report(tx: Tx, inp: ReportInput, checked: Checked | None = None) -> Ca
     on_behalf = case.submitted_by_id != case.reporter_id
     tx.db.add(CaseEvent(
         case_id=case.id, at=tx.now, actor_id=case.submitted_by_id,
-        action="report_behalf" if on_behalf else "report", from_status=None,
+        action=E.REPORT_BEHALF if on_behalf else E.REPORT, from_status=None,
         to_status=case.status,
         note=await notify.person_name(tx, case.reporter_id) if on_behalf else None,
     ))
@@ -436,8 +440,8 @@ async def report(tx: Tx, inp: ReportInput, checked: Checked | None = None) -> Ca
 
 
 async def confirm(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, lin = await act(tx, actor, case_id, rev, "confirm")
-    transition(tx, case, "confirm", actor.id)
+    case, lin = await act(tx, actor, case_id, rev, E.CONFIRM)
+    transition(tx, case, E.CONFIRM, actor.id)
     case.verified = "confirmed"
     await notify.handler_card(tx, case, lin, "new")
     await save(tx, case)
@@ -448,8 +452,8 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, _ = await act(tx, actor, case_id, rev, "reject")
-    transition(tx, case, "reject", actor.id, reason)
+    case, _ = await act(tx, actor, case_id, rev, E.REJECT)
+    transition(tx, case, E.REJECT, actor.id, reason)
     case.verified = "rejected"
     case.reject_reason = reason
     case.closed_at = tx.now
@@ -463,20 +467,20 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
 
 
 async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) -> Case:
-    case, lin = await act(tx, actor, case_id, rev, "category")
+    case, lin = await act(tx, actor, case_id, rev, E.CATEGORY)
     cat = (await directory(tx.db)).categories.get(code)
     if cat is None or not cat.active:
         raise DomainError("bad_category")
     if cat.code == case.category:
         return case
     old = await notify.category_name(tx, case.category)
-    transition(tx, case, "category", actor.id, f"{old} → {await notify.category_name(tx, code)}")
+    transition(tx, case, E.CATEGORY, actor.id, f"{old} → {await notify.category_name(tx, code)}")
     case.category = cat.code
     if cat.urgent and not case.urgent:
         case.urgent = True
         if case.status == S.VERIFYING:
             # An urgent case does not wait for verification.
-            transition(tx, case, "confirm", actor.id)
+            transition(tx, case, E.CONFIRM, actor.id)
             case.verified = "skipped" if not _is_head(actor, lin) else "confirmed"
             await notify.handler_card(tx, case, lin, "urgent")
     await save(tx, case)
@@ -487,20 +491,20 @@ async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) 
 
 
 async def accept(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, _ = await act(tx, actor, case_id, rev, "accept")
-    transition(tx, case, "accept", actor.id)
+    case, _ = await act(tx, actor, case_id, rev, E.ACCEPT)
+    transition(tx, case, E.ACCEPT, actor.id)
     case.accepted_by_id = actor.id
     await save(tx, case)
     return case
 
 
 async def assign(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, lin = await act(tx, actor, case_id, rev, "assign")
+    case, lin = await act(tx, actor, case_id, rev, E.ASSIGN)
     heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
     if not heads:
         raise DomainError("no_head")
     head = heads[0]
-    transition(tx, case, "assign", actor.id, head.name)
+    transition(tx, case, E.ASSIGN, actor.id, head.name)
     case.accepted_by_id = case.accepted_by_id or actor.id
     case.assignee_id = head.id
     case.assignee_ack_at = None
@@ -510,17 +514,17 @@ async def assign(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
 
 
 async def acknowledge_task(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    case, _ = await act(tx, actor, case_id, rev, "ack")
+    case, _ = await act(tx, actor, case_id, rev, E.ACK)
     if case.assignee_ack_at is None:
-        transition(tx, case, "ack", actor.id)
+        transition(tx, case, E.ACK, actor.id)
         case.assignee_ack_at = tx.now
         await save(tx, case)
     return case
 
 
 async def task_done(tx: Tx, actor: Actor, case_id: int, rev: int, note: str = "") -> Case:
-    case, lin = await act(tx, actor, case_id, rev, "done")
-    transition(tx, case, "done", actor.id, clean_text(note, REASON_LIMIT) or None)
+    case, lin = await act(tx, actor, case_id, rev, E.DONE)
+    transition(tx, case, E.DONE, actor.id, clean_text(note, REASON_LIMIT) or None)
     case.assignee_id = None
     await notify.handler_card(tx, case, lin, "task_done", note=actor.name)
     await save(tx, case)
@@ -531,11 +535,11 @@ async def escalate(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) ->
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, lin = await act(tx, actor, case_id, rev, "escalate")
+    case, lin = await act(tx, actor, case_id, rev, E.ESCALATE)
     target = level_above(case.level)
     if target is None:
         raise DomainError("top_level", case_id=case.id)
-    event = transition(tx, case, "escalate", actor.id, reason)
+    event = transition(tx, case, E.ESCALATE, actor.id, reason)
     await move(tx, case, lin, target, "escalated", reason, event)
     await save(tx, case)
     return case
@@ -545,11 +549,11 @@ async def send_back(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, lin = await act(tx, actor, case_id, rev, "send_back")
+    case, lin = await act(tx, actor, case_id, rev, E.SEND_BACK)
     target = level_below(case.level)
     if target is None:
         raise DomainError("bottom_level", case_id=case.id)
-    event = transition(tx, case, "send_back", actor.id, reason)
+    event = transition(tx, case, E.SEND_BACK, actor.id, reason)
     await move(tx, case, lin, target, "returned", reason, event)
     await save(tx, case)
     return case
@@ -578,10 +582,10 @@ async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
     result = clean_text(result)
     if not result:
         raise DomainError("result_needed")
-    case, lin = await act(tx, actor, case_id, rev, "resolve")
+    case, lin = await act(tx, actor, case_id, rev, E.RESOLVE)
     workflow = hooks.workflow()
     heads = await workflow.checkers(tx, case, lin) if workflow.checkers is not None else []
-    transition(tx, case, "resolve_check" if heads else "resolve", actor.id, result)
+    transition(tx, case, E.RESOLVE_CHECK if heads else E.RESOLVE, actor.id, result)
     photos = (photos or [])[:10]
     case.result = result
     case.resolved_at = tx.now
@@ -620,7 +624,7 @@ async def rework(tx: Tx, case: Case, lin: Lineage, actor_id: int | None, reason:
                  kind: Literal["reopened", "check_failed"]) -> None:
     """返工: back to the grid with the reason, in a new round, so the clock and every timer
     start again. 不满意 and a failed check are the same thing, counted as `round - 1`."""
-    transition(tx, case, "rework", actor_id, reason)
+    transition(tx, case, E.REWORK, actor_id, reason)
     case.round += 1
     case.level = Level.GRID
     case.result = None
@@ -641,7 +645,7 @@ async def rate(tx: Tx, actor: Actor, case_id: int, rev: int, score: str,
                comment: str = "") -> Case:
     if score not in ("good", "fair", "bad"):
         raise DomainError("bad_input")
-    case, lin = await act(tx, actor, case_id, rev, "rate" if score != "bad" else "rate_bad")
+    case, lin = await act(tx, actor, case_id, rev, E.RATE if score != "bad" else Intent.RATE_BAD)
     comment = clean_text(comment, REASON_LIMIT)
     resolver = case.resolved_by_id
     if score == "bad":
@@ -654,7 +658,7 @@ async def rate(tx: Tx, actor: Actor, case_id: int, rev: int, score: str,
         case.rating_comment = comment
         await rework(tx, case, lin, actor.id, comment, kind="reopened")
     else:
-        transition(tx, case, "rate", actor.id, tx.texts.plain(f"rating_{score}"))
+        transition(tx, case, E.RATE, actor.id, tx.texts.plain(f"rating_{score}"))
         case.rating = score
         case.rating_comment = comment or None
         case.closed_at = tx.now
@@ -718,7 +722,7 @@ async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey
         await notify.tell_staff(tx, key, heads, case, lin, "verify_remind", deferrable=True)
     elif step.name == StepName.VERIFY_TIMEOUT:
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
-        transition(tx, case, "verify_timeout", None)
+        transition(tx, case, E.VERIFY_TIMEOUT, None)
         case.verified = "unverified"
         await notify.tell_staff(tx, key, heads, case, lin, "verify_timeout", deferrable=True)
         await notify.handler_card(tx, case, lin, "unverified", deferrable=True)
@@ -729,19 +733,19 @@ async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey
         # The count people read is of the alerts they got for this deadline.
         count = 1 + sum(1 for name, _, basis in taken
                         if name == StepName.OVERDUE and basis == step.basis)
-        record(tx, case, "overdue", None, str(count))
+        record(tx, case, E.OVERDUE, None, str(count))
         await notify.tell_staff(tx, key, await owners(tx, case, lin), case, lin, "overdue",
                                 deferrable=True, count=count)
     elif step.name == StepName.ESCALATE:
         target = Level.COMMUNITY if step.n == 1 else Level.STREET
         if _rank(case.level) >= _rank(target):
             return f"escalate_{target.value}_not_needed"
-        event = transition(tx, case, "auto_escalate", None)
+        event = transition(tx, case, E.AUTO_ESCALATE, None)
         await move(tx, case, lin, target, "escalated", tx.texts.plain("overdue_note"), event,
                     deferrable=True)
         return f"escalate_{target.value}"
     elif step.name == StepName.RATING_TIMEOUT:
-        transition(tx, case, "rating_timeout", None)
+        transition(tx, case, E.RATING_TIMEOUT, None)
         case.closed_at = tx.now
         case.close_reason = "no_feedback"
     else:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from bot.cases import followers, notify
 from bot.cases.deadlines import deadline_of
+from bot.cases.events import EventKind
 from bot.cases.lifecycle import (
     HANDLING,
     MAX_CASE_ID,
@@ -52,7 +53,7 @@ async def check_merge(tx: Tx, actor: Actor, case_id: int, rev: int) -> tuple[Cas
     case, lin = await get_case(tx, case_id)
     if case.status == S.MERGED:
         raise DomainError("already_merged", case_id=case.id, into=case.merged_into_id)
-    await check(tx, actor, case_id, rev, "merge")
+    await check(tx, actor, case_id, rev, EventKind.MERGE)
     return case, lin
 
 
@@ -101,14 +102,14 @@ async def merge(tx: Tx, actor: Actor, case_id: int, rev: int, into_id: int) -> C
     current, _ = await get_case(tx, case_id)
     if current.status == S.MERGED:
         raise DomainError("already_merged", case_id=case_id, into=current.merged_into_id)
-    case, lin = await act(tx, actor, case_id, rev, "merge")
+    case, lin = await act(tx, actor, case_id, rev, EventKind.MERGE)
     main, mlin = await check_target(tx, actor, case, into_id)
-    transition(tx, case, "merge", actor.id, f"#{main.id}")
+    transition(tx, case, EventKind.MERGE, actor.id, f"#{main.id}")
     case.merged_into_id = main.id
     case.closed_at = tx.now
     case.close_reason = "merged"
     case.assignee_id = None
-    record(tx, main, "merge_in", actor.id, f"#{case.id}")
+    record(tx, main, EventKind.MERGE_IN, actor.id, f"#{case.id}")
     # Everyone the merged case affects follows the main one, replied to where they reported.
     residents = [(case.reporter_id, case.source_chat_id, case.source_message_id)]
     residents += [(f.person_id, f.source_chat_id, f.source_message_id)
@@ -155,7 +156,7 @@ async def join_photos(tx: Tx, case: Case, file_ids: Sequence[str]) -> int:
 
 
 async def check_split(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
-    return await check(tx, actor, case_id, rev, "split")
+    return await check(tx, actor, case_id, rev, EventKind.SPLIT)
 
 
 async def split(tx: Tx, actor: Actor, case_id: int, rev: int, code: str, text: str,
@@ -165,7 +166,7 @@ async def split(tx: Tx, actor: Actor, case_id: int, rev: int, code: str, text: s
     text = clean_text(text)
     if not visible(text):
         raise DomainError("split_text_needed")
-    case, lin = await act(tx, actor, case_id, rev, "split")
+    case, lin = await act(tx, actor, case_id, rev, EventKind.SPLIT)
     if case.status not in HANDLING:
         raise DomainError("stale", case_id=case.id)
     cat = (await directory(tx.db)).categories.get(code)
@@ -190,9 +191,10 @@ async def split(tx: Tx, actor: Actor, case_id: int, rev: int, code: str, text: s
     await tx.db.flush()
     for file_id in chosen:
         tx.db.add(CasePhoto(case_id=new.id, file_id=file_id, kind="report"))
-    tx.db.add(CaseEvent(case_id=new.id, at=tx.now, actor_id=actor.id, action="split_from",
+    tx.db.add(CaseEvent(case_id=new.id, at=tx.now, actor_id=actor.id,
+                        action=EventKind.SPLIT_FROM,
                         from_status=None, to_status=new.status, note=f"#{case.id}"))
-    record(tx, case, "split", actor.id, f"#{new.id}")
+    record(tx, case, EventKind.SPLIT, actor.id, f"#{new.id}")
     await tx.db.flush()
     category = await notify.category_name(tx, new.category)
     await notify.handler_card(tx, new, lin, "split")

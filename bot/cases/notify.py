@@ -15,6 +15,7 @@ from bot.cases import followers, hooks, phones, voice
 from bot.cases.buttons import Action, button
 from bot.cases.deadlines import light
 from bot.cases.outbox import enqueue
+from bot.cases.status import HANDLING, CaseStatus
 from bot.context import Tx
 from bot.org import geo
 from bot.org import roles as org
@@ -196,9 +197,9 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: boo
     t = tx.texts
     rows: Buttons = []
     first = []
-    if case.status == "open":
+    if case.status == CaseStatus.OPEN:
         first.append(button(t.plain("btn_accept"), Action.ACCEPT, case.id, case.rev))
-    if has_head and case.status in ("open", "accepted"):
+    if has_head and case.status in (CaseStatus.OPEN, CaseStatus.ACCEPTED):
         first.append(button(t.plain("btn_assign"), Action.ASSIGN, case.id, case.rev))
     if first:
         rows.append(first)
@@ -211,7 +212,7 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: boo
         third.append(button(t.plain("btn_send_back"), Action.SEND_BACK, case.id, case.rev))
     rows.append(third)
     fourth = []
-    if case.status in ("open", "accepted", "assigned"):
+    if case.status in HANDLING:
         offers = hooks.workflow().offers()
         asking = above and case.request_at is None
         if (asking and offers.extension and tx.now < case.deadline_at
@@ -223,7 +224,7 @@ def handler_buttons(tx: Tx, case: Case, lin: Lineage, has_head: bool, above: boo
             fourth.append(button(t.plain("btn_whistle"), Action.WHISTLE, case.id, case.rev))
     if fourth:
         rows.append(fourth)
-    if case.status in ("open", "accepted", "assigned"):
+    if case.status in HANDLING:
         rows.append([button(t.plain("btn_merge"), Action.MERGE, case.id, case.rev),
                      button(t.plain("btn_split"), Action.SPLIT, case.id, case.rev)])
     return rows
@@ -308,12 +309,12 @@ async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons
 
 
 async def _buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons:
-    if case.status == "verifying" and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
+    if case.status == CaseStatus.VERIFYING and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
         return verify_buttons(tx, case)
-    if (case.status == "assigned" and case.assignee_id == actor.id
+    if (case.status == CaseStatus.ASSIGNED and case.assignee_id == actor.id
             and actor.has(RoleName.BUILDING_HEAD, lin.building.id)):
         return task_buttons(tx, case)
-    if case.status in ("open", "accepted", "assigned") and actor.handles(lin, case.level):
+    if case.status in HANDLING and actor.handles(lin, case.level):
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
         # Only who holds the level asks above; only the grid leader and those above whistle.
         above = (await _asks_above(tx, case, lin)
@@ -322,11 +323,11 @@ async def _buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Button
                    or actor.handles(lin, Level.COMMUNITY))
         return handler_buttons(tx, case, lin, has_head=bool(heads), above=above,
                                departments=whistle and await _has_departments(tx))
-    if case.status == "checking" and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
+    if case.status == CaseStatus.CHECKING and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
         return check_buttons(tx, case)
-    if case.status == "suspended" and await _may_resume(tx, actor, case, lin):
+    if case.status == CaseStatus.SUSPENDED and await _may_resume(tx, actor, case, lin):
         return resume_buttons(tx, case)
-    if case.status == "resolved" and (case.reporter_id == actor.id
+    if case.status == CaseStatus.RESOLVED and (case.reporter_id == actor.id
                                       or await followers.follows(tx.db, case, actor.id)):
         return rating_buttons(tx, case)
     return []
@@ -431,7 +432,7 @@ async def acknowledge(tx: Tx, case: Case) -> None:
     if case.source_chat_id is None:
         return
     text = tx.texts.render(
-        "ack", case_id=case.id, urgent=case.urgent, verifying=case.status == "verifying",
+        "ack", case_id=case.id, urgent=case.urgent, verifying=case.status == CaseStatus.VERIFYING,
         on_behalf=case.submitted_by_id not in (None, case.reporter_id),
         category=await category_name(tx, case.category),
         deadline_at=case.deadline_at,

@@ -11,8 +11,8 @@ from sqlalchemy.orm import aliased, join
 
 from bot.cases import followers, notify, voice
 from bot.cases.deadlines import light
-from bot.cases.lifecycle import OPEN_STATUSES
 from bot.cases.phones import mask_phones
+from bot.cases.status import OPEN_STATUSES, CaseStatus
 from bot.context import Tx
 from bot.errors import DomainError
 from bot.org import binding
@@ -88,7 +88,7 @@ async def staff_cases(tx: Tx, actor: Actor, page: int = 1) -> str:
             "id": case.id,
             # A result waiting for its check or its rating has no deadline running.
             "light": (light(case, tx.policy, tx.now).value
-                      if case.status not in ("resolved", "checking") else ""),
+                      if case.status not in (CaseStatus.RESOLVED, CaseStatus.CHECKING) else ""),
             "status": tx.texts.label(f"status_{case.status}"),
             "category": (name_zh if zh else name_en) or case.category,
             "place": " ".join(n for n in (community_name, building_name, unit_name) if n),

@@ -12,6 +12,7 @@ from bot.errors import DomainError
 from bot.org.roles import Actor
 from bot.user_text import REASON_LIMIT, clean_text
 from bot.workflow import case_requests, extensions, suspension
+from bot.workflow.case_requests import RequestKind, RequestStatus
 from storage.models import CaseRequest
 
 
@@ -28,21 +29,21 @@ async def answer(tx: Tx, actor: Actor, request_id: int, approve: bool,
         await case_requests.withdraw(tx, case, "stale")
         await cases.save(tx, case)
         raise DomainError("request_stale")
-    status = "approved" if approve else "declined"
+    status = RequestStatus.APPROVED if approve else RequestStatus.DECLINED
     # Compare and set: of two supervisors answering at once, one answer counts.
     result = await tx.db.execute(
         update(CaseRequest)
-        .where(CaseRequest.id == req.id, CaseRequest.status == "pending")
+        .where(CaseRequest.id == req.id, CaseRequest.status == RequestStatus.PENDING)
         .values(status=status, answered_by_id=actor.id, answered_at=tx.now,
                 answer_note=note or None))
     if getattr(result, "rowcount", 1) == 0:
         raise DomainError("request_stale")
     case.request_at = None
     if approve:
-        hook = extensions.approve if req.kind == "extension" else suspension.approve
+        hook = extensions.approve if req.kind == RequestKind.EXTENSION else suspension.approve
         await hook(tx, case, lin, req, actor)
     else:
-        cases.record(tx, case, f"{req.kind}_decline", actor.id, note)
+        cases.record(tx, case, case_requests.events_of(req).decline, actor.id, note)
     # The deadline the requester is told is the one the approval made.
     await cases.schedule(tx, case)
     await case_requests.tell_requester(tx, case, lin, req, status, note or None)

@@ -10,8 +10,9 @@ approval stale, and the request's own status does. What approval does is each fe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from enum import StrEnum
 
 from sqlalchemy import select
 
@@ -19,6 +20,7 @@ from bot.cases import lifecycle as cases
 from bot.cases import notify
 from bot.cases.buttons import RequestAnswer, request_button
 from bot.cases.deadlines import Step, add_time
+from bot.cases.events import EventKind
 from bot.cases.lifecycle import HANDLING
 from bot.context import Tx
 from bot.errors import DomainError
@@ -28,8 +30,51 @@ from bot.org.roles import Actor, Lineage
 from bot.user_text import REASON_LIMIT, clean_text
 from storage.models import Case, CaseRequest
 
-RequestKind = Literal["extension", "suspension"]
-KINDS: tuple[RequestKind, ...] = ("extension", "suspension")
+
+class RequestKind(StrEnum):
+    """What a request asks for (`case_requests.kind`; stored, never renamed)."""
+
+    EXTENSION = "extension"  # 延期
+    SUSPENSION = "suspension"  # 挂账
+
+
+class RequestStatus(StrEnum):
+    """Where a request stands (`case_requests.status`; stored, never renamed); the answer the
+    requester is told (`request_answered`) is one of the last four."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    WITHDRAWN = "withdrawn"  # the case moved or left its handlers before an answer
+    EXPIRED = "expired"  # nobody answered within `extension_answer_within`
+
+
+KINDS: tuple[RequestKind, ...] = tuple(RequestKind)
+
+
+@dataclass(frozen=True)
+class RequestEvents:
+    """The events a request of one kind records on its case. Approval has none of its own
+    here: an extension records EXTENSION_APPROVE, a suspension makes the SUSPEND transition."""
+
+    request: EventKind
+    decline: EventKind
+    withdraw: EventKind
+    expire: EventKind
+
+
+EVENTS: dict[RequestKind, RequestEvents] = {
+    RequestKind.EXTENSION: RequestEvents(
+        EventKind.EXTENSION_REQUEST, EventKind.EXTENSION_DECLINE,
+        EventKind.EXTENSION_WITHDRAW, EventKind.EXTENSION_EXPIRE),
+    RequestKind.SUSPENSION: RequestEvents(
+        EventKind.SUSPENSION_REQUEST, EventKind.SUSPENSION_DECLINE,
+        EventKind.SUSPENSION_WITHDRAW, EventKind.SUSPENSION_EXPIRE),
+}
+
+
+def events_of(req: CaseRequest) -> RequestEvents:
+    return EVENTS[RequestKind(req.kind)]
 
 
 async def open_request(tx: Tx, actor: Actor, case: Case, lin: Lineage, kind: RequestKind,
@@ -37,6 +82,7 @@ async def open_request(tx: Tx, actor: Actor, case: Case, lin: Lineage, kind: Req
                        review_at: datetime | None = None) -> CaseRequest:
     """Record the request and send it to the approvers. The caller has checked the actor and
     the case (`cases.act`), and saves."""
+    kind = RequestKind(kind)
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
@@ -47,14 +93,14 @@ async def open_request(tx: Tx, actor: Actor, case: Case, lin: Lineage, kind: Req
         raise DomainError("no_approver", case_id=case.id)
     level, people = found
     req = CaseRequest(
-        case_id=case.id, kind=kind, status="pending", level=case.level,
+        case_id=case.id, kind=kind, status=RequestStatus.PENDING, level=case.level,
         approver_level=level.value, requested_by_id=actor.id, requested_at=tx.now,
         reason=reason, seconds=seconds, review_at=review_at,
     )
     tx.db.add(req)
     await tx.db.flush()
     case.request_at = tx.now
-    cases.record(tx, case, f"{kind}_request", actor.id, _request_note(tx, req))
+    cases.record(tx, case, EVENTS[kind].request, actor.id, _request_note(tx, req))
     view = await notify.case_view(tx, case, lin)
     t = tx.texts
     text = t.render(
@@ -85,7 +131,7 @@ def _answer_by(tx: Tx, req: CaseRequest) -> datetime | None:
 
 def _request_note(tx: Tx, req: CaseRequest) -> str:
     """The event's note: `+2d：reason`, or the reason and the review date."""
-    if req.kind == "extension" and req.seconds:
+    if req.kind == RequestKind.EXTENSION and req.seconds:
         return f"+{format_duration(req.seconds)}：{req.reason}"
     if req.review_at is not None:
         return f"{req.reason}（{tx.texts.local_time(req.review_at, '%Y-%m-%d')}）"
@@ -98,7 +144,7 @@ async def pending(tx: Tx, case: Case) -> CaseRequest | None:
         return None
     return await tx.db.scalar(
         select(CaseRequest).where(CaseRequest.case_id == case.id,
-                                  CaseRequest.status == "pending")
+                                  CaseRequest.status == RequestStatus.PENDING)
         .order_by(CaseRequest.id.desc()).limit(1))
 
 
@@ -108,7 +154,7 @@ async def load_pending(tx: Tx, actor: Actor, request_id: int
     if not 0 < request_id <= cases.MAX_CASE_ID:
         raise DomainError("request_stale")
     req = await tx.db.get(CaseRequest, request_id, populate_existing=True)
-    if req is None or req.status != "pending":
+    if req is None or req.status != RequestStatus.PENDING:
         raise DomainError("request_stale")
     case, lin = await cases.get_case(tx, req.case_id)
     cases.require(actor.handles(lin, req.approver_level))
@@ -143,11 +189,11 @@ async def withdraw(tx: Tx, case: Case, why: str) -> None:
     case.request_at = None
     if req is None:
         return
-    req.status = "withdrawn"
+    req.status = RequestStatus.WITHDRAWN
     req.answered_at = tx.now
-    cases.record(tx, case, f"{req.kind}_withdraw", None)
+    cases.record(tx, case, events_of(req).withdraw, None)
     lin = await org.lineage_of(tx.db, case.building_id, case.unit_id)
-    await tell_requester(tx, case, lin, req, "withdrawn", None)
+    await tell_requester(tx, case, lin, req, RequestStatus.WITHDRAWN, None)
 
 
 async def expire_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
@@ -156,15 +202,17 @@ async def expire_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> 
     case.request_at = None
     if req is None:
         return step.name.value
-    req.status = "expired"
+    req.status = RequestStatus.EXPIRED
     req.answered_at = tx.now
-    cases.record(tx, case, f"{req.kind}_expire", None)
-    await tell_requester(tx, case, lin, req, "expired", None, deferrable=True)
-    return f"{req.kind}_expire"
+    expired = events_of(req).expire
+    cases.record(tx, case, expired, None)
+    await tell_requester(tx, case, lin, req, RequestStatus.EXPIRED, None, deferrable=True)
+    return expired.value
 
 
-async def tell_requester(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, outcome: str,
-                          note: str | None, *, deferrable: bool = False) -> None:
+async def tell_requester(tx: Tx, case: Case, lin: Lineage, req: CaseRequest,
+                         outcome: RequestStatus, note: str | None, *,
+                         deferrable: bool = False) -> None:
     if req.requested_by_id is None:
         return
     text = tx.texts.render(

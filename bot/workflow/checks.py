@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from bot.cases import lifecycle as cases
 from bot.cases import notify
+from bot.cases.events import EventKind
+from bot.cases.lifecycle import Intent
 from bot.errors import DomainError
 from bot.org.directory import directory
 from bot.org.roles import Level, RoleName, handlers_at, holders
@@ -71,8 +73,8 @@ async def start(tx: Tx, case: Case, lin: Lineage, heads: list[Person],
 
 async def pass_(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     """通过: the reporter is asked to rate, and the rating window starts now."""
-    case, lin = await cases.act(tx, actor, case_id, rev, "check_pass")
-    cases.transition(tx, case, "check_pass", actor.id)
+    case, lin = await cases.act(tx, actor, case_id, rev, EventKind.CHECK_PASS)
+    cases.transition(tx, case, EventKind.CHECK_PASS, actor.id)
     case.checked = "passed"
     case.checked_at = tx.now
     await cases.to_rating(tx, case, lin, await notify.photos_of(tx, case, "result"))
@@ -86,7 +88,7 @@ async def fail(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str,
     reason = clean_text(reason, REASON_LIMIT)
     if not reason:
         raise DomainError("reason_needed")
-    case, lin = await cases.act(tx, actor, case_id, rev, "check_fail")
+    case, lin = await cases.act(tx, actor, case_id, rev, Intent.CHECK_FAIL)
     if case.status != cases.S.CHECKING:
         raise DomainError("stale", case_id=case.id)
     photos = photos[:MAX_PHOTOS]
@@ -107,7 +109,7 @@ async def fail(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str,
 
 async def timeout(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
     """The CHECK_TIMEOUT step: on to the rating, unchecked, and the grid is told."""
-    cases.transition(tx, case, "check_timeout", None)
+    cases.transition(tx, case, EventKind.CHECK_TIMEOUT, None)
     case.checked = "unchecked"
     case.checked_at = tx.now
     await cases.to_rating(tx, case, lin, await notify.photos_of(tx, case, "result"))

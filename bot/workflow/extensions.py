@@ -16,11 +16,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot.cases import lifecycle as cases
-from bot.cases.lifecycle import HANDLING
+from bot.cases.events import EventKind
+from bot.cases.lifecycle import HANDLING, Intent
 from bot.errors import DomainError
 from bot.org import roles as org
 from bot.org.durations import format_duration, parse_duration
 from bot.workflow import case_requests
+from bot.workflow.case_requests import RequestKind
 
 if TYPE_CHECKING:
     from bot.context import Tx
@@ -79,7 +81,7 @@ async def _approvers_above(tx: Tx, case: Case, lin: Lineage) -> None:
 async def check_request(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     """Whether `actor` may ask for an extension of the case now (before any prompt)."""
     _enabled()
-    case = await cases.check(tx, actor, case_id, rev, "extend")
+    case = await cases.check(tx, actor, case_id, rev, Intent.EXTEND)
     _refusals(tx, case)
     lin = await org.lineage_of(tx.db, case.building_id, case.unit_id)
     await _approvers_above(tx, case, lin)
@@ -91,12 +93,12 @@ async def request(tx: Tx, actor: Actor, case_id: int, rev: int, seconds: int,
     """Ask for `seconds` more, with a reason: a request to the supervisors above. Commits."""
     _enabled()
     _check_length(seconds)
-    case, lin = await cases.act(tx, actor, case_id, rev, "extend")
+    case, lin = await cases.act(tx, actor, case_id, rev, Intent.EXTEND)
     if case.status not in HANDLING:
         raise DomainError("stale", case_id=case.id)
     _refusals(tx, case)
-    req = await case_requests.open_request(tx, actor, case, lin, "extension", reason,
-                                           seconds=seconds)
+    req = await case_requests.open_request(tx, actor, case, lin, RequestKind.EXTENSION,
+                                           reason, seconds=seconds)
     await cases.save(tx, case)
     return req
 
@@ -113,4 +115,4 @@ async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Act
     case.extended_seconds += seconds
     case.extension_count += 1
     note = f"+{format_duration(seconds)} → {tx.texts.local_time(new_deadline)}"
-    cases.record(tx, case, "extension_approve", actor.id, note)
+    cases.record(tx, case, EventKind.EXTENSION_APPROVE, actor.id, note)

@@ -22,12 +22,14 @@ from sqlalchemy import select
 from bot.cases import lifecycle as cases
 from bot.cases import notify
 from bot.cases.deadlines import Step
+from bot.cases.events import EventKind
 from bot.cases.lifecycle import HANDLING
 from bot.context import Tx
 from bot.errors import DomainError
 from bot.org import roles as org
 from bot.org.roles import Actor, Lineage
 from bot.workflow import case_requests
+from bot.workflow.case_requests import RequestKind, RequestStatus
 from storage.models import Case, CaseRequest
 
 # Whether the cards offer 挂账 and 恢复办理.
@@ -117,7 +119,7 @@ async def _may_ask(tx: Tx, case: Case, lin: Lineage) -> None:
 
 async def check_request(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     """Whether `actor` may ask to suspend the case now (before the prompts)."""
-    case = await cases.check(tx, actor, case_id, rev, "suspend")
+    case = await cases.check(tx, actor, case_id, rev, EventKind.SUSPEND)
     lin = await org.lineage_of(tx.db, case.building_id, case.unit_id)
     await _may_ask(tx, case, lin)
     return case
@@ -127,9 +129,10 @@ async def request(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str,
                   review_at: datetime) -> CaseRequest:
     """Ask the level above to suspend the case until `review_at`, with a reason."""
     review_at = _valid_review(tx, review_at)
-    case, lin = await cases.act(tx, actor, case_id, rev, "suspend")
+    case, lin = await cases.act(tx, actor, case_id, rev, EventKind.SUSPEND)
     await _may_ask(tx, case, lin)
-    req = await case_requests.open_request(tx, actor, case, lin, "suspension", reason,
+    req = await case_requests.open_request(tx, actor, case, lin, RequestKind.SUSPENSION,
+                                           reason,
                                            review_at=review_at)
     await cases.save(tx, case)
     return req
@@ -139,7 +142,7 @@ async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Act
     """The approval hook `approvals.answer` calls: the request is already marked
     approved and `case.request_at` cleared; the caller tells the requester and saves."""
     await cases.leaving_handling(tx, case, lin)
-    cases.transition(tx, case, "suspend", actor.id, req.reason)
+    cases.transition(tx, case, EventKind.SUSPEND, actor.id, req.reason)
     case.review_at = req.review_at
     case.assignee_id = None
     case.assignee_ack_at = None
@@ -157,12 +160,12 @@ async def _suspension(tx: Tx, case: Case) -> CaseRequest | None:
     """The approved request that suspended the case: its reason and who asked."""
     return await tx.db.scalar(
         select(CaseRequest).where(CaseRequest.case_id == case.id,
-                                  CaseRequest.kind == "suspension",
-                                  CaseRequest.status == "approved")
+                                  CaseRequest.kind == RequestKind.SUSPENSION,
+                                  CaseRequest.status == RequestStatus.APPROVED)
         .order_by(CaseRequest.id.desc()).limit(1))
 
 
-async def _back_to_handling(tx: Tx, case: Case, lin: Lineage, action: str,
+async def _back_to_handling(tx: Tx, case: Case, lin: Lineage, action: EventKind,
                             actor_id: int | None, *, deferrable: bool) -> None:
     """Review date or resume: the case returns to its handler with a full clock from now,
     in the same round; the handler gets the card and the reporter a private word."""
@@ -188,15 +191,15 @@ async def _back_to_handling(tx: Tx, case: Case, lin: Lineage, action: str,
 
 async def review_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
     """The SUSPEND_REVIEW step: the review date has come; back to the handler."""
-    await _back_to_handling(tx, case, lin, "suspend_review", None, deferrable=True)
+    await _back_to_handling(tx, case, lin, EventKind.SUSPEND_REVIEW, None, deferrable=True)
     return step.name.value
 
 
 async def resume(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     """恢复办理 before the review date, from the card or `/case`."""
-    case, lin = await cases.act(tx, actor, case_id, rev, "resume")
+    case, lin = await cases.act(tx, actor, case_id, rev, EventKind.RESUME)
     if case.status != cases.CaseStatus.SUSPENDED:
         raise DomainError("stale", case_id=case.id)
-    await _back_to_handling(tx, case, lin, "resume", actor.id, deferrable=False)
+    await _back_to_handling(tx, case, lin, EventKind.RESUME, actor.id, deferrable=False)
     await cases.save(tx, case)
     return case

@@ -26,6 +26,7 @@ from bot.cases import lifecycle as cases
 from bot.cases import notify, voice
 from bot.cases.buttons import WhistleAnswer, whistle_button
 from bot.cases.deadlines import Step, add_time
+from bot.cases.events import EventKind
 from bot.cases.lifecycle import HANDLING
 from bot.context import Tx
 from bot.errors import DomainError
@@ -43,7 +44,7 @@ OPEN = ("called", "acked")
 
 async def check_call(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     """Whether `actor` may blow the whistle on the case now (before the department picker)."""
-    case = await cases.check(tx, actor, case_id, rev, "whistle")
+    case = await cases.check(tx, actor, case_id, rev, EventKind.WHISTLE)
     if not (await directory(tx.db)).departments:
         raise DomainError("no_department")
     return case
@@ -58,7 +59,7 @@ async def call(tx: Tx, actor: Actor, case_id: int, rev: int, department: str,
     dept = (await directory(tx.db)).departments.get(department)
     if dept is None:
         raise DomainError("no_department")
-    case, lin = await cases.act(tx, actor, case_id, rev, "whistle")
+    case, lin = await cases.act(tx, actor, case_id, rev, EventKind.WHISTLE)
     if case.status not in HANDLING:
         raise DomainError("stale", case_id=case.id)
     within = tx.policy.whistle_ack_within
@@ -70,7 +71,7 @@ async def call(tx: Tx, actor: Actor, case_id: int, rev: int, department: str,
     tx.db.add(whistle)
     await tx.db.flush()
     # Not a transition: the case's buttons do not change, so its rev stays.
-    cases.record(tx, case, "whistle", actor.id, f"{dept.name}：{ask}")
+    cases.record(tx, case, EventKind.WHISTLE, actor.id, f"{dept.name}：{ask}")
     if whistle.ack_due_at is not None and (case.whistle_due_at is None
                                            or whistle.ack_due_at < case.whistle_due_at):
         case.whistle_due_at = whistle.ack_due_at
@@ -140,7 +141,7 @@ async def acknowledge(tx: Tx, actor: Actor, whistle_id: int) -> Whistle:
     case, lin = await cases.get_case(tx, whistle.case_id)
     acked = {"status": "acked", "acked_by_id": actor.id, "acked_at": tx.now}
     await _claim(tx, whistle, ("called",), acked, acked)
-    cases.record(tx, case, "whistle_ack", actor.id, dept.name)
+    cases.record(tx, case, EventKind.WHISTLE_ACK, actor.id, dept.name)
     if _set_due(whistle, case):
         case.whistle_due_at = await next_due(tx, case)
     text = tx.texts.render(
@@ -183,7 +184,7 @@ async def done(tx: Tx, actor: Actor, whistle_id: int, note: str,
     photos = photos[:10]
     for file_id in photos:
         tx.db.add(CasePhoto(case_id=case.id, file_id=file_id, kind="whistle"))
-    cases.record(tx, case, "whistle_done", actor.id, f"{dept.name}：{note}")
+    cases.record(tx, case, EventKind.WHISTLE_DONE, actor.id, f"{dept.name}：{note}")
     if _set_due(whistle, case, was_called):
         case.whistle_due_at = await next_due(tx, case)
     text = tx.texts.render(
@@ -235,7 +236,7 @@ async def escalate_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -
         whistle.escalated_at = tx.now
         dept = known.department(whistle.department_id)
         name = dept.name if dept is not None else str(whistle.department_id)
-        cases.record(tx, case, "whistle_escalate", None, name)
+        cases.record(tx, case, EventKind.WHISTLE_ESCALATE, None, name)
         if view is None:
             continue
         text = tx.texts.render("whistle_escalated", case=view, department=name,
@@ -266,7 +267,7 @@ async def withdraw_open(tx: Tx, case: Case, lin: Lineage) -> None:
         whistle.status = "withdrawn"
         dept = known.department(whistle.department_id)
         name = dept.name if dept is not None else str(whistle.department_id)
-        cases.record(tx, case, "whistle_withdraw", None, name)
+        cases.record(tx, case, EventKind.WHISTLE_WITHDRAW, None, name)
         if dept is None:
             continue
         text = tx.texts.render("whistle_withdrawn", case_id=case.id, department=name,
