@@ -14,6 +14,8 @@ import pytest
 from bench import delivery
 from bench.common import machine, markdown_table
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("telegram.ext", reason="the peer needs python-telegram-bot[rate-limiter]")
 
 

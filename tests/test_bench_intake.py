@@ -12,6 +12,8 @@ import pytest
 from bench import intake
 from tests.e2e import TOKEN
 
+pytestmark = pytest.mark.slow
+
 # One case of each group kind is enough to drive every step once; the burst is two reports.
 SMOKE = {"grids": 1, "text": 1, "photo": 0, "album": 0, "guided": 0, "burst": 2}
 

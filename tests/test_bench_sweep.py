@@ -10,10 +10,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import make_url
 
 from bench import explain, gen, startup
 from bench import sweep as sweep_bench
+
+pytestmark = pytest.mark.slow
 
 
 async def test_generated_database_is_plausible(tmp_path: Path) -> None:

@@ -386,6 +386,7 @@ async def _long_polling(server: FakeBotApi) -> None:
     await wait_for(waiting, 30, "a long poll in progress")
 
 
+@pytest.mark.slow
 async def test_sigterm_during_a_long_poll_stops_within_ten_seconds(
         tmp_path: Path, server: FakeBotApi) -> None:
     server.long_poll_cap = 60  # hold each getUpdates for the whole 25 s, as Telegram does
@@ -406,6 +407,7 @@ async def test_sigterm_during_a_long_poll_stops_within_ten_seconds(
         bot.kill()
 
 
+@pytest.mark.slow
 async def test_token_revoked_while_running_ends_with_one_line(
         tmp_path: Path, server: FakeBotApi) -> None:
     bot = Process(tmp_path, await server.start(), await fresh_database(tmp_path, "run.db"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from bot.context import begin
@@ -180,6 +181,7 @@ async def test_notices_lists_and_shows_one(h: Harness) -> None:
     assert "还没有发布过通知" in h.last(LEADER2).text
 
 
+@pytest.mark.slow
 async def test_a_notice_to_200_groups_keeps_to_telegrams_limits(tmp_path: Path) -> None:
     """Through the fake Bot API, which answers 429 to any call over Telegram's limits: the
     outbox paces 200 group messages (30 a second at most) and none is refused."""

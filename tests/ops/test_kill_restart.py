@@ -14,6 +14,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.e2e import (
     TOKEN,
     Reader,
@@ -23,6 +25,8 @@ from tests.e2e import (
 )
 from tests.fakeserver import FakeBotApi
 from tests.harness import fresh_database
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 GRIDS = 5

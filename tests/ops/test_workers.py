@@ -60,9 +60,9 @@ from tests.harness import (
 )
 from tests.telegram.test_webhook import free_port
 
-pytestmark = pytest.mark.skipif(server_database() is None,
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(server_database() is None,
                                 reason="several workers need PostgreSQL "
-                                       "(GRIDBOT_TEST_DATABASE_URL)")
+                                       "(GRIDBOT_TEST_DATABASE_URL)")]
 ROOT = Path(__file__).resolve().parents[2]
 
 

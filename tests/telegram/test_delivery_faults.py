@@ -89,6 +89,7 @@ async def faulty(tmp_path: Path) -> AsyncIterator[Running]:
     await server.stop()
 
 
+@pytest.mark.slow
 async def test_200_cases_in_20_chats_through_faults(faulty: Running) -> None:
     app, server = faulty.app, faulty.server
     # Building 0's head never started the bot; grid 1's work chat became a supergroup.
@@ -142,6 +143,7 @@ async def _all_open_and_settled(app: App, n: int) -> bool:
     return await count_cases(app, "open") == n and await outbox_settled(app)
 
 
+@pytest.mark.slow
 async def test_announcement_to_200_groups_hits_no_limit(tmp_path: Path) -> None:
     server = FakeBotApi(enforce_limits=True)
     run = await running(tmp_path, server, 1)

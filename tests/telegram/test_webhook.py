@@ -259,6 +259,7 @@ async def _inbox_is(s: Served, rows: list[tuple[int | None, str]]) -> bool:
 # --- the real command ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_gridbot_webhook_process_end_to_end(tmp_path: Path) -> None:
     """The real `gridbot webhook`: setWebhook on the fake Bot API, a report posted twice made
     one case and one reply, /healthz and /metrics, JSON logs without what people wrote, and
