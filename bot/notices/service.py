@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -26,6 +27,15 @@ from bot.org.directory import Directory, Place, directory
 from bot.org.roles import Actor, RoleName, holders
 from bot.user_text import clean_text, visible
 from storage.models import Notice, NoticeCopy, Person
+
+
+class NoticeStatus(StrEnum):
+    """Where a notice stands (`notices.status`; stored, never renamed)."""
+
+    DRAFT = "draft"  # being written: text and photos not yet sent
+    SENT = "sent"
+    CANCELLED = "cancelled"  # the sender dropped the draft
+
 
 SENDER_ROLES = (RoleName.STREET_SUPERVISOR, RoleName.COMMUNITY_SUPERVISOR,
                 RoleName.GRID_LEADER)
@@ -129,8 +139,8 @@ async def create(tx: Tx, actor: Actor, kind: str, codes: Sequence[str]) -> Notic
     places = [d.by_code.get(c) for c in codes]
     if not places or any(p is None or not within(d, actor, p) for p in places):
         raise DomainError("notice_out_of_scope")
-    notice = Notice(sender_id=actor.id, scope_kind=kind, scope=list(codes), status="draft",
-                    created_at=tx.now)
+    notice = Notice(sender_id=actor.id, scope_kind=kind, scope=list(codes),
+                    status=NoticeStatus.DRAFT, created_at=tx.now)
     tx.db.add(notice)
     await tx.db.flush()
     return notice
@@ -152,7 +162,7 @@ async def _draft(tx: Tx, actor: Actor, notice_id: int) -> Notice:
     notice = await tx.db.get(Notice, notice_id, with_for_update=True)
     if notice is None or notice.sender_id != actor.id:
         raise DomainError("notice_gone")
-    if notice.status != "draft":
+    if notice.status != NoticeStatus.DRAFT:
         raise DomainError("notice_not_draft")
     return notice
 
@@ -198,15 +208,16 @@ async def send(tx: Tx, actor: Actor, notice_id: int, text: str,
         await enqueue(tx.db, f"notice:{notice.id}:{copy.node_id}", copy.chat_id, body, tx.now,
                       photos=notice.photos,
                       buttons=[[notice_button(label, copy.id, NoticeAnswer.READ)]])
-    notice.status, notice.sent_at = "sent", tx.now
+    notice.status, notice.sent_at = NoticeStatus.SENT, tx.now
     await tx.db.commit()
     return notice, len(copies)
 
 
 async def cancel(tx: Tx, actor: Actor, notice_id: int) -> None:
     notice = await tx.db.get(Notice, notice_id)
-    if notice is not None and notice.sender_id == actor.id and notice.status == "draft":
-        notice.status = "cancelled"
+    if (notice is not None and notice.sender_id == actor.id
+            and notice.status == NoticeStatus.DRAFT):
+        notice.status = NoticeStatus.CANCELLED
         await tx.db.commit()
 
 
@@ -283,7 +294,8 @@ async def visible_to(tx: Tx, actor: Actor, notice: Notice) -> bool:
 
 async def get_sent(tx: Tx, actor: Actor, notice_id: int) -> Notice:
     notice = await tx.db.get(Notice, notice_id) if 0 < notice_id <= 2**31 - 1 else None
-    if notice is None or notice.status != "sent" or not await visible_to(tx, actor, notice):
+    if (notice is None or notice.status != NoticeStatus.SENT
+            or not await visible_to(tx, actor, notice)):
         raise DomainError("notice_gone")
     return notice
 
@@ -325,7 +337,7 @@ async def remind(tx: Tx, actor: Actor, notice_id: int) -> int:
     """A private reminder, with the notice's text, to each head of a place that has not
     confirmed; at most once per REMIND_EVERY. Returns how many people were reminded."""
     notice = await tx.db.get(Notice, notice_id, with_for_update=True)
-    if notice is None or notice.sender_id != actor.id or notice.status != "sent":
+    if notice is None or notice.sender_id != actor.id or notice.status != NoticeStatus.SENT:
         raise DomainError("notice_gone")
     if notice.reminded_at is not None and tx.now < notice.reminded_at + REMIND_EVERY:
         wait = notice.reminded_at + REMIND_EVERY - tx.now
@@ -362,7 +374,7 @@ async def remind(tx: Tx, actor: Actor, notice_id: int) -> int:
 async def recent(tx: Tx, actor: Actor) -> str:
     """The notices the person sent (supervisors: also those sent to their area), newest
     first, with their counts."""
-    rows = (await tx.db.scalars(select(Notice).where(Notice.status == "sent")
+    rows = (await tx.db.scalars(select(Notice).where(Notice.status == NoticeStatus.SENT)
                                 .order_by(Notice.id.desc()).limit(RECENT * 5))).all()
     shown = [n for n in rows if await visible_to(tx, actor, n)][:RECENT]
     items = []

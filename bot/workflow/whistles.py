@@ -16,6 +16,7 @@ its whistles called and not escalated), which is all the timer model reads.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -38,8 +39,20 @@ from storage.models import Case, CasePhoto, Person, Whistle
 # Whether the cards offer 吹哨.
 ENABLED = True
 
+
+
+class WhistleStatus(StrEnum):
+    """Where a whistle stands (`whistles.status`; stored, never renamed). Escalation is no
+    status: an escalated whistle is still called, with `escalated_at` set."""
+
+    CALLED = "called"  # the department has not acknowledged yet
+    ACKED = "acked"  # 报到
+    DONE = "done"  # 已处理
+    WITHDRAWN = "withdrawn"  # the case was resolved or suspended first
+
+
 # Whistles a department may still answer; `done` and `withdrawn` are over.
-OPEN = ("called", "acked")
+OPEN = (WhistleStatus.CALLED, WhistleStatus.ACKED)
 
 
 async def check_call(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
@@ -65,7 +78,7 @@ async def call(tx: Tx, actor: Actor, case_id: int, rev: int, department: str,
     within = tx.policy.whistle_ack_within
     whistle = Whistle(
         case_id=case.id, department_id=dept.id, called_by_id=actor.id, called_at=tx.now,
-        ask=ask, status="called",
+        ask=ask, status=WhistleStatus.CALLED,
         ack_due_at=add_time(tx.policy, tx.now, within) if within else None,
     )
     tx.db.add(whistle)
@@ -94,10 +107,10 @@ async def call(tx: Tx, actor: Actor, case_id: int, rev: int, department: str,
 def answer_buttons(tx: Tx, whistle: Whistle) -> notify.Buttons:
     """报到 while called, then 已处理 alone; none once it is over."""
     t = tx.texts
-    if whistle.status == "called":
+    if whistle.status == WhistleStatus.CALLED:
         return [[whistle_button(t.plain("btn_whistle_ack"), whistle.id, WhistleAnswer.ACK),
                  whistle_button(t.plain("btn_whistle_done"), whistle.id, WhistleAnswer.DONE)]]
-    if whistle.status == "acked":
+    if whistle.status == WhistleStatus.ACKED:
         return [[whistle_button(t.plain("btn_whistle_done"), whistle.id, WhistleAnswer.DONE)]]
     return []
 
@@ -115,7 +128,8 @@ async def _load(tx: Tx, actor: Actor, whistle_id: int) -> tuple[Whistle, Departm
     return whistle, dept
 
 
-async def _claim(tx: Tx, whistle: Whistle, from_: tuple[str, ...], values: dict[str, Any],
+async def _claim(tx: Tx, whistle: Whistle, from_: tuple[WhistleStatus, ...],
+                 values: dict[str, Any],
                  shown: dict[str, Any]) -> None:
     """Compare and set: of two people of a department answering at once, one answer counts.
     `shown` is what the row now holds, set on the object without reading it back."""
@@ -135,12 +149,12 @@ async def _claim(tx: Tx, whistle: Whistle, from_: tuple[str, ...], values: dict[
 async def acknowledge(tx: Tx, actor: Actor, whistle_id: int) -> Whistle:
     """报到: the department has seen it. The caller and the handlers are told. Commits."""
     whistle, dept = await _load(tx, actor, whistle_id)
-    if whistle.status != "called":
+    if whistle.status != WhistleStatus.CALLED:
         raise DomainError("whistle_stale")
     # The case first, as every other path locks it before its whistles.
     case, lin = await cases.get_case(tx, whistle.case_id)
-    acked = {"status": "acked", "acked_by_id": actor.id, "acked_at": tx.now}
-    await _claim(tx, whistle, ("called",), acked, acked)
+    acked = {"status": WhistleStatus.ACKED, "acked_by_id": actor.id, "acked_at": tx.now}
+    await _claim(tx, whistle, (WhistleStatus.CALLED,), acked, acked)
     cases.record(tx, case, EventKind.WHISTLE_ACK, actor.id, dept.name)
     if _set_due(whistle, case):
         case.whistle_due_at = await next_due(tx, case)
@@ -174,8 +188,9 @@ async def done(tx: Tx, actor: Actor, whistle_id: int, note: str,
     if whistle.status not in OPEN:
         raise DomainError("whistle_stale")
     case, lin = await cases.get_case(tx, whistle.case_id)
-    was_called = whistle.status == "called"
-    finished = {"status": "done", "done_by_id": actor.id, "done_at": tx.now, "note": note}
+    was_called = whistle.status == WhistleStatus.CALLED
+    finished = {"status": WhistleStatus.DONE, "done_by_id": actor.id, "done_at": tx.now,
+                "note": note}
     await _claim(tx, whistle, OPEN,
                  {**finished, "acked_by_id": func.coalesce(Whistle.acked_by_id, actor.id),
                   "acked_at": func.coalesce(Whistle.acked_at, tx.now)},
@@ -225,7 +240,7 @@ async def escalate_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -
     """WHISTLE_ESCALATE: each department not acknowledged in time goes to the street
     supervisors with the whistle's history, once (`escalated_at`). It may still 报到."""
     late = (await tx.db.scalars(
-        select(Whistle).where(Whistle.case_id == case.id, Whistle.status == "called",
+        select(Whistle).where(Whistle.case_id == case.id, Whistle.status == WhistleStatus.CALLED,
                               Whistle.escalated_at.is_(None), Whistle.ack_due_at <= tx.now)
         .order_by(Whistle.id))).all()
     known = await directory(tx.db)
@@ -264,7 +279,7 @@ async def withdraw_open(tx: Tx, case: Case, lin: Lineage) -> None:
     case.whistle_due_at = None
     known = await directory(tx.db)
     for whistle in open_:
-        whistle.status = "withdrawn"
+        whistle.status = WhistleStatus.WITHDRAWN
         dept = known.department(whistle.department_id)
         name = dept.name if dept is not None else str(whistle.department_id)
         cases.record(tx, case, EventKind.WHISTLE_WITHDRAW, None, name)
@@ -282,6 +297,6 @@ async def next_due(tx: Tx, case: Case) -> datetime | None:
     """The case's `whistle_due_at` recomputed from its whistles."""
     due: datetime | None = await tx.db.scalar(
         select(func.min(Whistle.ack_due_at)).where(
-            Whistle.case_id == case.id, Whistle.status == "called",
+            Whistle.case_id == case.id, Whistle.status == WhistleStatus.CALLED,
             Whistle.escalated_at.is_(None), Whistle.ack_due_at.is_not(None)))
     return due
