@@ -283,13 +283,14 @@ async def _period_and_scope(db: AsyncSession, month: str, scope: str | None
 
 async def _stats(settings: Settings, month: str, scope: str | None, as_json: bool) -> str:
     from bot.ledger.figures import breakdown, compute
+    from bot.org.directory import NodeKind
 
     _period_text(month)
     async with _database(settings) as db:
         period, place = await _period_and_scope(db, month, scope)
         fig = await compute(db, period, scope)
         # A grid's own figures say it all; above a grid, each grid's too.
-        grids = [] if place is not None and place.kind in ("grid", "building") else (
+        grids = [] if place is not None and place.kind in (NodeKind.GRID, NodeKind.BUILDING) else (
             await breakdown(db, period, scope, "grid"))
     name = f"{place.code} {place.name}" if place is not None else "all"
     if as_json:

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import Tx
-from bot.org.directory import CategoryInfo, Place, directory
+from bot.org.directory import CategoryInfo, NodeKind, Place, directory
 from bot.org.roles import load_actor
 from bot.user_text import clean_name
 from storage.models import Person
@@ -19,9 +19,9 @@ async def place_of_chat(db: AsyncSession, chat_id: int) -> tuple[Place, Place | 
     node = d.by_chat.get(chat_id)
     if node is None:
         return None
-    if node.kind == "building":
+    if node.kind == NodeKind.BUILDING:
         return node, None
-    if node.kind == "unit":
+    if node.kind == NodeKind.UNIT:
         building = d.place(node.parent_id)
         if building is not None:
             return building, node
@@ -82,7 +82,7 @@ async def building_label(db: AsyncSession, building: Place) -> str:
 
 async def link_building(db: AsyncSession, person: Person, building_id: int) -> Place | None:
     building = (await directory(db)).place(building_id)
-    if building is None or building.kind != "building" or not building.active:
+    if building is None or building.kind != NodeKind.BUILDING or not building.active:
         return None
     if person.building_id != building.id:
         person.building_id = building.id

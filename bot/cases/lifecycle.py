@@ -34,7 +34,7 @@ from bot.context import Tx
 from bot.errors import DomainError
 from bot.org import hints
 from bot.org import roles as org
-from bot.org.directory import CategoryInfo, directory
+from bot.org.directory import CategoryInfo, NodeKind, directory
 from bot.org.roles import (
     Actor,
     Level,
@@ -371,7 +371,7 @@ async def check_report(tx: Tx, inp: ReportInput) -> Checked:
         raise DomainError("empty_report")
     await check_report_quota(tx, inp.submitted_by_id or inp.reporter_id)
     building = (await directory(tx.db)).place(inp.building_id)
-    if building is None or building.kind != "building" or not building.active:
+    if building is None or building.kind != NodeKind.BUILDING or not building.active:
         raise DomainError("no_building")
     code = inp.category
     if code is None:

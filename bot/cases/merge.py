@@ -34,7 +34,7 @@ from bot.cases.lifecycle import (
 )
 from bot.context import Tx
 from bot.errors import DomainError
-from bot.org.directory import directory
+from bot.org.directory import NodeKind, directory
 from bot.org.roles import Actor, Level, Lineage, handlers_at
 from bot.user_text import clean_text, visible
 from storage.models import Case, CaseEvent, CasePhoto
@@ -62,7 +62,7 @@ async def choices(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> list[Case]:
     newest; at most MAX_CHOICES."""
     d = await directory(tx.db)
     buildings = [p.id for p in d.places.values()
-                 if p.kind == "building" and p.parent_id == lin.grid.id]
+                 if p.kind == NodeKind.BUILDING and p.parent_id == lin.grid.id]
     rows = await tx.db.scalars(
         select(Case).where(Case.building_id.in_(buildings),
                            Case.status.in_([s.value for s in HANDLING]), Case.id != case.id)

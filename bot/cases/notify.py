@@ -19,7 +19,7 @@ from bot.cases.status import HANDLING, CaseStatus
 from bot.context import Tx
 from bot.org import geo
 from bot.org import roles as org
-from bot.org.directory import CategoryInfo, directory
+from bot.org.directory import CategoryInfo, NodeKind, directory
 from bot.org.roles import (
     Actor,
     Level,
@@ -168,7 +168,7 @@ async def staff_fallback(tx: Tx, person_id: int, chat_id: int, case: Case | None
     link to start the bot to pass on; never the card itself.
     """
     grid = await node_by_chat(tx.db, chat_id)
-    if grid is None or grid.kind != "grid":
+    if grid is None or grid.kind != NodeKind.GRID:
         return None
     if await works_in_grid(tx.db, person_id, grid.id):
         return chat_id

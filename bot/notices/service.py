@@ -23,7 +23,7 @@ from bot.cases.buttons import NoticeAnswer, notice_button
 from bot.cases.outbox import enqueue
 from bot.context import Tx
 from bot.errors import DomainError
-from bot.org.directory import Directory, Place, directory
+from bot.org.directory import Directory, NodeKind, Place, directory
 from bot.org.roles import Actor, RoleName, holders
 from bot.user_text import clean_text, visible
 from storage.models import Notice, NoticeCopy, Person
@@ -39,7 +39,7 @@ class NoticeStatus(StrEnum):
 
 SENDER_ROLES = (RoleName.STREET_SUPERVISOR, RoleName.COMMUNITY_SUPERVISOR,
                 RoleName.GRID_LEADER)
-KIND_RANK = {"street": 0, "community": 1, "grid": 2}
+KIND_RANK: dict[str, int] = {NodeKind.STREET: 0, NodeKind.COMMUNITY: 1, NodeKind.GRID: 2}
 TEXT_LIMIT = 3500
 MAX_PHOTOS = 10
 # Heads are reminded of one notice at most this often: a reminder is a private message.
@@ -118,7 +118,7 @@ def targets(d: Directory, kind: str, codes: Sequence[str]) -> list[Place]:
         if place.id in seen or not place.active:
             return
         seen.add(place.id)
-        if place.kind in ("building", "unit") and place.chat_id:
+        if place.kind in (NodeKind.BUILDING, NodeKind.UNIT) and place.chat_id:
             out.append(place)
         for child in kids.get(place.id, []):
             walk(child)
@@ -234,7 +234,7 @@ class Confirmed:
 
 def _may_confirm(d: Directory, actor: Actor, place: Place) -> bool:
     """A head of the place: of the building; of a unit, its unit head or the building's."""
-    if place.kind == "unit":
+    if place.kind == NodeKind.UNIT:
         return (actor.has(RoleName.UNIT_HEAD, place.id)
                 or (place.parent_id is not None
                     and actor.has(RoleName.BUILDING_HEAD, place.parent_id)))
@@ -283,7 +283,7 @@ async def visible_to(tx: Tx, actor: Actor, notice: Notice) -> bool:
     if notice.sender_id == actor.id:
         return True
     d = await directory(tx.db)
-    supervised = [p for p in held(d, actor) if p.kind in ("street", "community")]
+    supervised = [p for p in held(d, actor) if p.kind in (NodeKind.STREET, NodeKind.COMMUNITY)]
     if not supervised:
         return False
     ids = {p.id for p in supervised}
@@ -301,7 +301,7 @@ async def get_sent(tx: Tx, actor: Actor, notice_id: int) -> Notice:
 
 
 def _describe(d: Directory, place: Place) -> str:
-    if place.kind == "unit":
+    if place.kind == NodeKind.UNIT:
         parent = d.place(place.parent_id)
         return f"{parent.name} {place.name}" if parent is not None else place.name
     return place.name
@@ -352,10 +352,10 @@ async def remind(tx: Tx, actor: Actor, notice_id: int) -> int:
         if place is None:
             continue
         heads: list[Person] = []
-        if place.kind == "unit":
+        if place.kind == NodeKind.UNIT:
             heads = await holders(tx.db, RoleName.UNIT_HEAD, place.id)
         if not heads:
-            building = place.id if place.kind == "building" else place.parent_id
+            building = place.id if place.kind == NodeKind.BUILDING else place.parent_id
             heads = await holders(tx.db, RoleName.BUILDING_HEAD, building) if building else []
         for head in heads:
             people.setdefault(head.id, []).append(_describe(d, place))

@@ -19,12 +19,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import DomainError
+from bot.org.directory import NodeKind
 from bot.org.roles import Actor, ancestors, node_by_code
 from bot.texts import Texts
 from bot.user_text import CODE_LIMIT, clean_text
 from storage.models import BindRequest, Node
 
-BINDABLE = ("grid", "building", "unit")
+BINDABLE = (NodeKind.GRID, NodeKind.BUILDING, NodeKind.UNIT)
 # A confirmation left unanswered this long is stale: the bindings it named may have moved on.
 CONFIRM_WITHIN = timedelta(minutes=10)
 
@@ -45,7 +46,7 @@ def describe(texts: Texts, node: Node) -> str:
 
 def audience(node: Node) -> str:
     """Who reads a chat bound to `node`: grid staff, or residents."""
-    return "work" if node.kind == "grid" else "residents"
+    return "work" if node.kind == NodeKind.GRID else "residents"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from itertools import chain
 from typing import Any
 
@@ -36,6 +37,17 @@ _SETTINGS_KEY = "gridbot.org_settings"
 _CHANGED_KEY = "gridbot.registry_changed"
 WATCHED: tuple[type[Any], ...] = (Node, Role, Category, Department, DepartmentMember)
 WATCHED_TABLES = frozenset(cls.__tablename__ for cls in WATCHED)
+
+
+class NodeKind(StrEnum):
+    """The kinds of node in the tree (`nodes.kind`; stored, never renamed). The top three are
+    also the levels a case is handled at (bot.org.roles.Level)."""
+
+    STREET = "street"
+    COMMUNITY = "community"
+    GRID = "grid"
+    BUILDING = "building"
+    UNIT = "unit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +137,7 @@ class Directory:
         return [c for c in self.categories.values() if c.active]
 
     def buildings(self) -> list[Place]:
-        return sorted((p for p in self.places.values() if p.kind == "building" and p.active),
+        return sorted((p for p in self.places.values() if p.kind == NodeKind.BUILDING and p.active),
                       key=lambda p: (p.position, p.id))
 
     def works_in_grid(self, person_id: int, grid_id: int) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.org.directory import Directory, Place
+from bot.org.directory import Directory, NodeKind, Place
 
 if TYPE_CHECKING:
     # shapely costs about 0.3 s to import: only routing and the registry's checks load it, not
@@ -210,7 +210,7 @@ def router(d: Directory) -> Router:
     if known is not None and known[0]() is d:
         return known[1]
     grids = tuple(p for p in d.places.values()
-                  if p.kind == "grid" and p.active and p.boundary)
+                  if p.kind == NodeKind.GRID and p.active and p.boundary)
     geometries = tuple(geometry(g.boundary) for g in grids)
     buildings: dict[int, list[Place]] = {}
     for b in d.buildings():

@@ -30,7 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.org import geo
+from bot.org.directory import NodeKind
 from bot.org.durations import parse_distance, parse_duration, parse_sla
+from bot.org.roles import RoleName
 from storage.models import (
     Category,
     Department,
@@ -675,7 +677,7 @@ async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     people: dict[int, str] = {}
     position = 0
 
-    async def upsert(kind: str, code: str, name: str, parent: Node | None,
+    async def upsert(kind: NodeKind, code: str, name: str, parent: Node | None,
                      chat: int | None) -> Node:
         nonlocal position
         position += 1
@@ -707,29 +709,30 @@ async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         roles.add((ref.id, name, code))
 
     for street in model.streets:
-        s_node = await upsert("street", street.code, street.name, None, None)
+        s_node = await upsert(NodeKind.STREET, street.code, street.name, None, None)
         for sup in street.supervisors:
-            role(sup, "street_supervisor", s_node.code)
+            role(sup, RoleName.STREET_SUPERVISOR, s_node.code)
         for community in street.communities:
-            c_node = await upsert("community", community.code, community.name, s_node, None)
+            c_node = await upsert(NodeKind.COMMUNITY, community.code, community.name, s_node,
+                                  None)
             for sup in community.supervisors:
-                role(sup, "community_supervisor", c_node.code)
+                role(sup, RoleName.COMMUNITY_SUPERVISOR, c_node.code)
             for grid in community.grids:
-                g_node = await upsert("grid", grid.code, grid.name, c_node, grid.chat)
+                g_node = await upsert(NodeKind.GRID, grid.code, grid.name, c_node, grid.chat)
                 _place_geo(g_node, grid._wgs, None)
-                role(grid.leader, "grid_leader", g_node.code)
+                role(grid.leader, RoleName.GRID_LEADER, g_node.code)
                 for member in grid.members:
-                    role(member, "grid_member", g_node.code)
+                    role(member, RoleName.GRID_MEMBER, g_node.code)
                 for building in grid.buildings:
-                    b_node = await upsert("building", building.code, building.name, g_node,
+                    b_node = await upsert(NodeKind.BUILDING, building.code, building.name, g_node,
                                           building.chat)
                     _place_geo(b_node, None, building._wgs)
-                    role(building.head, "building_head", b_node.code)
+                    role(building.head, RoleName.BUILDING_HEAD, b_node.code)
                     for unit in building.units:
                         u_code = f"{building.code}/{unit.code}"
                         u_name = unit.name or unit.code
-                        u_node = await upsert("unit", u_code, u_name, b_node, unit.chat)
-                        role(unit.head, "unit_head", u_node.code)
+                        u_node = await upsert(NodeKind.UNIT, u_code, u_name, b_node, unit.chat)
+                        role(unit.head, RoleName.UNIT_HEAD, u_node.code)
 
     for code, node in existing.items():
         if code not in seen and node.active:

@@ -58,7 +58,8 @@ class Lineage:
     unit: Place | None = None
 
     def node_for(self, level: str) -> Place:
-        return {"grid": self.grid, "community": self.community, "street": self.street}[level]
+        return {Level.GRID: self.grid, Level.COMMUNITY: self.community,
+                Level.STREET: self.street}[Level(level)]
 
     @property
     def ids(self) -> set[int]:
