@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -31,6 +32,16 @@ from bot.errors import DomainError
 from bot.org import geo
 from bot.org.roles import handlers_at, lineage_of
 from storage.models import Case, CaseEvent, CaseFollower, DuplicateOffer
+
+
+class OfferStatus(StrEnum):
+    """Where a 是同一问题 question stands (`duplicate_offers.status`; stored, never renamed)."""
+
+    PENDING = "pending"  # asked, the report held back
+    JOINED = "joined"  # the same problem: they follow the case
+    DECLINED = "declined"  # not the same: filed as it came
+    TIMED_OUT = "timed_out"  # no answer within ANSWER_WITHIN: filed as it came
+
 
 # A few minutes: long enough to read the question, short enough that a report nobody answers
 # for is not held back from its handlers.
@@ -119,7 +130,8 @@ async def _offer(tx: Tx, inp: ReportInput, case: Case) -> DuplicateOffer:
     chat_id = inp.source_chat_id if inp.source_chat_id is not None else inp.reporter_id
     offer = DuplicateOffer(
         case_id=case.id, person_id=inp.reporter_id, chat_id=chat_id,
-        message_id=inp.source_message_id, report=_dump(inp), status="pending",
+        message_id=inp.source_message_id, report=_dump(inp),
+        status=OfferStatus.PENDING,
         created_at=tx.now, due_at=tx.now + ANSWER_WITHIN)
     tx.db.add(offer)
     await tx.db.flush()
@@ -158,17 +170,18 @@ async def answer(tx: Tx, person_id: int, offer_id: int, same: bool) -> Answered:
         raise DomainError("dup_gone")
     if offer.person_id != person_id:
         raise DomainError("dup_not_yours")
-    if not await _claim(tx.db, offer, "joined" if same else "declined", tx):
+    if not await _claim(tx.db, offer, OfferStatus.JOINED if same else OfferStatus.DECLINED, tx):
         raise DomainError("dup_answered")
     if same:
         return await _join(tx, offer)
     return await _file(tx, offer)
 
 
-async def _claim(db: AsyncSession, offer: DuplicateOffer, status: str, tx: Tx) -> bool:
+async def _claim(db: AsyncSession, offer: DuplicateOffer, status: OfferStatus,
+                 tx: Tx) -> bool:
     result = await db.execute(
         update(DuplicateOffer).where(DuplicateOffer.id == offer.id,
-                                     DuplicateOffer.status == "pending")
+                                     DuplicateOffer.status == OfferStatus.PENDING)
         .values(status=status, answered_at=tx.now)
         .execution_options(synchronize_session=False))
     if not getattr(result, "rowcount", 1):
@@ -184,7 +197,7 @@ async def _join(tx: Tx, offer: DuplicateOffer) -> Answered:
                                populate_existing=True)
     if case is None or case.status not in LOOKED_AT:
         # Resolved while they read the question: their report is a case of its own.
-        return await _file(tx, offer, "declined")
+        return await _file(tx, offer, OfferStatus.DECLINED)
     inp = _load(offer.report)
     in_group = offer.chat_id < 0
     await followers.follow(tx, case, offer.person_id,
@@ -207,7 +220,8 @@ async def _join(tx: Tx, offer: DuplicateOffer) -> Answered:
     return Answered(True, case.id, followers.affected(case))
 
 
-async def _file(tx: Tx, offer: DuplicateOffer, status: str | None = None) -> Answered:
+async def _file(tx: Tx, offer: DuplicateOffer, status: OfferStatus | None = None
+                ) -> Answered:
     case = await cases.report(tx, _load(offer.report))
     await tx.db.execute(update(DuplicateOffer).where(DuplicateOffer.id == offer.id)
                         .values(filed_case_id=case.id, **{"status": status} if status else {})
@@ -222,7 +236,7 @@ async def _file(tx: Tx, offer: DuplicateOffer, status: str | None = None) -> Ans
 async def due(tx: Tx) -> list[int]:
     """Offers nobody answered in time (one indexed query)."""
     rows = await tx.db.scalars(
-        select(DuplicateOffer.id).where(DuplicateOffer.status == "pending",
+        select(DuplicateOffer.id).where(DuplicateOffer.status == OfferStatus.PENDING,
                                         DuplicateOffer.due_at <= tx.now)
         .order_by(DuplicateOffer.due_at).limit(SETTLE_BATCH))
     return list(rows.all())
@@ -233,7 +247,7 @@ async def settle(sessions: async_sessionmaker[AsyncSession], ctx: Ctx, offer_id:
     async with sessions() as db:
         tx = await begin(db, ctx)
         offer = await db.get(DuplicateOffer, offer_id)
-        if offer is None or not await _claim(db, offer, "timed_out", tx):
+        if offer is None or not await _claim(db, offer, OfferStatus.TIMED_OUT, tx):
             return False
         try:
             await _file(tx, offer)
@@ -241,7 +255,7 @@ async def settle(sessions: async_sessionmaker[AsyncSession], ctx: Ctx, offer_id:
             # Refused now (too many reports meanwhile): the reporter is told, the offer ends.
             await db.rollback()
             offer = await db.get(DuplicateOffer, offer_id)
-            if offer is None or not await _claim(db, offer, "timed_out", tx):
+            if offer is None or not await _claim(db, offer, OfferStatus.TIMED_OUT, tx):
                 return False
             await enqueue(db, f"dup:{offer.id}:refused", offer.chat_id,
                           err.explain(tx.texts), tx.now, reply_to=offer.message_id)
