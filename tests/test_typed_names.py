@@ -15,8 +15,13 @@ photo kind or an outbox status that happens to read "done" or "report" is no fin
   (`CaseEvent(action=...)`, `update(...).values(status=...)`), or such a key in a dict literal;
 - an assignment to an attribute `.status`, `.from_status`, `.to_status` or `.action`.
 
-A literal reaches these places through a tuple, list or set, a conditional expression or an
-`or`/`and`. Docstrings are never looked at.
+A literal reaches these places directly, through a tuple, list or set, a conditional
+expression or an `or`/`and`, or through a name bound at the top of the module
+(`UNCOUNTED = ("rejected", "merged")`). Docstrings are never looked at.
+
+Only these two enums: other rows' statuses share their words with rows that have none
+("pending", "done", "sent" are outbox and inbox states too), so a check keyed on `.status`
+could not tell them apart without false findings.
 """
 
 from __future__ import annotations
