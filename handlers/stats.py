@@ -164,10 +164,12 @@ async def stats(message: Message, command: CommandObject, db: AsyncSession, ctx:
     if asked is None:
         return
     tx, ask = asked
-    fig = await figures.compute(db, ask.period, ask.place.code)
+    # A running period is measured as of now, an ended one as of its end.
+    fig = await figures.compute(db, ask.period, ask.place.code, now=tx.now)
     days = await figures.daily(db, ask.period, ask.place.code)
     by = CHILDREN.get(ask.place.kind)
-    children = await figures.breakdown(db, ask.period, ask.place.code, by) if by else []
+    children = (await figures.breakdown(db, ask.period, ask.place.code, by, now=tx.now)
+                if by else [])
     unknown = unknown_years(tx, ask.period)
     # Nothing more to read: the chart is drawn with no transaction (and no lock) held.
     await db.commit()

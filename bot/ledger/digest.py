@@ -41,16 +41,9 @@ from sqlalchemy.orm import aliased
 from bot.cases.deadlines import due_soon_at
 from bot.cases.notify import names_of, send_to_person
 from bot.context import Tx
-from bot.ledger.figures import (
-    Figures,
-    Period,
-    Weights,
-    breakdown,
-    count_if,
-    hours_between,
-    local_midnight,
-    score,
-)
+from bot.ledger import definitions as defs
+from bot.ledger.definitions import UNRESOLVED, Period, local_midnight
+from bot.ledger.figures import Figures, Weights, breakdown, count_if, hours_between, score
 from bot.org.directory import Directory, Place, directory, org_settings
 from bot.org.roles import RoleName
 from storage.models import Case, CaseEvent, Node, OrgSettings, PeriodicRun, UTCDateTime
@@ -61,10 +54,6 @@ DEFAULT_AT = time(8, 30)
 # Cases listed per grid (due today, 不满意 yesterday); the rest are counted ("…and N more").
 LIST_CAP = 10
 SCORE_CATCH_UP_DAYS = 7
-# Cases with a running deadline, as bot.cases.deadlines.light() sees them: the grid's to-do.
-# Resolved and checking cases wait for the reporter or the building head, not the grid.
-WORKING = ("verifying", "open", "accepted", "assigned")
-SUSPENDED = "suspended"
 _STATE_KEY = "gridbot.periodic"
 # Set in a worker's `Ctx.extra` to keep it from sending periodic messages: the test harness
 # does, so only the tests that ask for them see digests among the messages they count.
@@ -190,25 +179,29 @@ class GridDay:
 
 
 async def _lights(tx: Tx, building: Any) -> dict[int, tuple[int, int, int, int]]:
-    """Open cases per grid by light, as deadlines.light() gives them: red from the deadline
-    on, yellow from `remind_at` of the way from the clock start to it. For a clock-time
-    category that share is counted in SQL; a working-time category's is a share of the
-    working time between (the calendar's), so its open cases short of their deadline are
-    read (their times only) and their due-soon moment is worked out as light() does."""
+    """Open cases per grid by light: the grid's to-do is the cases with a running deadline
+    (definitions.running_at: resolved and checking cases wait for the reporter or the
+    building head, suspended ones are paused). Red: overdue now (definitions.overdue_at);
+    yellow: not yet, but past `remind_at` of the way from the clock start to the deadline,
+    as deadlines.light() gives it. For a clock-time category that share is counted in SQL;
+    a working-time category's is a share of the working time between (the calendar's), so
+    its open cases short of their deadline are read (their times only) and their due-soon
+    moment is worked out as light() does."""
     now = literal(tx.now, UTCDateTime())
-    working = Case.status.in_(WORKING)
-    red = and_(working, Case.deadline_at <= now)
+    working = defs.running_at(tx.now)
+    red = defs.overdue_at(tx.now)
     remind = tx.policy.remind_at
     by_calendar = Case.category.in_(sorted(tx.policy.working))
     soon: ColumnElement[bool] = false() if remind is None else and_(
         ~by_calendar,
         hours_between(Case.clock_started_at, now)
         >= hours_between(Case.clock_started_at, Case.deadline_at) * remind)
-    yellow = and_(working, Case.deadline_at > now, soon)
+    yellow = and_(working, ~red, soon)
+    paused = and_(defs.open_at(tx.now), defs.suspended())
     query = (select(building.parent_id, count_if(red), count_if(yellow), count_if(working),
-                    count_if(Case.status == SUSPENDED))
+                    count_if(paused))
              .select_from(Case).join(building, building.id == Case.building_id)
-             .where(Case.status.in_((*WORKING, SUSPENDED)))
+             .where(Case.status.in_(UNRESOLVED))
              .group_by(building.parent_id))
     counts = {grid_id: [int(r), int(y), int(w), int(p)]
               for grid_id, r, y, w, p in (await tx.db.execute(query)).all()}
@@ -216,7 +209,7 @@ async def _lights(tx: Tx, building: Any) -> dict[int, tuple[int, int, int, int]]
         query = (select(building.parent_id, Case.category, Case.clock_started_at,
                         Case.deadline_at)
                  .select_from(Case).join(building, building.id == Case.building_id)
-                 .where(working, by_calendar, Case.deadline_at > now))
+                 .where(Case.status.in_(UNRESOLVED), working, ~red, by_calendar))
         for grid_id, category, started, deadline in (await tx.db.execute(query)).all():
             probe = Case(category=category, clock_started_at=started, deadline_at=deadline)
             at = due_soon_at(probe, tx.policy)
@@ -269,15 +262,15 @@ async def send_digest(tx: Tx, day: date) -> int:
     found = await _lights(tx, building)
     due_q = (select(Case.id, Case.category, Case.building_id, Case.deadline_at)
              .select_from(Case).join(building, building.id == Case.building_id)
-             .where(Case.status.in_(WORKING), Case.deadline_at >= start,
-                    Case.deadline_at < end))
+             .where(Case.status.in_(UNRESOLVED), defs.running_at(tx.now),
+                    Case.deadline_at >= start, Case.deadline_at < end))
     due_totals, due_rows = await _capped(tx, due_q, building,
                                          (Case.deadline_at, Case.id))
     bad_q = (select(Case.id, Case.category, Case.building_id, CaseEvent.at)
              .select_from(CaseEvent).join(Case, Case.id == CaseEvent.case_id)
              .join(building, building.id == Case.building_id)
-             .where(CaseEvent.action == "rework", CaseEvent.from_status == "resolved",
-                    CaseEvent.at >= y_start, CaseEvent.at < start))
+             .where(defs.unsatisfied(CaseEvent), CaseEvent.at >= y_start,
+                    CaseEvent.at < start))
     bad_totals, bad_rows = await _capped(tx, bad_q, building, (CaseEvent.at, CaseEvent.id))
 
     def category(code: str) -> str:
@@ -374,7 +367,8 @@ async def send_score(tx: Tx, period: Period, weights: Weights) -> int:
     d = await directory(tx.db)
     holders = _holders(d)
     rows: list[tuple[Place, Figures, float]] = []
-    for code, _name, fig in await breakdown(tx.db, period, None, "grid"):
+    # An ended month: measured as of its end whenever the score is sent.
+    for code, _name, fig in await breakdown(tx.db, period, None, "grid", now=tx.now):
         place = d.by_code.get(code)
         if place is not None and place.kind == "grid":
             rows.append((place, fig, score(fig, weights)))

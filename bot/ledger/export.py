@@ -1,26 +1,21 @@
 """The ledger (台账) of a period: one row per case, as Excel (two sheets) or CSV (issue 10).
 
-Which cases: the ones the period's figures (bot.ledger.figures) are about, so a supervisor can
-filter the rows and find the figures again. A case is listed when it is not rejected at
-verification (不予受理 counts nowhere) nor merged into another (合并: the main case's row
-stands for both), was reported before the period's end, and
+Which cases, and what a row judges, come from bot.ledger.definitions, as the figures do, so
+a supervisor can filter the rows and find every figure of the period again: a row per case
+some figure of the period counts (received in it, closed in it, due in it, open at its
+as-of, or with a 返工, 上报, rating or rating timeout in it), never a rejected or merged one.
 
-- was reported in the period (受理), or
-- has its result recorded in the period or later, or none yet (结案 in the period, or open at
-  its end: 待处置), or
-- has its deadline in the period (应结案), or
-- had a rework, an escalation, a rating or a rating timeout in the period (返工, 上报,
-  评价 are counted by their events).
-
-A row shows the case as it is when exported (status, result, rating); only "overdue by" of a
-case still open is counted to the period's end (or to now, for a period not over yet), so the
-ledger of a past month comes out the same each time.
+A row shows the case as it is when exported (status, result, rating, times); what it judges
+is judged as of the period's as-of (its end, or now while it runs), so the ledger of a past
+month comes out the same each time and agrees with that month's figures (issue 19, defect
+5): 是否超期 and 超期时长 (definitions.late_at / late_until), 返工次数 (the period's reworks)
+and 上报层级 (the period's escalations, by level).
 
 Rows stream: one statement over `cases` with the per-case aggregates (the confirming event,
-escalations by level, the people's names) as joins and correlated subqueries, read
-`yield_per` rows at a time and written out as they come (openpyxl's write-only workbook keeps
-rows in a temporary file, not in memory). Places and categories come from the directory in
-memory, not from joins.
+the period's reworks and escalations, the people's names) as joins and correlated
+subqueries, read `yield_per` rows at a time and written out as they come (openpyxl's
+write-only workbook keeps rows in a temporary file, not in memory). Places and categories
+come from the directory in memory, not from joins.
 """
 
 from __future__ import annotations
@@ -40,22 +35,17 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from bot.cases.events import EventKind
 from bot.config import DEFAULT_TEMPLATES
-from bot.ledger.figures import (
-    ESCALATIONS,
-    RATES,
-    UNCOUNTED,
-    Figures,
-    Period,
-    breakdown,
-    compute,
-    place_for,
-)
+from bot.ledger import definitions as defs
+from bot.ledger.definitions import NO_FEEDBACK, RATINGS, Period, within
+from bot.ledger.figures import RATES, Figures, breakdown, compute, count_if, place_for
 from bot.org.directory import Directory, Place, directory
+from bot.org.roles import Level
 from bot.texts import Texts
 from storage.models import Case, CaseEvent, Node, Person
 
@@ -65,8 +55,6 @@ YIELD_PER = 500
 # Rows written between turns of the event loop: a bot exporting in chat keeps answering
 # (openpyxl takes about a millisecond a row).
 PAUSE_EVERY = 50
-# Events the figures count in the period they happen in.
-COUNTED_EVENTS = ("rework", *ESCALATIONS, "rate", "rating_timeout")
 DATE_FORMAT = "yyyy-mm-dd hh:mm"
 CSV_DATE = "%Y-%m-%d %H:%M"
 # Free text a spreadsheet would take for a formula (CSV has no cell types to say otherwise).
@@ -113,12 +101,9 @@ FIGURE_COLUMNS = ("code", "name", *COUNTS, *RATES, *TIMES)
 # --- the statement --------------------------------------------------------------------------
 
 
-def _within(col: Any, period: Period) -> ColumnElement[bool]:
-    return and_(col >= period.start, col < period.end)
-
-
-def ledger_query(period: Period, place: Place | None) -> Rows:
-    """The ledger's rows, plain columns, in the order of their reports."""
+def ledger_query(period: Period, place: Place | None, as_of: datetime) -> Rows:
+    """The ledger's rows, plain columns, in the order of their reports; judged as of
+    `as_of` (the period's: `Period.as_of`)."""
     building = aliased(Node, name="lb")
     grid = aliased(Node, name="lg")
     community = aliased(Node, name="lc")
@@ -128,18 +113,17 @@ def ledger_query(period: Period, place: Place | None) -> Rows:
     confirm = aliased(CaseEvent, name="lce")
     ev = aliased(CaseEvent, name="lee")
     last_confirm = (select(func.max(ev.id))
-                    .where(ev.case_id == Case.id, ev.action == "confirm")
+                    .where(ev.case_id == Case.id, ev.action == EventKind.CONFIRM)
                     .correlate(Case).scalar_subquery())
 
-    def escalations(cond: ColumnElement[bool]) -> Any:
-        # Events before revision 0005 carry no level: counted as to the community, as the
-        # figures count them.
-        return (select(func.count()).select_from(ev)
-                .where(ev.case_id == Case.id, ev.action.in_(ESCALATIONS), cond)
+    def events(cond: ColumnElement[bool]) -> Any:
+        """How many of the case's events of the period meet `cond`, as the figures count.
+        Filtered by case only, so they are found by the case index (given a time range,
+        SQLite walks every event of the kind in the period for each row)."""
+        return (select(count_if(and_(cond, within(ev.at, period)))).select_from(ev)
+                .where(ev.case_id == Case.id)
                 .correlate(Case).scalar_subquery())
 
-    counted = (select(CaseEvent.case_id)
-               .where(CaseEvent.action.in_(COUNTED_EVENTS), _within(CaseEvent.at, period)))
     query = (
         select(
             Case.id, Case.reported_at, Case.building_id, Case.unit_id, Case.category,
@@ -147,10 +131,11 @@ def ledger_query(period: Period, place: Place | None) -> Rows:
             confirm.at.label("verified_at"), confirm.actor_id.label("verifier_id"),
             verifier.name.label("verifier_name"), handler.name.label("handler_name"),
             Case.deadline_at, Case.resolved_at, Case.closed_at, Case.close_reason,
-            Case.result, Case.rating, Case.round, Case.status, Case.voice_kind,
-            Case.voice_seconds,
-            escalations(or_(ev.level == "community", ev.level.is_(None))).label("esc_c"),
-            escalations(ev.level == "street").label("esc_s"),
+            Case.result, Case.rating, Case.status, Case.voice_kind, Case.voice_seconds,
+            defs.late_at(as_of).label("late"), defs.late_until(as_of).label("late_until"),
+            events(defs.rework(ev)).label("reworks"),
+            events(defs.escalation(Level.COMMUNITY, ev)).label("esc_c"),
+            events(defs.escalation(Level.STREET, ev)).label("esc_s"),
         )
         .select_from(Case)
         .outerjoin(reporter, reporter.id == Case.reporter_id)
@@ -158,15 +143,7 @@ def ledger_query(period: Period, place: Place | None) -> Rows:
                                                          Case.accepted_by_id))
         .outerjoin(confirm, confirm.id == last_confirm)
         .outerjoin(verifier, verifier.id == confirm.actor_id)
-        .where(
-            Case.status.notin_(UNCOUNTED),
-            Case.reported_at < period.end,
-            or_(Case.reported_at >= period.start,
-                Case.resolved_at.is_(None),
-                Case.resolved_at >= period.start,
-                _within(Case.deadline_at, period),
-                Case.id.in_(counted)),
-        )
+        .where(defs.listed(period, as_of))
         .order_by(Case.reported_at, Case.id)
     )
     if place is not None:
@@ -185,12 +162,10 @@ def ledger_query(period: Period, place: Place | None) -> Rows:
 class _Row:
     """Turns a database row into the ledger's values (datetimes aware UTC; text plain)."""
 
-    def __init__(self, d: Directory, texts: Texts, period: Period, now: datetime) -> None:
+    def __init__(self, d: Directory, texts: Texts) -> None:
         self.d = d
         self.texts = texts
         self.zh = texts.locale.startswith("zh")
-        # An open case is overdue as of the period's end, or now while the period runs.
-        self.as_of = min(period.end, now)
         # Rendering a label is a template call: each is rendered once per export.
         self._labels: dict[tuple[str, int | None], str] = {}
 
@@ -234,21 +209,17 @@ class _Row:
     def values(self, r: Any) -> list[Any]:
         grid, place = self.place(r.building_id, r.unit_id)
         cat = self.d.categories.get(r.category)
-        if r.status == "suspended":
-            late = None  # 挂账 stops the clock: never overdue
-        elif r.resolved_at is not None:
-            late = r.resolved_at - r.deadline_at
-        else:
-            late = self.as_of - r.deadline_at
-        overdue = late is not None and late > timedelta(0)
-        if r.close_reason == "no_feedback":
+        # Judged as of the period's as-of, in the statement (definitions.late_at).
+        overdue = bool(r.late)
+        late = r.late_until - r.deadline_at if overdue else None
+        if r.close_reason == NO_FEEDBACK:
             rating = self.label("ledger_no_feedback")
-        elif r.rating in ("good", "fair", "bad"):
+        elif r.rating in RATINGS:
             rating = self.label(f"rating_{r.rating}")
         else:
             rating = ""
         levels = []
-        for level, n in (("community", r.esc_c or 0), ("street", r.esc_s or 0)):
+        for level, n in ((Level.COMMUNITY, r.esc_c or 0), (Level.STREET, r.esc_s or 0)):
             if n:
                 name = self.label(f"level_{level}")
                 levels.append(name if n == 1 else
@@ -272,7 +243,7 @@ class _Row:
             self.duration(late) if overdue and late is not None else "",
             r.result or "",
             rating,
-            max(0, (r.round or 1) - 1),
+            r.reworks or 0,
             ("、" if self.zh else ", ").join(levels),
             self.status(r.status),
         ]
@@ -418,7 +389,8 @@ async def write_ledger(db: AsyncSession, period: Period, scope: str | None, out:
     """Writes the ledger of `scope` (a street, community, grid or building code; None: the
     whole district) for `period` to `out` as xlsx (the cases, and the figures per grid) or
     csv (the cases); returns the number of case rows. Raises ScopeError for an unknown code.
-    `now` (default: the real clock) bounds "overdue by" of open cases in a running period."""
+    `now` (default: the real clock) is the as-of of a running period: its rows and its
+    figures are judged as of now, an ended period's as of its end."""
     if fmt not in ("xlsx", "csv"):
         raise ValueError(f"format is xlsx or csv, not {fmt!r}")
     d = await directory(db)
@@ -426,8 +398,9 @@ async def write_ledger(db: AsyncSession, period: Period, scope: str | None, out:
     texts = Texts(DEFAULT_TEMPLATES, locale if locale in ("zh_CN", "en") else "zh_CN",
                   period.tz)
     zone = ZoneInfo(period.tz)
-    conv = _Row(d, texts, period, now or datetime.now(UTC))
-    query = ledger_query(period, place)
+    now = now or datetime.now(UTC)
+    conv = _Row(d, texts)
+    query = ledger_query(period, place, period.as_of(now))
 
     async def rows() -> Any:
         return await _stream(db, query)
@@ -435,8 +408,8 @@ async def write_ledger(db: AsyncSession, period: Period, scope: str | None, out:
     if fmt == "csv":
         return await _write_csv(rows, conv, out, zone)
     # The figures first: the rows' stream then has the session to itself.
-    grids = await breakdown(db, period, scope, "grid")
-    total = await compute(db, period, scope)
+    grids = await breakdown(db, period, scope, "grid", now=now)
+    total = await compute(db, period, scope, now=now)
     return await _write_xlsx(rows, conv, out, texts, zone, grids, total)
 
 

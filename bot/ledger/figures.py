@@ -1,18 +1,11 @@
 """The assessment figures of a scope and a period (issue 10): counts, rates and times.
 
-One definition, used by `gridbot stats`, the ledger's second sheet, `/stats`, the digest and
-the monthly score. The definitions are in the README ("The figures"); in short, a period is
-a half-open span of local days in the registry's timezone, and
-
-- 受理 (received): reported in the period, not rejected at verification nor merged into
-  another case;
-- 结案 (closed): the handler's result recorded and standing (status resolved, checking or
-  closed: `resolved_at` is set, which a rework clears), counted at `resolved_at`;
-- 按期 (on time): `resolved_at <= deadline_at`, the round's deadline with the extensions
-  approved in it; 超期 otherwise;
-- 应结案 (due): not rejected, and closed in the period, or with its deadline in the period
-  and not suspended (挂账 stops the clock);
-- 返工, 上报, ratings and no feedback are counted by the events of the period.
+One set of figures, used by `gridbot stats`, the ledger's second sheet, `/stats` and the
+monthly score. What each count counts (a counted case, 受理, 结案, 按期, 应结案, open and
+overdue at the period's as-of, 返工, 上报, 满意…) is defined once, in bot.ledger.definitions,
+which the 台账 and the digest use too; this module groups and counts with those
+expressions. A running period is measured as of now, an ended one as of its end
+(`Period.as_of`).
 
 Everything is counted in SQL: each call runs a fixed number of grouped statements (one over
 cases, one over events, one for the percentiles, plus the directory's check), whatever the
@@ -23,9 +16,8 @@ the group), which SQLite and PostgreSQL both have, so both give percentile_cont'
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, Float, Select, and_, func, literal, or_, select, true
 from sqlalchemy import case as when
@@ -35,108 +27,18 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from bot.ledger import definitions as defs
+from bot.ledger.definitions import FAIR, GOOD, Period, local_midnight, within, zone_of
 from bot.org.directory import Directory, Place, directory, org_settings
+from bot.org.roles import Level
 from storage.models import Case, CaseEvent, Node
 
 Breakdown = Literal["grid", "community", "category", "building"]
 SCOPE_KINDS = ("street", "community", "grid", "building")
-# Statuses that carry a standing result of the handler (结案). `resolved_at` is set exactly
-# while a result stands (resolve sets it, rework clears it, a rejected report never has it),
-# so the queries test that and leave the status alone: a status test would tempt SQLite
-# into the status index instead of the resolved_at range.
-STANDING = ("resolved", "checking", "closed")
-# The handler's first act on a case: its 接单 (taken, handed to the building head, or done
-# at once).
-# Cases counted nowhere: a report rejected at verification, and a case merged into another
-# (合并: the main case counts for both).
-UNCOUNTED = ("rejected", "merged")
-FIRST_ACT = ("accept", "assign", "resolve", "resolve_check")
-ESCALATIONS = ("escalate", "auto_escalate")
 
 
 class ScopeError(ValueError):
     """A scope code that names no street, community, grid or building of the registry."""
-
-
-# --- the period ---------------------------------------------------------------------------
-
-
-def _zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown timezone {tz!r}") from exc
-
-
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
-
-
-def _next_month(day: date) -> date:
-    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
-
-
-@dataclass(frozen=True)
-class Period:
-    start: datetime  # aware UTC, inclusive (local midnight of the first day in `tz`)
-    end: datetime  # aware UTC, exclusive
-    label: str  # "2026-10" or "2026-10-01..2026-10-15"
-    tz: str
-
-    @classmethod
-    def parse(cls, text: str, tz: str) -> Period:
-        """`2026-10` (a month) or `2026-10-01..2026-10-15` (both days included)."""
-        zone = _zone(tz)
-        text = text.strip()
-        try:
-            if ".." in text:
-                first_s, last_s = text.split("..", 1)
-                first, last = date.fromisoformat(first_s), date.fromisoformat(last_s)
-                if len(first_s) != 10 or len(last_s) != 10:
-                    raise ValueError(text)
-            else:
-                year_s, month_s = text.split("-")
-                if len(year_s) != 4 or len(month_s) != 2:
-                    raise ValueError(text)
-                first = date(int(year_s), int(month_s), 1)
-                return cls._month(first, zone, tz)
-        except ValueError:
-            raise ValueError(f"a period is a month YYYY-MM (e.g. 2026-10) or days "
-                             f"YYYY-MM-DD..YYYY-MM-DD, not {text!r}") from None
-        if last < first:
-            raise ValueError(f"the period {text!r} ends before it starts")
-        return cls(start=local_midnight(first, zone),
-                   end=local_midnight(last + timedelta(days=1), zone),
-                   label=f"{first.isoformat()}..{last.isoformat()}", tz=tz)
-
-    @classmethod
-    def _month(cls, first: date, zone: ZoneInfo, tz: str) -> Period:
-        return cls(start=local_midnight(first, zone), end=local_midnight(_next_month(first), zone),
-                   label=f"{first.year:04d}-{first.month:02d}", tz=tz)
-
-    @classmethod
-    def month_of(cls, when: datetime, tz: str) -> Period:
-        """The month (in `tz`) holding the instant `when`."""
-        zone = _zone(tz)
-        local = when.astimezone(zone)
-        return cls._month(date(local.year, local.month, 1), zone, tz)
-
-    def previous_month(self) -> Period:
-        """The month before the one this period starts in."""
-        zone = _zone(self.tz)
-        first = self.start.astimezone(zone).date().replace(day=1)
-        before = (first - timedelta(days=1)).replace(day=1)
-        return self._month(before, zone, self.tz)
-
-    def days(self) -> list[date]:
-        """The local days of the period, in order."""
-        zone = _zone(self.tz)
-        day = self.start.astimezone(zone).date()
-        out: list[date] = []
-        while local_midnight(day, zone) < self.end:
-            out.append(day)
-            day += timedelta(days=1)
-        return out
 
 
 # --- the figures --------------------------------------------------------------------------
@@ -281,10 +183,6 @@ def count_if(cond: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(when((cond, 1), else_=0)), 0)
 
 
-def _within(col: Any, period: Period) -> ColumnElement[bool]:
-    return and_(col >= period.start, col < period.end)
-
-
 class _Tree:
     """The case's building and the grid and community above it, joined by id."""
 
@@ -333,37 +231,28 @@ async def scope_place(db: AsyncSession, scope: str | None) -> Place | None:
 
 
 async def _figures(db: AsyncSession, period: Period, place: Place | None,
-                   by: Breakdown | None) -> dict[Any, Figures]:
+                   by: Breakdown | None, now: datetime | None) -> dict[Any, Figures]:
     tree = _Tree()
     key = tree.key(by)
-    not_rejected = Case.status.notin_(UNCOUNTED)
-    received = and_(_within(Case.reported_at, period), not_rejected)
-    closed = _within(Case.resolved_at, period)
-    on_time = and_(closed, Case.resolved_at <= Case.deadline_at)
-    late = and_(closed, Case.resolved_at > Case.deadline_at)
-    due = and_(not_rejected, or_(closed, and_(_within(Case.deadline_at, period),
-                                                Case.status != "suspended")))
-    open_end = and_(not_rejected, Case.reported_at < period.end,
-                    or_(Case.resolved_at.is_(None), Case.resolved_at >= period.end))
-    overdue_end = and_(open_end, Case.status != "suspended", Case.deadline_at < period.end)
+    as_of = period.as_of(now)
+    closed_late = defs.closed_late_in(period)
     limit = func.nullif(hours_between(Case.clock_started_at, Case.deadline_at), 0)
     factor = hours_between(Case.clock_started_at, Case.resolved_at) / limit
     counts = tree.join(select(
         key,
-        count_if(received).label("received"),
-        count_if(and_(received, Case.resolved_at < period.end)).label("resolved"),
-        count_if(closed).label("closed"),
-        count_if(on_time).label("closed_on_time"),
-        count_if(late).label("closed_late"),
-        count_if(due).label("due"),
-        count_if(open_end).label("open_at_end"),
-        count_if(overdue_end).label("overdue_at_end"),
-        func.avg(when((late, factor), else_=None)).label("overdue_factor"),
+        count_if(defs.received_in(period)).label("received"),
+        count_if(defs.resolved_in(period, as_of)).label("resolved"),
+        count_if(defs.closed_in(period)).label("closed"),
+        count_if(defs.closed_on_time_in(period)).label("closed_on_time"),
+        count_if(closed_late).label("closed_late"),
+        count_if(defs.due_in(period)).label("due"),
+        count_if(defs.open_at(as_of)).label("open_at_end"),
+        count_if(defs.overdue_at(as_of)).label("overdue_at_end"),
+        func.avg(when((closed_late, factor), else_=None)).label("overdue_factor"),
     ).select_from(Case)).where(
         tree.scope(place),
         # Only cases the period can concern: each term has an index of its own.
-        or_(_within(Case.reported_at, period), _within(Case.deadline_at, period),
-            Case.resolved_at >= period.start, Case.resolved_at.is_(None)),
+        defs.touching(period),
     ).group_by(key)
     out: dict[Any, dict[str, Any]] = {}
     for row in (await db.execute(counts)).mappings():
@@ -374,21 +263,19 @@ async def _figures(db: AsyncSession, period: Period, place: Place | None,
         out[k] = values
 
     ev = CaseEvent
-    rework = ev.action == "rework"
     events = tree.join(select(
         key,
-        count_if(rework).label("reworked"),
-        count_if(and_(rework, ev.from_status == "resolved")).label("unsatisfied"),
-        count_if(and_(ev.action.in_(ESCALATIONS),
-                    or_(ev.level == "community", ev.level.is_(None)))).label("esc_c"),
-        count_if(and_(ev.action.in_(ESCALATIONS), ev.level == "street")).label("esc_s"),
-        count_if(and_(ev.action == "rate", Case.rating == "good")).label("satisfied"),
-        count_if(and_(ev.action == "rate", Case.rating == "fair")).label("fairly_satisfied"),
-        count_if(ev.action == "rating_timeout").label("no_feedback"),
+        count_if(defs.rework(ev)).label("reworked"),
+        count_if(defs.unsatisfied(ev)).label("unsatisfied"),
+        count_if(defs.escalation(Level.COMMUNITY, ev)).label("esc_c"),
+        count_if(defs.escalation(Level.STREET, ev)).label("esc_s"),
+        count_if(defs.rated(GOOD, ev)).label("satisfied"),
+        count_if(defs.rated(FAIR, ev)).label("fairly_satisfied"),
+        count_if(defs.no_feedback(ev)).label("no_feedback"),
     ).select_from(ev).join(Case, Case.id == ev.case_id)).where(
         tree.scope(place),
-        ev.action.in_(["rework", *ESCALATIONS, "rate", "rating_timeout"]),
-        _within(ev.at, period),
+        ev.action.in_(defs.COUNTED_EVENTS),
+        within(ev.at, period),
     ).group_by(key)
     for row in (await db.execute(events)).mappings():
         values = dict(row)
@@ -425,10 +312,10 @@ async def _percentiles(db: AsyncSession, period: Period, place: Place | None, tr
     key = tree.key(by)
     # Filtered by case only, so the case's events are found by their case index (given the
     # choice, SQLite without statistics walks every accept event for each case).
-    first_act = (select(func.min(when((CaseEvent.action.in_(FIRST_ACT), CaseEvent.at))))
+    first_act = (select(func.min(when((CaseEvent.action.in_(defs.FIRST_ACTS), CaseEvent.at))))
                  .where(CaseEvent.case_id == Case.id)
                  .correlate(Case).scalar_subquery())
-    closed = and_(tree.scope(place), _within(Case.resolved_at, period))
+    closed = and_(tree.scope(place), defs.closed_in(period))
     measures = []
     for name, hours in (("accept", hours_between(Case.reported_at, first_act)),
                         ("resolve", hours_between(Case.reported_at, Case.resolved_at))):
@@ -469,11 +356,13 @@ async def _percentiles(db: AsyncSession, period: Period, place: Place | None, tr
 # --- the public calls ---------------------------------------------------------------------
 
 
-async def compute(db: AsyncSession, period: Period, scope: str | None = None) -> Figures:
+async def compute(db: AsyncSession, period: Period, scope: str | None = None, *,
+                  now: datetime | None = None) -> Figures:
     """The figures of `scope` (a street, community, grid or building code; None: every
-    case) for `period`. Raises ScopeError for an unknown code."""
+    case) for `period`, as of `now` while it runs (default: the real clock) and as of its
+    end once it has ended. Raises ScopeError for an unknown code."""
     place = place_for(await directory(db), scope)
-    return (await _figures(db, period, place, None)).get("", Figures())
+    return (await _figures(db, period, place, None, now)).get("", Figures())
 
 
 def _order(d: Directory) -> list[Place]:
@@ -489,13 +378,14 @@ def _within_scope(d: Directory, candidate: Place, scope: Place | None) -> bool:
 
 
 async def breakdown(db: AsyncSession, period: Period, scope: str | None,
-                    by: Breakdown) -> list[tuple[str, str, Figures]]:
-    """The figures of each grid, community, category or building in `scope`: (code, name,
-    figures) in the registry's order. Every active one is listed, with zeros if it had no
-    case; an inactive one only if it has figures."""
+                    by: Breakdown, *, now: datetime | None = None
+                    ) -> list[tuple[str, str, Figures]]:
+    """The figures of each grid, community, category or building in `scope` (as of `now`, as
+    compute()): (code, name, figures) in the registry's order. Every active one is listed,
+    with zeros if it had no case; an inactive one only if it has figures."""
     d = await directory(db)
     place = place_for(d, scope)
-    found = await _figures(db, period, place, by)
+    found = await _figures(db, period, place, by, now)
     out: list[tuple[str, str, Figures]] = []
     if by == "category":
         settings = await org_settings(db)
@@ -518,7 +408,7 @@ async def daily(db: AsyncSession, period: Period, scope: str | None) -> list[Day
     """Received, closed and closed on time per local day of the period (two grouped
     statements: the day is a CASE over the period's local midnights)."""
     place = place_for(await directory(db), scope)
-    zone = _zone(period.tz)
+    zone = zone_of(period.tz)
     days = period.days()
     bounds = [local_midnight(day + timedelta(days=1), zone) for day in days]
 
@@ -529,16 +419,15 @@ async def daily(db: AsyncSession, period: Period, scope: str | None) -> list[Day
     got: dict[int, list[int]] = {i: [0, 0, 0] for i in range(len(days))}
     rb = bucket(Case.reported_at).label("d")
     received = tree.join(select(rb, func.count()).select_from(Case)).where(
-        tree.scope(place), _within(Case.reported_at, period), Case.status.notin_(UNCOUNTED),
+        tree.scope(place), defs.received_in(period),
     ).group_by(rb)
     for i, n in (await db.execute(received)).all():
         if int(i) in got:
             got[int(i)][0] = int(n)
     cb = bucket(Case.resolved_at).label("d")
-    closed = tree.join(select(cb, func.count(),
-                              count_if(Case.resolved_at <= Case.deadline_at))
+    closed = tree.join(select(cb, func.count(), count_if(defs.on_time()))
                        .select_from(Case)).where(
-        tree.scope(place), _within(Case.resolved_at, period),
+        tree.scope(place), defs.closed_in(period),
     ).group_by(cb)
     for i, n, ok in (await db.execute(closed)).all():
         if int(i) in got:
@@ -548,4 +437,4 @@ async def daily(db: AsyncSession, period: Period, scope: str | None) -> list[Day
 
 
 __all__ = ["RATES", "Breakdown", "DayCount", "Figures", "Period", "ScopeError", "Weights",
-           "breakdown", "compute", "daily", "scope_place", "score"]
+           "breakdown", "compute", "daily", "local_midnight", "scope_place", "score"]

@@ -184,9 +184,10 @@ async def test_xlsx_rows_cell_by_cell(h: Harness) -> None:
     assert by["c14"]["rating"] is None and by["c14"]["status"] == "已办结待回访"
     # On time only by its approved extension.
     assert by["c13"]["overdue"] == "否"
-    # Open past its deadline at October's end; c18 was resolved in November, 2 days late.
+    # Open past its deadline at October's end, and judged there: c18, resolved in November
+    # (2 days late), was 15 hours overdue at October's end (issue 19, defect 5).
     assert (by["c17"]["overdue"], by["c17"]["overdue_by"]) == ("是", "1天15小时")
-    assert (by["c18"]["overdue"], by["c18"]["overdue_by"]) == ("是", "2天")
+    assert (by["c18"]["overdue"], by["c18"]["overdue_by"]) == ("是", "15小时")
     # Suspended: never overdue.
     assert by["c15"]["overdue"] == "否" and by["c15"]["status"] == "已挂账"
     assert by["c16"]["status"] == "待核实" and by["c16"]["overdue"] == "否"
