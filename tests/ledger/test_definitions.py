@@ -2,24 +2,29 @@
 
 bot/ledger/definitions.py holds what the figures, the 台账, /stats, the digest and the score
 count. Here: the defects of issue 19 that lived in those definitions, each on the smallest
-case that shows it.
+case that shows it, and a generated month reconciled both ways: filtering the 台账's rows
+(its CSV, read back as a supervisor's spreadsheet filter would) gives every count of the
+figures, for a past month, a running month, ranges of days, every grid and every category.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import random
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import openpyxl
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ledger.export import COLUMNS, FIGURE_COLUMNS, write_ledger
-from bot.ledger.figures import Period, Weights, breakdown, compute, score
+from bot.ledger.figures import Figures, Period, Weights, breakdown, compute, score
 from storage.models import Case, CaseEvent, Category, Node
 from tests.figures_month import fill_month
 from tests.harness import COMMUNITY_SUP, LEADER, Harness
@@ -279,3 +284,368 @@ async def test_a_past_months_ledger_is_judged_at_its_end(h: Harness) -> None:
     assert second["c17"] == first["c17"] == ("是", "1天15小时", "0", "")
     assert second["c6"] == first["c6"] == ("是", "21天15小时", "0", "社区、街道")
     assert second == first
+
+
+# --- the reconciliation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ask:
+    period: Period
+    now: datetime
+
+    @property
+    def as_of(self) -> datetime:
+        return min(self.now, self.period.end)
+
+
+def _in(t: datetime | None, p: Period) -> bool:
+    return t is not None and p.start <= t < p.end
+
+
+def counts_from_rows(rows: list[dict[str, str]], ask: Ask) -> dict[str, int]:
+    """Every count of the figures, by filtering the 台账's columns as a supervisor would
+    (the test's own reading of the definitions, not the code's). A rating or a rating
+    timeout is read at 结案时间: the domain records the event at the moment it closes the
+    case. 不满意 (and so 评价) has no column: see assert_reconciled."""
+    p, as_of = ask.period, ask.as_of
+    got = dict.fromkeys(("received", "due", "closed", "closed_on_time", "closed_late",
+                         "open_at_end", "overdue_at_end", "resolved", "reworked",
+                         "escalated_community", "escalated_street", "satisfied",
+                         "fairly_satisfied", "no_feedback"), 0)
+    for r in rows:
+        reported, resolved = when(r["received_at"]), when(r["resolved_at"])
+        deadline, closed_at = when(r["deadline"]), when(r["closed_at"])
+        assert reported is not None and deadline is not None
+        late = r["overdue"] == "是"
+        # 是否超期, read from the row's other columns: a result recorded before the as-of
+        # after the deadline, or open then, not suspended (已挂账) and past the deadline.
+        if resolved is not None and resolved < as_of:
+            assert late == (resolved > deadline), r
+        else:
+            assert late == (r["status"] != "已挂账" and deadline < as_of), r
+        counted: list[str] = []
+        if _in(reported, p):
+            counted.append("received")
+            if resolved is not None and resolved < as_of:
+                counted.append("resolved")
+        if _in(resolved, p):
+            counted += ["closed", "closed_late" if late else "closed_on_time"]
+        if _in(resolved, p) or (_in(deadline, p) and r["status"] != "已挂账"
+                                and not (resolved is not None and resolved < p.start)):
+            counted.append("due")
+        if reported < as_of and (resolved is None or resolved >= as_of):
+            counted.append("open_at_end")
+            if late:
+                counted.append("overdue_at_end")
+        if _in(closed_at, p):
+            kind = {"满意": "satisfied", "基本满意": "fairly_satisfied",
+                    "无反馈": "no_feedback"}.get(r["rating"])
+            if kind is not None:
+                counted.append(kind)
+        for name in counted:
+            got[name] += 1
+        got["reworked"] += int(r["rework"])
+        levels = escalations(r["escalation"])
+        got["escalated_community"] += levels.get("社区", 0)
+        got["escalated_street"] += levels.get("街道", 0)
+        # Every row is there for a figure of the period; none is listed for nothing.
+        assert counted or int(r["rework"]) or levels, r
+    return got
+
+
+def assert_reconciled(fig: Figures, rows: list[dict[str, str]], ask: Ask,
+                      what: str) -> dict[str, int]:
+    from_rows = counts_from_rows(rows, ask)
+    from_figures = {k: getattr(fig, k) for k in from_rows}
+    assert from_rows == from_figures, (what, ask.period.label, ask.now)
+    # 不满意 (a rework from status resolved) and 评价 have no column of their own: the
+    # figures' 不满意 are at most the rows' 返工.
+    assert fig.unsatisfied <= from_rows["reworked"], what
+    assert fig.rated == fig.satisfied + fig.fairly_satisfied + fig.unsatisfied, what
+    return from_rows
+
+
+# --- a generated month ----------------------------------------------------------------------
+
+# The clock of the running month: Wednesday 2026-11-18 10:05 in Shanghai. Nothing in the
+# generated month happens after it.
+NOW = local(11, 18, 10, 5)
+CATEGORIES = ("facility", "sanitation", "fire", "security", "dispute", "housing", "other")
+BUILDINGS = ("BSY-01-03", "BSY-01-05", "BSY-02-12")
+GENERATED = 240
+
+
+@dataclass
+class Sim:
+    """One case lived step by step, as the domain would leave its row and its events, until
+    its next step would fall after NOW."""
+
+    rng: random.Random
+    sla: dict[str, int]
+    building: str
+    t: datetime
+    row: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    status: str = "open"
+    alive: bool = True
+    kinds: set[str] = field(default_factory=set)
+
+    def later(self, max_hours: float, min_minutes: int = 5) -> bool:
+        """The clock moves on by whole minutes, up to `max_hours`; False (and the case stays
+        as it is) once that would pass NOW."""
+        if not self.alive:
+            return False
+        t = self.t + timedelta(minutes=self.rng.randint(
+            min_minutes, max(min_minutes, int(max_hours * 60))))
+        if t > NOW:
+            self.alive = False
+            return False
+        self.t = t
+        return True
+
+    def do(self, action: str, to: str | None = None, level: str | None = None) -> None:
+        before = self.status
+        if to is not None:
+            self.status = to
+        self.events.append((action, self.t, before, self.status, level))
+        self.kinds.add(action)
+
+    def deadline(self) -> None:
+        self.row["deadline_at"] = self.row["clock_started_at"] + timedelta(
+            seconds=self.sla[self.row["category"]] + self.row.get("extended_seconds", 0))
+
+    def restart_clock(self) -> None:
+        self.row["clock_started_at"] = self.t
+        self.row["extended_seconds"] = 0
+        self.deadline()
+
+    def reopen(self) -> None:
+        self.row.update(round=self.row["round"] + 1, level="grid", result=None,
+                        resolved_at=None, resolved_by_id=None)
+        self.restart_clock()
+
+
+def simulate(rng: random.Random, sla: dict[str, int], reported: datetime) -> Sim:
+    """A case reported at `reported` and lived on at random: verified or rejected,
+    re-categorised, escalated (with a level, or none as before revision 0005), extended,
+    suspended (and resumed), merged, resolved on time or late, checked, rated (满意, 基本满意,
+    不满意 and reworked), or closed for no feedback; up to three rounds."""
+    s = Sim(rng, sla, rng.choice(BUILDINGS), reported)
+    s.row = dict(category=rng.choice(CATEGORIES), reported_at=reported,
+                 clock_started_at=reported, round=1, level="grid")
+    s.deadline()
+    verifying = rng.random() < 0.3
+    s.status = "verifying" if verifying else "open"
+    s.events.append(("report", reported, None, s.status, None))
+    if verifying:
+        if not s.later(6):
+            return s
+        if rng.random() < 0.15:
+            s.do("reject", "rejected")
+            s.row.update(closed_at=s.t, close_reason="rejected", verified="rejected")
+            return s
+        s.do("confirm", "open")
+        s.row["verified"] = "confirmed"
+    if rng.random() < 0.2 and s.later(8):  # 改类别: the deadline follows the new SLA
+        s.row["category"] = rng.choice([c for c in CATEGORIES if c != s.row["category"]])
+        s.do("category")
+        s.deadline()
+    for _round in range(3):
+        if not s.later(10):
+            return s
+        s.do("accept", "accepted")
+        s.row["accepted_by_id"] = LEADER
+        if rng.random() < 0.25 and s.later(30):
+            level = rng.choice(["community", "community", "street", None])
+            s.do(rng.choice(["escalate", "auto_escalate"]), "open", level=level)
+            s.row["level"] = level or "community"
+            if not s.later(4):
+                return s
+            s.do("accept", "accepted")
+        if rng.random() < 0.15 and s.later(20):
+            s.do("extension_approve")
+            s.row["extended_seconds"] = s.row.get("extended_seconds", 0) + 24 * 3600
+            s.row["extension_count"] = s.row.get("extension_count", 0) + 1
+            s.deadline()
+        if rng.random() < 0.1 and s.later(20):
+            s.do("suspend", "suspended")
+            s.row["review_at"] = s.t + timedelta(days=30)
+            if rng.random() < 0.5 or not s.later(24 * 20):
+                return s
+            s.do("resume", "accepted")
+            s.row["review_at"] = None
+            s.restart_clock()
+        if rng.random() < 0.08 and s.later(20):
+            s.do("merge", "merged")
+            s.row.update(closed_at=s.t, close_reason="merged")
+            return s
+        if not s.later(s.sla[s.row["category"]] / 3600 * 1.6):
+            return s
+        check = rng.random() < 0.25
+        s.do("resolve_check" if check else "resolve", "checking" if check else "resolved")
+        s.row.update(resolved_at=s.t, resolved_by_id=LEADER, result="已处理")
+        if check:
+            if not s.later(24):
+                return s
+            if rng.random() < 0.3:
+                s.do("rework", "open")  # the check failed
+                s.reopen()
+                continue
+            s.do("check_pass", "resolved")
+        if not s.later(72):
+            return s
+        roll = rng.random()
+        if roll < 0.55:
+            s.do("rate", "closed")
+            s.row.update(rating=rng.choice(["good", "good", "fair"]), closed_at=s.t,
+                         close_reason="rated")
+            return s
+        if roll < 0.8:
+            s.do("rework", "open")  # 不满意
+            s.row["rating"] = "bad"
+            s.reopen()
+            continue
+        s.do("rating_timeout", "closed")
+        s.row.update(closed_at=s.t, close_reason="no_feedback")
+        return s
+    return s
+
+
+def _minute(rng: random.Random, start: datetime, end: datetime) -> datetime:
+    return start + timedelta(minutes=rng.randrange(int((end - start).total_seconds() // 60)))
+
+
+async def generate(db: AsyncSession, seed: int = 18) -> set[str]:
+    """The generated cases, reported from 09-20 to the running month's morning, written as
+    their simulation left them, and some placed by hand: one closed before November though
+    due in it, one resolved at its deadline to the minute, one due at October's end to the
+    minute, and three due today: at 14:00, at 10:05 (now) and at 09:00. Returns the kinds
+    of steps the month holds."""
+    rng = random.Random(seed)
+    _, sla = await _ids(db)
+    kinds: set[str] = set()
+    first: int | None = None
+    for _ in range(GENERATED):
+        s = simulate(rng, sla, _minute(rng, local(9, 20, 0), NOW))
+        row = dict(s.row, status=s.status)
+        if s.status == "merged":
+            row["merged_into_id"] = first
+            if len(s.events) > 3:
+                kinds.add("merged_after_events")
+        if s.status not in ("verifying", "open", "rejected"):
+            row.setdefault("accepted_by_id", LEADER)
+        if s.row.get("category") and any(e[0] == "category" for e in s.events):
+            kinds.add("recategorised")
+        kinds |= s.kinds
+        if any(e[0] in ("escalate", "auto_escalate") and e[4] is None for e in s.events):
+            kinds.add("escalated_without_level")
+        case_id = await add_case(db, s.building, row.pop("category"), row.pop("reported_at"),
+                                 s.events, **row)
+        first = first or case_id
+    done = [("accept", local(10, 29, 13), "open", "accepted", None),
+            ("resolve", local(10, 30, 9), "accepted", "resolved", None),
+            ("rate", local(10, 30, 12), "resolved", "closed", None)]
+    await add_case(db, "BSY-01-05", "facility", local(10, 29, 12),
+                   [("report", local(10, 29, 12), None, "open", None), *done],
+                   status="closed", accepted_by_id=LEADER, resolved_by_id=LEADER,
+                   result="已修好", resolved_at=local(10, 30, 9), closed_at=local(10, 30, 12),
+                   close_reason="rated", rating="good")
+    # Resolved at its deadline to the minute: on time.
+    at_deadline = local(10, 12, 9) + timedelta(seconds=sla["security"])
+    await add_case(db, "BSY-01-03", "security", local(10, 12, 9),
+                   [("report", local(10, 12, 9), None, "open", None),
+                    ("accept", local(10, 12, 10), "open", "accepted", None),
+                    ("resolve", at_deadline, "accepted", "resolved", None)],
+                   status="resolved", accepted_by_id=LEADER, resolved_by_id=LEADER,
+                   result="已处理", resolved_at=at_deadline)
+    # Due at October's end to the minute, resolved the next morning: not overdue at
+    # October's end (its deadline is not before it), late when resolved.
+    await add_case(db, "BSY-01-05", "security", local(10, 31, 0),
+                   [("report", local(10, 31, 0), None, "open", None),
+                    ("accept", local(10, 31, 1), "open", "accepted", None),
+                    ("resolve", local(11, 1, 8), "accepted", "resolved", None)],
+                   status="resolved", accepted_by_id=LEADER, resolved_by_id=LEADER,
+                   result="已处理", resolved_at=local(11, 1, 8))
+    # Due 14:00, 10:05 (the running month's now, to the minute) and 09:00 today.
+    for reported in (local(11, 17, 14), local(11, 17, 10, 5), local(11, 17, 9)):
+        await add_case(db, "BSY-02-12", "security", reported,
+                       [("report", reported, None, "open", None),
+                        ("accept", reported + timedelta(hours=1), "open", "accepted", None)],
+                       status="accepted", accepted_by_id=LEADER)
+    return kinds
+
+
+ASKS = [
+    Ask(Period.parse("2026-10", TZ), NOW),  # a past month
+    Ask(Period.parse("2026-09", TZ), NOW),
+    Ask(Period.parse("2026-10-10..2026-10-20", TZ), NOW),  # past days
+    Ask(Period.parse("2026-11", TZ), NOW),  # the running month
+    Ask(Period.parse("2026-11-01..2026-11-18", TZ), NOW),  # this month so far (/stats)
+    Ask(Period.parse("2026-11-18..2026-11-18", TZ), NOW),  # today so far
+]
+
+
+async def test_filtering_the_ledger_gives_every_figure(h: Harness) -> None:
+    """The generated month and the hand-counted one together: for each period (past,
+    running, days), each scope (everything, each grid, a building) and each breakdown (by
+    grid, by category, re-categorised cases under their category now), the counts the
+    figures give are the counts of the 台账's rows filtered by its columns."""
+    async with h.app.sessions() as db:
+        await fill_month(db)
+        kinds = await generate(db)
+    # The month has what the definitions are about.
+    assert {"merge", "merged_after_events", "rework", "suspend", "resume", "extension_approve",
+            "recategorised", "escalate", "auto_escalate", "escalated_without_level",
+            "resolve_check", "check_pass", "rate", "rating_timeout", "reject"} <= kinds
+    seen: dict[str, int] = {}
+    for ask in ASKS:
+        async with h.app.sessions() as db:
+            for scope in (None, "BSY-01", "BSY-02", "BSY-01-05"):
+                fig = await compute(db, ask.period, scope, now=ask.now)
+                rows = await ledger_rows(db, ask.period, scope, ask.now)
+                got = assert_reconciled(fig, rows, ask, f"scope {scope}")
+                for k, v in got.items():
+                    seen[k] = seen.get(k, 0) + v
+            rows = await ledger_rows(db, ask.period, None, ask.now)
+            for by, column in (("grid", "grid"), ("category", "category")):
+                groups = await breakdown(db, ask.period, None, by, now=ask.now)  # type: ignore[arg-type]
+                for _code, name, fig in groups:
+                    assert_reconciled(fig, [r for r in rows if r[column] == name], ask,
+                                      f"{by} {name}")
+                listed = {r[column] for r in rows}
+                assert listed <= {name for _, name, _ in groups}, by
+    # Every count was exercised, more than once.
+    assert all(v > 1 for v in seen.values()), seen
+
+
+async def test_the_running_month_sees_today_as_it_is(h: Harness) -> None:
+    """In the running month at 10:05, the cases due at 14:00 and at 10:05 are open and not
+    overdue; the one due at 09:00 is overdue by an hour and five minutes."""
+    async with h.app.sessions() as db:
+        await generate(db)
+        nov = Period.parse("2026-11", TZ)
+        rows = {(r["received_at"], r["deadline"]): r
+                for r in await ledger_rows(db, nov, "BSY-02-12", NOW)}
+    assert rows[("2026-11-17 14:00", "2026-11-18 14:00")]["overdue"] == "否"
+    assert rows[("2026-11-17 10:05", "2026-11-18 10:05")]["overdue"] == "否"
+    due_nine = rows[("2026-11-17 09:00", "2026-11-18 09:00")]
+    assert (due_nine["overdue"], due_nine["overdue_by"]) == ("是", "1小时5分钟")
+
+
+def _drifted(fig: Figures, **change: int) -> Figures:
+    return Figures(**{**vars(fig), **change})
+
+
+async def test_a_drift_of_either_side_is_caught(h: Harness) -> None:
+    """The check is not blind: any count of the figures off by one fails it."""
+    async with h.app.sessions() as db:
+        await fill_month(db)
+        ask = ASKS[0]
+        fig = await compute(db, ask.period, None, now=ask.now)
+        rows = await ledger_rows(db, ask.period, None, ask.now)
+    names = list(assert_reconciled(fig, rows, ask, "as it is"))
+    assert len(names) == 14
+    for name in names:
+        with pytest.raises(AssertionError):
+            assert_reconciled(_drifted(fig, **{name: getattr(fig, name) + 1}), rows, ask, name)
