@@ -278,8 +278,12 @@ def unsatisfied(ev: Any = CaseEvent) -> ColumnElement[bool]:
 def escalation(level: Level, ev: Any = CaseEvent) -> ColumnElement[bool]:
     """上报 to the community or the street, by a person or by the timer. Events recorded
     before revision 0005 carry no level and count as to the community."""
-    to = (ev.level == Level.STREET if level == Level.STREET
-          else or_(ev.level == Level.COMMUNITY, ev.level.is_(None)))
+    if level == Level.STREET:
+        to: ColumnElement[bool] = ev.level == Level.STREET
+    elif level == Level.COMMUNITY:
+        to = or_(ev.level == Level.COMMUNITY, ev.level.is_(None))
+    else:
+        raise ValueError(f"a case is escalated to the community or the street, not {level}")
     return and_(counted(), ev.action.in_(ESCALATIONS), to)
 
 
@@ -310,9 +314,10 @@ def listed(period: Period, as_of: datetime) -> ColumnElement[bool]:
 
 
 __all__ = [
-    "COUNTED_EVENTS", "ESCALATIONS", "FIRST_ACTS", "NO_FEEDBACK", "UNCOUNTED", "UNRESOLVED",
-    "Period", "closed_in", "closed_late_in", "closed_on_time_in", "counted", "due_in",
-    "escalation", "late_at", "late_until", "listed", "local_midnight", "no_feedback",
-    "on_time", "open_at", "overdue_at", "rated", "received_in", "resolved_in", "rework",
-    "running_at", "suspended", "touching", "unsatisfied", "with_counted_events", "within",
+    "BAD", "COUNTED_EVENTS", "ESCALATIONS", "FAIR", "FIRST_ACTS", "GOOD", "NO_FEEDBACK",
+    "RATINGS", "UNCOUNTED", "UNRESOLVED", "Period", "closed_in", "closed_late_in",
+    "closed_on_time_in", "counted", "due_in", "escalation", "late", "late_at", "late_until",
+    "listed", "local_midnight", "no_feedback", "on_time", "open_at", "overdue_at", "rated",
+    "received_in", "resolved_in", "rework", "running_at", "suspended", "touching", "unsatisfied",
+    "with_counted_events", "within", "zone_of",
 ]
