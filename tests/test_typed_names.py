@@ -32,20 +32,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import pytest
-
 from bot.cases import events, lifecycle, status
 from bot.cases.events import EventKind
 from bot.cases.status import CaseStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "handlers")
-# Rooms being rewritten at the time of this check, by another item of the same issue: their
-# literals go with that rewrite (and `test_pending_rooms` lists them meanwhile). Drop an entry
-# once its room is clean; nothing else belongs here.
-PENDING = {
-    "bot/ledger/": "issue 18 item 4: each figure defined once (figures, 台账, digest)",
-}
 
 
 @dataclass(frozen=True)
@@ -216,24 +208,12 @@ def modules() -> list[str]:
                   for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
 
 
-def _pending(path: str) -> bool:
-    return path.startswith(tuple(PENDING))
-
-
 def _found(paths: list[str]) -> list[Finding]:
     return [f for path in paths for f in findings((ROOT / path).read_text(encoding="utf-8"), path)]
 
 
 def test_no_status_or_event_literals() -> None:
-    found = _found([p for p in modules() if not _pending(p)])
-    assert not found, "status/event names written as strings:\n" + "\n".join(map(str, found))
-
-
-@pytest.mark.xfail(reason="rooms in PENDING are being rewritten; see PENDING", strict=False)
-def test_pending_rooms() -> None:
-    """The literals left in the rooms being rewritten: an expected failure until they are
-    clean (then this passes, and their PENDING entry goes)."""
-    found = _found([p for p in modules() if _pending(p)])
+    found = _found(modules())
     assert not found, "status/event names written as strings:\n" + "\n".join(map(str, found))
 
 
