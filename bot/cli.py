@@ -76,13 +76,15 @@ async def _load_registry(settings: Settings, path: Path) -> str:
 
 
 @asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[AsyncSession]:
-    from storage.db import create_schema, make_engine, make_sessionmaker
+async def _database(settings: Settings, *, read: bool = False) -> AsyncIterator[AsyncSession]:
+    """A session on the configured database; `read`: in read transactions, which never hold
+    up the bot's writes (figures and exports)."""
+    from storage.db import create_schema, make_engine, make_sessionmaker, read_only
 
     engine = make_engine(settings.database_url)
     try:
         await create_schema(engine)
-        async with make_sessionmaker(engine)() as db:
+        async with make_sessionmaker(read_only(engine) if read else engine)() as db:
             yield db
     finally:
         await engine.dispose()
@@ -286,7 +288,7 @@ async def _stats(settings: Settings, month: str, scope: str | None, as_json: boo
     from bot.org.directory import NodeKind
 
     _period_text(month)
-    async with _database(settings) as db:
+    async with _database(settings, read=True) as db:
         period, place = await _period_and_scope(db, month, scope)
         fig = await compute(db, period, scope)
         # A grid's own figures say it all; above a grid, each grid's too.
@@ -323,7 +325,7 @@ async def _export(settings: Settings, month: str, scope: str | None, fmt: str | 
     _period_text(month)
     by_name = fmt is None and out.suffix.lower() == ".csv"
     kind: Literal["xlsx", "csv"] = "csv" if fmt == "csv" or by_name else "xlsx"
-    async with _database(settings) as db:
+    async with _database(settings, read=True) as db:
         period, _place = await _period_and_scope(db, month, scope)
         locale = await _locale(db)
         try:

@@ -34,6 +34,7 @@ from bot.org.directory import Directory, Place, directory
 from bot.org.roles import Actor, RoleName
 from bot.telegram.session import DIRECT_KIND
 from handlers.common import RouterSpec, open_tx
+from storage.db import reading
 
 log = logging.getLogger(__name__)
 router = RouterSpec("stats")
@@ -164,15 +165,18 @@ async def stats(message: Message, command: CommandObject, db: AsyncSession, ctx:
     if asked is None:
         return
     tx, ask = asked
-    # A running period is measured as of now, an ended one as of its end.
-    fig = await figures.compute(db, ask.period, ask.place.code, now=tx.now)
-    days = await figures.daily(db, ask.period, ask.place.code)
-    by = CHILDREN.get(ask.place.kind)
-    children = (await figures.breakdown(db, ask.period, ask.place.code, by, now=tx.now)
-                if by else [])
-    unknown = unknown_years(tx, ask.period)
-    # Nothing more to read: the chart is drawn with no transaction (and no lock) held.
+    # The update's own transaction lets go; the figures are read in a read transaction,
+    # which never holds up a resident's report.
     await db.commit()
+    async with reading(db) as read:
+        # A running period is measured as of now, an ended one as of its end.
+        fig = await figures.compute(read, ask.period, ask.place.code, now=tx.now)
+        days = await figures.daily(read, ask.period, ask.place.code)
+        by = CHILDREN.get(ask.place.kind)
+        children = (await figures.breakdown(read, ask.period, ask.place.code, by, now=tx.now)
+                    if by else [])
+    unknown = unknown_years(tx, ask.period)
+    # The chart is drawn with no transaction (and no lock) held.
     png = await chart(tx, ask, days, children, by)
     text = tx.texts.render("stats", **stats_view(tx, ask, fig, children, by, unknown,
                                                  chart=png is not None))
@@ -274,13 +278,14 @@ async def export(message: Message, command: CommandObject, db: AsyncSession, ctx
     if asked is None:
         return
     tx, ask = asked
-    # The rows stream in a read transaction of their own; the inbox row's lock is let go.
+    # The update's own transaction lets go; the rows stream in a read transaction, which
+    # never holds up a resident's report however long the export takes.
     await db.commit()
     out = io.BytesIO()
     fmt: Literal["xlsx", "csv"] = "csv" if ask.fmt == "csv" else "xlsx"
-    rows = await write_ledger(db, ask.period, ask.place.code, out, fmt, tx.texts.locale,
-                              now=tx.now)
-    await db.commit()
+    async with reading(db) as read:
+        rows = await write_ledger(read, ask.period, ask.place.code, out, fmt, tx.texts.locale,
+                                  now=tx.now)
     name = f"{tx.texts.plain('export_file_stem')}-{ask.place.code}-{ask.period.label}.{fmt}"
     text = tx.texts.render("stats_export", export={
         "scope": ask.place.name, "period": ask.period.label, "rows": rows})

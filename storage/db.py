@@ -10,7 +10,8 @@ import logging
 import os
 import re
 import sqlite3
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -65,16 +66,57 @@ def make_engine(url: str) -> AsyncEngine:
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _begin_immediate(conn: Connection) -> None:
+        def _begin(conn: Connection) -> None:
+            if conn.get_execution_options().get(READ_ONLY):
+                # A long read (read_only below): a snapshot, no lock; and no writes, so a
+                # mistaken one fails at once instead of upgrading to the write lock. The
+                # pool's reset below lifts query_only before anyone else gets the connection.
+                conn.exec_driver_sql("PRAGMA query_only=ON")
+                conn.connection.info[READ_ONLY] = True
+                conn.exec_driver_sql("BEGIN")
+                return
             # Take the write lock when a transaction starts: SQLite has one writer at a time,
             # and a reader that later tries to write fails at once if another wrote meanwhile.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        @event.listens_for(engine.sync_engine.pool, "reset")
+        def _writable_again(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry,
+                            _state: Any) -> None:
+            if record.info.pop(READ_ONLY, False):
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA query_only=OFF")
+                cur.close()
 
     return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# The execution option that makes a SQLite transaction begin as a reader (see _begin below).
+READ_ONLY = "gridbot_read_only"
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for long reads (figures, exports, listings): on SQLite its
+    transactions begin DEFERRED (a reader in WAL mode never blocks the one writer, nor waits
+    for it); on PostgreSQL they are READ ONLY and REPEATABLE READ (one snapshot for the whole
+    read). A write in one fails instead of taking a lock."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(**{READ_ONLY: True}, postgresql_readonly=True,
+                                        isolation_level="REPEATABLE READ")
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+@asynccontextmanager
+async def reading(db: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A read transaction beside `db` (on its engine), rolled back when done. A handler that
+    reads at length commits its own transaction first, so it holds no lock meanwhile."""
+    engine = db.bind
+    assert isinstance(engine, AsyncEngine), "a session bound to one engine"
+    async with AsyncSession(read_only(engine), expire_on_commit=False) as session:
+        yield session
 
 
 log = logging.getLogger(__name__)
