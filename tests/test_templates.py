@@ -33,7 +33,7 @@ ITEM_IDS = (4217, 4230)
 NOW = datetime(2025, 3, 14, 2, 30, tzinfo=UTC)
 CARD_KINDS = (
     "verify", "urgent", "unverified", "new", "escalated", "returned", "task_done", "reopened",
-    "task", "check", "check_failed", "resumed", "split",
+    "task", "check", "check_failed", "resumed", "split", "extended",
 )
 # Tags Telegram's HTML parse mode understands.
 TELEGRAM_TAGS = {

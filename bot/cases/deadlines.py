@@ -11,7 +11,8 @@ over a case's columns, so the sweep, the transitions and the tests share them.
 An SLA written in working time (`8wh`, `2wd`) is counted on the policy's working calendar
 (bot/org/workcal.py): its deadline and its due-soon moment skip nights, weekends and holidays,
 its reminders wait for working time as every reminder waits out the quiet hours, and its
-escalations fall in working time. Extensions and the policy's windows stay clock time.
+escalations fall in working time, and so do its extensions (延期): "1 天" is one working day.
+The policy's windows stay clock time.
 """
 
 from __future__ import annotations
@@ -85,10 +86,25 @@ class Step:
 
 def add_time(policy: Policy, start: datetime, delta: timedelta) -> datetime:
     """`delta` of the district's time after `start`, for the policy's windows (an answer to a
-    request, the on-site check, a whistle's acknowledgement) and an extension's preview: clock
-    time, like the extensions themselves. Only SLAs written `wh`/`wd` count working time
-    (`deadline_of`)."""
+    request, the on-site check, a whistle's acknowledgement): clock time. Only SLAs written
+    `wh`/`wd` count working time (`deadline_of`), and their extensions (`extend`)."""
     return start + delta
+
+
+def extend(policy: Policy, deadline: datetime, seconds: int, working: bool) -> datetime:
+    """`deadline` moved on by an extension of `seconds` as asked (a day is 86400): clock time,
+    or for a working-time case working time, each day one working day (WorkCalendar.extend).
+    What `deadline_of` adds and what the request card shows."""
+    if working:
+        return policy.calendar.extend(deadline, seconds)
+    return deadline + timedelta(seconds=seconds)
+
+
+def original_deadline(policy: Policy, case: Case) -> datetime:
+    """The case's deadline before this round's extensions (the card's 原时限)."""
+    if policy.in_working_time(case):
+        return policy.calendar.retract(case.deadline_at, case.extended_seconds)
+    return case.deadline_at - timedelta(seconds=case.extended_seconds)
 
 
 def deadline_of(policy: Policy, clock_started_at: datetime, sla: timedelta, unit: str = "",
@@ -98,16 +114,17 @@ def deadline_of(policy: Policy, clock_started_at: datetime, sla: timedelta, unit
     `unit` is the category's: '' clock time; 'wh' the SLA is working time from the clock
     start (a start outside working hours counts from the next working period); 'wd' the SLA
     is whole working days (`sla` = days × 24h), due at the end of the last one (see
-    WorkCalendar.add_working_days). Extensions are clock time in every unit: the length
-    asked for (`1d`, `3d`) is added to the deadline as the request showed it.
+    WorkCalendar.add_working_days). Extensions count in the same unit (`extend`): in working
+    time for 'wh' and 'wd', "1 天" being one working day, as the request card showed it.
     """
-    extension = timedelta(seconds=extended_seconds)
     if unit == "wh":
-        return policy.calendar.add_working(clock_started_at, sla.total_seconds()) + extension
-    if unit == "wd":
+        base = policy.calendar.add_working(clock_started_at, sla.total_seconds())
+    elif unit == "wd":
         days = max(1, int(sla.total_seconds()) // 86400)
-        return policy.calendar.add_working_days(clock_started_at, days) + extension
-    return clock_started_at + sla + extension
+        base = policy.calendar.add_working_days(clock_started_at, days)
+    else:
+        base = clock_started_at + sla
+    return extend(policy, base, extended_seconds, unit in ("wh", "wd"))
 
 
 def due_soon_at(case: Case, policy: Policy) -> datetime | None:

@@ -6,14 +6,14 @@ Every function here runs inside the transaction of the change that makes the mes
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
 from bot.cases import followers, hooks, phones, voice
 from bot.cases.buttons import Action, button
-from bot.cases.deadlines import light
+from bot.cases.deadlines import light, original_deadline
 from bot.cases.outbox import enqueue
 from bot.cases.status import HANDLING, CaseStatus
 from bot.context import Tx
@@ -110,7 +110,7 @@ async def case_view(tx: Tx, case: Case, lin: Lineage,
         "assignee": name(case.assignee_id) if case.assignee_id else None,
         # The workflow's lines, all from the case's own columns.
         "extended": case.extended_seconds > 0,
-        "original_deadline_at": case.deadline_at - timedelta(seconds=case.extended_seconds),
+        "original_deadline_at": original_deadline(tx.policy, case),
         "rework": case.round - 1,
         "review_at": case.review_at,
         "checked": tx.texts.label(f"checked_{case.checked}") if case.checked else None,
@@ -245,9 +245,10 @@ async def _has_departments(tx: Tx) -> bool:
 
 async def handler_card(
     tx: Tx, case: Case, lin: Lineage, kind: str, note: str | None = None, *,
-    deferrable: bool = False,
+    deferrable: bool = False, key: str = "",
 ) -> list[Person]:
-    """The case card to whoever handles the case's current level; returns who got it."""
+    """The case card to whoever handles the case's current level; returns who got it. `key`
+    tells apart a card owed without a new rev (an approved extension) from the rev's own."""
     recipients = await handlers_at(tx.db, lin, case.level)
     heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
     photos = await photos_of(tx, case)
@@ -259,7 +260,7 @@ async def handler_card(
     not_before = quiet_delay(tx, case) if deferrable else None
     for person in recipients:
         await send_to_person(
-            tx, f"case:{case.id}:card:{case.rev}:{person.id}", person.id, text, case=case,
+            tx, f"case:{case.id}:card:{case.rev}{key}:{person.id}", person.id, text, case=case,
             fallback_chat_id=lin.grid.chat_id, photos=photos, buttons=buttons,
             not_before=not_before, with_voice=voice.of_case(case),
         )

@@ -147,6 +147,57 @@ class WorkCalendar:
                     total += hi - lo
         return total
 
+    def next_working_day(self, day: date) -> date:
+        """`day` if it is a working day, else the first working day after it (a 挂账 review
+        date on a holiday moves there)."""
+        for later, periods in self._days(day):
+            if periods:
+                return later
+        return day
+
+    @property
+    def day_seconds(self) -> float:
+        """The working time of one working day (7 h with the default hours)."""
+        return sum((datetime.combine(date.min, b) - datetime.combine(date.min, a))
+                   .total_seconds() for a, b in self.periods)
+
+    def _extension(self, seconds: float) -> float:
+        """The working time of an extension asked as `seconds` (a day is 86400): each whole
+        day is one working day, each hour one working hour."""
+        days, rest = divmod(seconds, 86400)
+        return days * self.day_seconds + rest
+
+    def extend(self, deadline: datetime, seconds: float) -> datetime:
+        """An extension (延期) of a working-time deadline, counted in working time: "1 天" is
+        one working day, so 09-30 17:30 + 1d is 10-08 17:30 across National Day."""
+        working = self._extension(seconds)
+        if working <= 0:
+            return deadline
+        return self.add_working(deadline, working)
+
+    def retract(self, deadline: datetime, seconds: float) -> datetime:
+        """The deadline before an extension of `seconds` (`extend` undone): walks back that
+        much working time and, landing on the start of a period, gives the end of the one
+        before (a deadline is the end of a period, not the start of the next)."""
+        left = timedelta(seconds=self._extension(seconds))
+        if left <= timedelta(0):
+            return deadline
+        cursor = deadline
+        first = self._local(deadline).date()
+        for i in range(MAX_DAYS):
+            for a, b in reversed(self.periods_on(first - timedelta(days=i))):
+                if a >= cursor:
+                    continue
+                end = min(b, cursor)
+                if left <= timedelta(0):
+                    # Walked back exactly to the start of a later period: this one's end.
+                    return end.astimezone(deadline.tzinfo)
+                if left < end - a:
+                    return (end - left).astimezone(deadline.tzinfo)
+                left -= end - a
+                cursor = a
+        return cursor.astimezone(deadline.tzinfo)
+
     def add_working_days(self, start: datetime, days: int) -> datetime:
         """N working days from a report, as 「N个工作日内」 is counted in administration (the
         day a period starts does not count, 期间开始之日不计算在内): the end of the last
