@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -266,7 +267,7 @@ def _period_text(month: str) -> None:
 
 async def _period_and_scope(db: AsyncSession, month: str, scope: str | None
                             ) -> tuple[Any, Any]:
-    from bot.ledger.figures import Period, ScopeError, scope_place
+    from bot.ledger.figures import Period, PeriodRefused, ScopeError, askable, scope_place
     from bot.org.directory import org_settings
 
     settings = await org_settings(db)
@@ -280,6 +281,10 @@ async def _period_and_scope(db: AsyncSession, month: str, scope: str | None
         place = await scope_place(db, scope)
     except ScopeError as exc:
         raise CliError(f"--scope: {exc}") from exc
+    try:
+        await askable(db, period, datetime.now(UTC))
+    except PeriodRefused as exc:
+        raise CliError(f"--month: {exc}") from exc
     return period, place
 
 

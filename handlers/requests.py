@@ -2,6 +2,8 @@
 
 The request row decides whether a button is stale, not the case's rev: the handler accepting
 or assigning the case meanwhile leaves the approval standing. 不同意 asks for a reason first.
+同意 on a request that no longer applies (bot.workflow.approvals) is refused with the reason,
+as an alert and in the chat, and the card loses its buttons.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ async def request_answer(query: CallbackQuery, state: FSMContext, db: AsyncSessi
         req = await case_requests.check_answer(tx, actor, btn.request_id)
     except DomainError as err:
         await db.rollback()
+        if err.code == "request_refused" and isinstance(query.message, Message):
+            # Answered as refused (a rule of the request no longer held): the card loses its
+            # buttons, and the reason stays in the chat, not only in the alert.
+            with contextlib.suppress(TelegramBadRequest):
+                await query.message.edit_reply_markup(reply_markup=None)
+            await query.message.answer(err.explain(tx.texts))
         await refuse(query, tx, err)
         return
     await ask(query, state, RequestFlow.reason, tx.texts,

@@ -143,10 +143,15 @@ async def _asked(message: Message, command: CommandObject, db: AsyncSession, ctx
                                             else "stats_not_staff"))
         return None
     try:
-        return tx, parse_ask(tx, d, command.args or "", held, export=export)
+        ask = parse_ask(tx, d, command.args or "", held, export=export)
+        await figures.askable(db, ask.period, tx.now)
     except Refusal as no:
         await message.answer(tx.texts.label(no.label, **no.context))
         return None
+    except figures.PeriodRefused as no:
+        await message.answer(tx.texts.label(no.label, **no.context))
+        return None
+    return tx, ask
 
 
 # --- /stats ------------------------------------------------------------------------------

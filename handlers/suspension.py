@@ -15,6 +15,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases.buttons import Action, CaseButton
@@ -119,9 +120,16 @@ async def _finish(message: Message, state: FSMContext, tx: Tx, actor: Actor,
     await state.clear()
     cid, rev = int(data.get("case_id", 0)), int(data.get("rev", 0))
     try:
-        await suspension.request(tx, actor, cid, rev, str(data.get("reason", "")), review_at)
+        req = await suspension.request(tx, actor, cid, rev, str(data.get("reason", "")),
+                                       review_at)
     except DomainError as err:
         await tx.db.rollback()
         await refuse(message, tx, err)
         return
-    await message.reply(tx.texts.label("done_suspension_request", case_id=cid))
+    # The review date as the request has it: moved to a working day, if it fell on a day off.
+    day = tx.texts.local_time(req.review_at, "%Y-%m-%d")
+    text = tx.texts.label("done_suspension_request", case_id=cid, text=day)
+    if req.review_at != review_at:
+        text = Markup("{}\n{}").format(text, tx.texts.label(
+            "review_moved", text=tx.texts.local_time(review_at, "%Y-%m-%d")))
+    await message.reply(text)

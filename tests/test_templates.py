@@ -34,6 +34,7 @@ NOW = datetime(2025, 3, 14, 2, 30, tzinfo=UTC)
 CARD_KINDS = (
     "verify", "urgent", "unverified", "new", "escalated", "returned", "task_done", "reopened",
     "task", "check", "check_failed", "resumed", "split", "extended",
+    "category",
 )
 # Tags Telegram's HTML parse mode understands.
 TELEGRAM_TAGS = {
@@ -208,6 +209,9 @@ def _context(texts: Texts) -> dict[str, Any]:
         "review_at": NOW + timedelta(days=90),
         "answer_by": NOW + timedelta(days=1),
         "outcome": "approved",
+        "working": False,
+        "asked_review_at": None,
+        "skipped": None,
         # The parts' templates (whistles, checks, suspension).
         "department": f"Police station {EVIL}",
         "ask": f"Please check the stall {EVIL}",
@@ -265,11 +269,18 @@ def _variants(texts: Texts, name: str) -> list[dict[str, Any]]:
             {"kind": "extension", "length": 12 * 3600, "answer_by": None, "review_at": None},
             {"kind": "suspension", "length": None, "new_deadline_at": None,
              "case": _bare_case(texts)},
+            # A working-time case; a review date moved off a holiday; asked one level up.
+            {"kind": "extension", "review_at": None, "working": True},
+            {"kind": "extension", "review_at": None, "working": True, "length": 12 * 3600},
+            {"kind": "suspension", "length": None, "new_deadline_at": None,
+             "asked_review_at": NOW + timedelta(days=88),
+             "skipped": texts.label("request_skipped", kind=f"Community {EVIL}",
+                                    name="Street")},
         ],
         "request_answered": [
             {"kind": k, "outcome": o, "note": n}
             for k in ("extension", "suspension")
-            for o in ("approved", "declined", "expired", "withdrawn")
+            for o in ("approved", "declined", "expired", "withdrawn", "refused")
             for n in (None, f"Too long {EVIL}")
         ] + [{"kind": "suspension", "outcome": "approved", "review_at": None}],
         "case_mine": [
@@ -463,6 +474,8 @@ LABEL_CONTEXT: dict[str, Any] = {
     "name": f"Supervisor {EVIL}",
     "link": LINK,
     "from_status": "checking",
+    # /stats refusals (labels_stats.j2): the first day with data.
+    "first": "2026-09-01",
     # 合并 and 拆分 (labels_merge.j2).
     "any": True,
     "main_id": CASE_ID - 3,
@@ -482,6 +495,14 @@ LABEL_CONTEXT: dict[str, Any] = {
     "total": 40,
     "id": 12,
     "minutes": 25,
+    # 改类别 (labels_category.j2): what moved.
+    "old": f"Other {EVIL}",
+    "new": f"Disputes {EVIL}",
+    "how": "held",
+    "before": "11-26 10:00",
+    "after": "11-24 10:00",
+    "proposed": "11-30 10:00",
+    "urgent": False,
 }
 
 

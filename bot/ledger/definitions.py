@@ -90,6 +90,11 @@ def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
+# Years a period may name: local midnights far outside them do not fit a datetime in UTC
+# (year 1 in Asia/Shanghai is year 0 in UTC), and no grid has data there.
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+
+
 @dataclass(frozen=True)
 class Period:
     start: datetime  # aware UTC, inclusive (local midnight of the first day in `tz`)
@@ -113,8 +118,12 @@ class Period:
                 if len(year_s) != 4 or len(month_s) != 2:
                     raise ValueError(text)
                 first = date(int(year_s), int(month_s), 1)
+                if not FIRST_YEAR <= first.year <= LAST_YEAR:
+                    raise ValueError(text)
                 return cls._month(first, zone, tz)
-        except ValueError:
+            if not (first.year >= FIRST_YEAR and last.year <= LAST_YEAR):
+                raise ValueError(text)
+        except (ValueError, OverflowError):
             raise ValueError(f"a period is a month YYYY-MM (e.g. 2026-10) or days "
                              f"YYYY-MM-DD..YYYY-MM-DD, not {text!r}") from None
         if last < first:

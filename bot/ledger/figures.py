@@ -44,6 +44,39 @@ class ScopeError(ValueError):
 # --- the figures --------------------------------------------------------------------------
 
 
+# The longest period asked for at once: a year, leap day included. Longer ones are refused
+# rather than computed (a 40-year period once held a resident's report for 18 s).
+MAX_PERIOD_DAYS = 366
+
+
+class PeriodRefused(ValueError):
+    """A period the figures are not computed for; `label` names the text that says why."""
+
+    def __init__(self, label: str, message: str, **context: object) -> None:
+        super().__init__(message)
+        self.label = label
+        self.context = context
+
+
+async def askable(db: AsyncSession, period: Period, now: datetime) -> None:
+    """Refuses a period longer than a year, one not yet begun, or one that ends before the
+    first case was reported (one indexed query)."""
+    days = (period.end - period.start) // timedelta(days=1)
+    if days > MAX_PERIOD_DAYS:
+        raise PeriodRefused("stats_period_too_long",
+                            f"the period {period.label} is {days} days: at most a year "
+                            f"({MAX_PERIOD_DAYS} days) at a time", code=period.label)
+    if period.start > now:
+        raise PeriodRefused("stats_period_not_begun",
+                            f"the period {period.label} has not begun", code=period.label)
+    first = await db.scalar(select(func.min(Case.reported_at)))
+    if first is not None and period.end <= first:
+        day = first.astimezone(zone_of(period.tz)).date().isoformat()
+        raise PeriodRefused("stats_period_before_data",
+                            f"no case was reported before {day}: the period {period.label} "
+                            f"has no data", code=period.label, first=day)
+
+
 def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 

@@ -193,13 +193,16 @@ async def holds_level(db: AsyncSession, actor: Actor, lineage: Lineage, level: s
     return any(actor.has(role, node.id) for role in HANDLER_ROLES[Level(level)])
 
 
-async def approvers(db: AsyncSession, lineage: Lineage, level: str
-                    ) -> tuple[Level, list[Person]] | None:
+async def approvers(db: AsyncSession, lineage: Lineage, level: str,
+                    requester_id: int | None = None) -> tuple[Level, list[Person]] | None:
     """The nearest level above `level` with someone to handle it, and who: those who answer
-    a request made at `level`. None: nobody above, so nothing can be asked."""
+    a request made at `level`. None: nobody above, so nothing can be asked.
+
+    Whoever asks never approves: `requester_id` is left out, so a 社区书记兼网格长's request
+    goes to the community's other supervisors, or to the street when they are its only one."""
     above = level_above(level)
     while above is not None:
-        people = await handlers_at(db, lineage, above)
+        people = [p for p in await handlers_at(db, lineage, above) if p.id != requester_id]
         if people:
             return above, people
         above = level_above(above)

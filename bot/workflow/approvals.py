@@ -1,4 +1,5 @@
 """Answering a request to the level above (同意 / 不同意): one answer counts, the feature's
+rules are checked again (an approval that no longer applies is refused with its reason), its
 approval takes effect, and the requester is told. Above the request mechanism
 (bot/workflow/case_requests.py) and the features built on it (extensions, suspension)."""
 
@@ -29,6 +30,17 @@ async def answer(tx: Tx, actor: Actor, request_id: int, approve: bool,
         await case_requests.withdraw(tx, case, "stale")
         await cases.save(tx, case)
         raise DomainError("request_stale")
+    if approve:
+        # Check at effect, not only at request: every rule the request was checked against.
+        recheck = (extensions.recheck if req.kind == RequestKind.EXTENSION
+                   else suspension.recheck)
+        try:
+            await recheck(tx, case, lin, req)
+        except DomainError as lapsed:
+            if not lapsed.code.startswith("lapsed_"):
+                raise
+            raise await case_requests.refuse_lapsed(tx, case, lin, req, actor,
+                                                    lapsed) from None
     status = RequestStatus.APPROVED if approve else RequestStatus.DECLINED
     # Compare and set: of two supervisors answering at once, one answer counts.
     result = await tx.db.execute(

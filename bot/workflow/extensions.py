@@ -6,16 +6,21 @@ Approval adds the length to the round's `extended_seconds`, and the deadline is 
 from the case's columns, so the due-soon, overdue and escalation steps of the timer model
 follow the new deadline with no other change: they are keyed by their basis, the deadline.
 
-Refusals are checked when the button is pressed and again when the request is made, since
-the case or the policy may change while the handler types.
+Refusals are checked when the button is pressed, again when the request is made, since
+the case or the policy may change while the handler types, and again when it is approved
+(`recheck`): a deadline passed or a limit lowered meanwhile refuses the approval.
+
+A working-time case (its SLA in `wh` or `wd`) is extended in working time: "1 天" is one
+working day of the district's calendar (bot.cases.deadlines.extend), and the card says so.
+On approval the handler gets a fresh card with the new deadline.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot.cases import lifecycle as cases
+from bot.cases import notify
 from bot.cases.events import EventKind
 from bot.cases.lifecycle import HANDLING, Intent
 from bot.errors import DomainError
@@ -73,19 +78,28 @@ def _refusals(tx: Tx, case: Case) -> None:
         raise DomainError("request_pending", case_id=case.id)
 
 
-async def _approvers_above(tx: Tx, case: Case, lin: Lineage) -> None:
-    if await org.approvers(tx.db, lin, case.level) is None:
-        raise DomainError("no_approver", case_id=case.id)
-
-
 async def check_request(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     """Whether `actor` may ask for an extension of the case now (before any prompt)."""
     _enabled()
     case = await cases.check(tx, actor, case_id, rev, Intent.EXTEND)
     _refusals(tx, case)
     lin = await org.lineage_of(tx.db, case.building_id, case.unit_id)
-    await _approvers_above(tx, case, lin)
+    await case_requests.approvers_for(tx, case, lin, actor.id)
     return case
+
+
+async def recheck(tx: Tx, case: Case, lin: Lineage, req: CaseRequest) -> None:
+    """The rules of the request, again when it is approved: a `lapsed_*` refusal for the one
+    that no longer holds (the approval is then refused with it)."""
+    if not ENABLED or tx.policy.max_extensions <= 0:
+        raise DomainError("lapsed_extension_off", case_id=case.id)
+    if case.extension_count >= tx.policy.max_extensions:
+        raise DomainError("lapsed_extension_limit", case_id=case.id,
+                          count=case.extension_count, limit=tx.policy.max_extensions)
+    if tx.now >= case.deadline_at:
+        raise DomainError("lapsed_past_deadline", case_id=case.id,
+                          text=tx.texts.local_time(case.deadline_at))
+    await case_requests.requester_holds(tx, case, lin, req)
 
 
 async def request(tx: Tx, actor: Actor, case_id: int, rev: int, seconds: int,
@@ -105,14 +119,18 @@ async def request(tx: Tx, actor: Actor, case_id: int, rev: int, seconds: int,
 
 async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Actor) -> None:
     """The approval hook `approvals.answer` calls: the request is already marked
-    approved and `case.request_at` cleared; the caller derives the deadline again, tells the
-    requester and saves.
+    approved and `case.request_at` cleared; the caller tells the requester and saves.
 
-    The length is added to this round's deadline as it stands, whenever the answer comes.
+    The length is added to this round's deadline as it stands, whenever the answer comes (in
+    working time for a working-time case); the handler gets a fresh card with it.
     """
     seconds = req.seconds or 0
-    new_deadline = case.deadline_at + timedelta(seconds=seconds)
     case.extended_seconds += seconds
     case.extension_count += 1
-    note = f"+{format_duration(seconds)} → {tx.texts.local_time(new_deadline)}"
+    # The deadline the event, the card and the answer show is the timer model's.
+    await cases.schedule(tx, case)
+    note = f"+{format_duration(seconds)} → {tx.texts.local_time(case.deadline_at)}"
     cases.record(tx, case, EventKind.EXTENSION_APPROVE, actor.id, note)
+    # The approval keeps the rev (a handler typing a result meanwhile is not made stale), so
+    # the card is told apart from the rev's own by the request.
+    await notify.handler_card(tx, case, lin, "extended", key=f":x{req.id}")

@@ -2,9 +2,11 @@
 date.
 
 The handler asks with a reason and a review date; the supervisors of the level above answer
-through the one request mechanism (bot.workflow.case_requests), whose approval calls `approve` here.
-A
-suspended case has one timer, its review date (Phase.SUSPENDED): no reminders, no red light.
+through the one request mechanism (bot.workflow.case_requests), whose approval calls `approve`
+here, once `recheck` has found the review date still ahead (an approval on or after it is
+refused: it would suspend into the past). A review date on a day off of the district's
+working calendar moves to the next working day, and the card and the reporter say so.
+A suspended case has one timer, its review date (Phase.SUSPENDED): no reminders, no red light.
 On that date, or earlier when someone resumes it from its card or `/case`, the case returns to
 its handler with a fresh clock in the same round: a restart, not a rework, so the rework count
 (`round - 1`) stays. The reporter is told privately both times, never in the building group.
@@ -97,45 +99,74 @@ def review_in(days: int, now: datetime, tz: str) -> datetime:
     return review_on(today + timedelta(days=days), today, zone)
 
 
-def _valid_review(tx: Tx, review_at: datetime) -> datetime:
-    """The domain's own check of a review date, whatever the handler passed."""
+def _days_ahead(tx: Tx, review_at: datetime) -> int:
+    """How many days of the registry's zone lie between today and the review date."""
     zone = ZoneInfo(tx.policy.timezone)
-    days = (review_at.astimezone(zone).date() - tx.now.astimezone(zone).date()).days
-    if not MIN_DAYS <= days <= MAX_DAYS:
+    return (review_at.astimezone(zone).date() - tx.now.astimezone(zone).date()).days
+
+
+def on_working_day(tx: Tx, review_at: datetime) -> datetime:
+    """The review date, moved to the next working day of the district's calendar when it
+    falls on a day off (30 days from 09-01 is National Day: 10-08), at the same hour."""
+    zone = ZoneInfo(tx.policy.timezone)
+    local = review_at.astimezone(zone)
+    day = tx.policy.calendar.next_working_day(local.date())
+    if day == local.date():
+        return review_at
+    return datetime.combine(day, local.timetz()).astimezone(review_at.tzinfo)
+
+
+def _valid_review(tx: Tx, review_at: datetime) -> datetime:
+    """The domain's own check of a review date, whatever the handler passed; moved off a
+    day off."""
+    if not MIN_DAYS <= _days_ahead(tx, review_at) <= MAX_DAYS:
         raise DomainError("bad_review_date")
-    return review_at.astimezone(tx.now.tzinfo)
+    return on_working_day(tx, review_at.astimezone(tx.now.tzinfo))
 
 
-async def _may_ask(tx: Tx, case: Case, lin: Lineage) -> None:
+async def _may_ask(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> None:
     """The refusals the button and the request share: status, a pending request, nobody
-    above to answer."""
+    above but the requester to answer."""
     if case.status not in HANDLING:
         raise DomainError("stale", case_id=case.id)
     if case.request_at is not None:
         raise DomainError("request_pending", case_id=case.id)
-    if await org.approvers(tx.db, lin, case.level) is None:
-        raise DomainError("no_approver", case_id=case.id)
+    await case_requests.approvers_for(tx, case, lin, actor.id)
 
 
 async def check_request(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
     """Whether `actor` may ask to suspend the case now (before the prompts)."""
     case = await cases.check(tx, actor, case_id, rev, EventKind.SUSPEND)
     lin = await org.lineage_of(tx.db, case.building_id, case.unit_id)
-    await _may_ask(tx, case, lin)
+    await _may_ask(tx, actor, case, lin)
     return case
 
 
 async def request(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str,
                   review_at: datetime) -> CaseRequest:
-    """Ask the level above to suspend the case until `review_at`, with a reason."""
+    """Ask the level above to suspend the case until `review_at` (moved off a day off),
+    with a reason."""
+    asked = review_at
     review_at = _valid_review(tx, review_at)
     case, lin = await cases.act(tx, actor, case_id, rev, EventKind.SUSPEND)
-    await _may_ask(tx, case, lin)
+    await _may_ask(tx, actor, case, lin)
     req = await case_requests.open_request(tx, actor, case, lin, RequestKind.SUSPENSION,
-                                           reason,
-                                           review_at=review_at)
+                                           reason, review_at=review_at,
+                                           asked_review_at=asked)
     await cases.save(tx, case)
     return req
+
+
+async def recheck(tx: Tx, case: Case, lin: Lineage, req: CaseRequest) -> None:
+    """The rules of the request, again when it is approved: the review date is still at
+    least MIN_DAYS ahead (approved on or after it, the case would be suspended into the past
+    and resumed in the same sweep), and the requester still holds the case."""
+    if not ENABLED:
+        raise DomainError("lapsed_suspension_off", case_id=case.id)
+    if req.review_at is None or _days_ahead(tx, req.review_at) < MIN_DAYS:
+        raise DomainError("lapsed_review_passed", case_id=case.id,
+                          text=tx.texts.local_time(req.review_at, "%Y-%m-%d"))
+    await case_requests.requester_holds(tx, case, lin, req)
 
 
 async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Actor) -> None:
@@ -143,6 +174,9 @@ async def approve(tx: Tx, case: Case, lin: Lineage, req: CaseRequest, actor: Act
     approved and `case.request_at` cleared; the caller tells the requester and saves."""
     await cases.leaving_handling(tx, case, lin)
     cases.transition(tx, case, EventKind.SUSPEND, actor.id, req.reason)
+    if req.review_at is not None:
+        # The calendar as it is now (a holiday declared since the request moves it too).
+        req.review_at = on_working_day(tx, req.review_at)
     case.review_at = req.review_at
     case.assignee_id = None
     case.assignee_ack_at = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openpyxl
@@ -174,7 +174,9 @@ async def test_without_a_font_the_text_still_goes(h: Harness, month: Month,
 
 async def test_says_when_the_calendar_does_not_know_a_year(h: Harness) -> None:
     """Working-day SLAs in a year with no holiday schedule: /stats says their deadlines
-    count weekends only; with clock-time SLAs alone it has nothing to say."""
+    count weekends only; with clock-time SLAs alone it has nothing to say. (In 2030: a
+    period not yet begun is refused.)"""
+    h.clock.advance(datetime(2030, 11, 2, tzinfo=UTC) - h.clock.now())
     await h.private(LEADER, "/stats 2030-10")
     assert "工作日历尚无" not in h.api.files_to(LEADER)[-1].text
     registry = SAMPLE.read_text("utf-8").replace(
