@@ -384,6 +384,10 @@ class Worker:
         return await asyncio.wait_for(self.proc.wait(), timeout=30)
 
 
+async def _at_least(shared: Shared, sql: str, n: int) -> bool:
+    return await shared.scalar(sql) >= n
+
+
 class Shared:
     """What the two-process tests read from the shared database and check at the end."""
 
@@ -453,6 +457,10 @@ async def test_two_worker_processes_send_each_message_once(tmp_path: Path) -> No
         await wait_for(lambda: shared.settled(stream.cases), 120,
                        "every case escalated twice and every message sent")
         await a.start()  # back again, it waits for B's polling claim and works beside it
+        # Up and sweeping (its heartbeat row beside B's) before it is asked to stop: a
+        # SIGTERM in the middle of its start-up, on a loaded machine, is not what is tested.
+        await wait_for(lambda: _at_least(shared, "SELECT count(*) FROM workers", 2), 60,
+                       "A to sweep again")
         stream.push_reports(3)
         await wait_for(lambda: shared.settled(stream.cases), 90,
                        "the last reports handled by both workers")
