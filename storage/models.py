@@ -235,6 +235,12 @@ class Case(Base):
     # of the case's whole life (capped by the policy's max_extensions).
     extended_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     extension_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # How far this round's deadline stands off its derivation (clock start + the category's
+    # SLA + extensions), in seconds: where a category change or a registry edit had to leave
+    # it (a deadline that has passed stays; a category change does not make it later; none
+    # is moved into the past). Reset when the clock restarts (bot/cases/deadlines.py).
+    deadline_offset_seconds: Mapped[int] = mapped_column(Integer, default=0,
+                                                         server_default="0")
     # When the pending extension or suspension request was made; None: none is pending.
     # The request's timeout counts from it (the row is in case_requests).
     request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

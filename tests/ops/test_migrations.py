@@ -98,6 +98,8 @@ ADDED_COLUMNS = {
     # 0007: duplicates, merge and split, notices.
     *(("cases", c) for c in ("followers", "merged_into_id", "split_from_id")),
     *(("org_settings", c) for c in ("duplicate_window", "duplicate_radius")),
+    # 0008: the deadline a category change or a registry edit could not move.
+    ("cases", "deadline_offset_seconds"),
 }
 
 
