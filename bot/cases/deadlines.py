@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from bot.cases.status import CaseStatus
+from bot.cases.status import HANDLING, CaseStatus
 from bot.org.policy import Policy
 from bot.org.workcal import warning_text
 from storage.models import Case
@@ -267,3 +267,56 @@ def light(case: Case, policy: Policy, now: datetime) -> Light:
     if soon is not None and now >= soon:
         return Light.YELLOW
     return Light.GREEN
+
+
+# --- where a deadline stands, and what may move it --------------------------------------------
+
+# The statuses whose deadline runs: the case waits for its result. Only in these is the
+# deadline derived again (from the registry and the case's columns); once a result is
+# recorded (resolved, checking), and while the case is suspended or closed, the deadline it
+# is judged against stays what it was, whatever the registry says later.
+RUNNING: frozenset[CaseStatus] = frozenset({CaseStatus.VERIFYING, *HANDLING})
+
+
+class Moved(StrEnum):
+    """What a change of the deadline's derivation (改类别, a registry edit) did to it."""
+
+    SAME = "same"  # where it was
+    MOVED = "moved"  # to the new derivation (earlier, or later where that is allowed)
+    HELD = "held"  # the new one is later, and more time is an extension: it stays
+    PASSED = "passed"  # it had passed: it stays
+
+
+def runs(case: Case) -> bool:
+    """Whether the case's deadline runs (see RUNNING)."""
+    return case.status in RUNNING
+
+
+def offset(case: Case) -> timedelta:
+    return timedelta(seconds=case.deadline_offset_seconds or 0)
+
+
+def move_deadline(current: datetime, proposed: datetime, now: datetime, *,
+                  later: bool) -> tuple[datetime, Moved]:
+    """Where a deadline goes when its derivation says `proposed` instead of `current`.
+
+    A deadline that has passed stays: it was judged overdue, and a period that has ended
+    may have counted it so. None is moved into the past: by a shorter SLA a case may have
+    been due before anyone said so; it is due now. With `later` False (改类别), none is moved
+    later: more time is an extension, asked for and approved above (延期).
+    """
+    if now >= current:
+        return current, Moved.PASSED
+    target = max(proposed, now)
+    if target > current and not later:
+        return current, Moved.HELD
+    return target, (Moved.SAME if target == current else Moved.MOVED)
+
+
+def hold_deadline(case: Case, target: datetime, derived: datetime) -> None:
+    """Set the case's deadline to `target`, where the registry derives `derived` (without
+    an offset): the difference is kept in `deadline_offset_seconds` (whole seconds, rounded
+    up: never earlier than `target`), so the deadline derived again stays there."""
+    seconds = -((derived - target) // timedelta(seconds=1))
+    case.deadline_offset_seconds = seconds
+    case.deadline_at = derived + timedelta(seconds=seconds)

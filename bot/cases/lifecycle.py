@@ -21,7 +21,9 @@ from bot.cases.deadlines import (
     deadline_of,
     due_now,
     next_check,
+    offset,
     pending_steps,
+    runs,
 )
 from bot.cases.events import EventKind as EventKind
 from bot.cases.status import FINAL_STATUSES as FINAL_STATUSES
@@ -121,6 +123,9 @@ PROMPT_FROM: dict[Act, frozenset[CaseStatus]] = {
 }
 # Events that change nothing a button depends on keep the rev.
 _KEEPS_REV = {E.CATEGORY, E.ACK}
+# Events after which the round's clock starts again (their caller sets the clock start and
+# clears the extensions): the deadline is derived afresh, with nothing held from before.
+CLOCK_RESTARTS = {E.REWORK, E.RESUME, E.SUSPEND_REVIEW}
 # Case ids are 32-bit: anything else, typed or forged, is no case at all.
 MAX_CASE_ID = 2**31 - 1
 # A flood of reports from one account: at most REPORT_LIMIT in any REPORT_WINDOW, counted
@@ -166,6 +171,8 @@ def transition(tx: Tx, case: Case, action: EventKind, actor_id: int | None,
         case.status = target
     if action not in _KEEPS_REV:
         case.rev += 1
+    if action in CLOCK_RESTARTS:
+        case.deadline_offset_seconds = 0
     return record(tx, case, action, actor_id, note, from_status=before)
 
 
@@ -180,13 +187,18 @@ async def _category(tx: Tx, code: str | None) -> CategoryInfo:
 
 
 async def _sync_deadline(tx: Tx, case: Case) -> None:
-    """The deadline is the clock start plus the current category's SLA and the extensions
-    approved this round, always."""
+    """While the deadline runs (deadlines.RUNNING), it is the clock start plus the current
+    category's SLA and the extensions approved this round, where a category change or a
+    registry edit had to leave it (`deadline_offset_seconds`). Once a result is recorded,
+    and while the case is suspended or closed, it stays: the deadline a result is judged
+    against is frozen (issue 19, defect 2)."""
+    if not runs(case):
+        return
     cat = (await directory(tx.db)).categories.get(case.category)
     if cat is not None:
         case.deadline_at = deadline_of(tx.policy, case.clock_started_at,
                                        timedelta(seconds=cat.sla_seconds), cat.sla_unit,
-                                       case.extended_seconds)
+                                       case.extended_seconds) + offset(case)
 
 
 async def _steps_taken(tx: Tx, case: Case) -> set[SentKey]:

@@ -1,5 +1,7 @@
 """A registry load: the organisation's tables say what the registry says, and open cases
-follow a changed SLA or policy at once, in one transaction."""
+follow a changed SLA, calendar or urgency at once, in one transaction, as far as the
+record allows: a result already recorded keeps the deadline it was judged against, and no
+edit changes a figure of a period that has ended (issue 19, defect 2)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cases.deadlines import deadline_of
-from bot.cases.lifecycle import TIMER_PHASE
+from bot.cases.deadlines import RUNNING, deadline_of, hold_deadline, move_deadline, offset
+from bot.cases.status import OPEN_STATUSES
 from bot.clock import Clock
 from bot.org.policy import Policy
 from bot.org.registry import ApplyReport, RegistryModel, write_registry
@@ -23,6 +25,7 @@ async def apply_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     report = await write_registry(db, model, clock)
     await retime_open_cases(db, clock.now(), categories=report.changed_categories,
                             policy_changed=report.policy_changed)
+    await follow_urgency(db)
     await db.commit()
     return report
 
@@ -32,11 +35,16 @@ async def retime_open_cases(db: AsyncSession, now: datetime, *,
                             ) -> int:
     """A registry load changed SLAs or the policy: open cases follow at once.
 
-    The deadline of each open case of a changed category is derived again from its clock
-    start, and the sweep is told to look at the cases concerned now, where `advance_timers`
-    derives every timer from the new policy. Returns how many cases were touched.
+    Only cases whose deadline runs (deadlines.RUNNING: no result recorded, not suspended)
+    are retimed: the deadline of each of a changed category (or, after a policy change, of
+    one counting working time) is derived again from its clock start, and moved there by
+    `move_deadline`: a deadline that has passed stays, and none goes into the past, so no
+    figure of an ended period changes. A resolved or checking case keeps the deadline its
+    result is judged against. The sweep is told to look at the cases concerned now, where
+    `advance_timers` derives every timer from the new policy. Returns how many cases were
+    touched.
     """
-    open_cases = Case.status.in_(list(TIMER_PHASE))
+    running = Case.status.in_(list(RUNNING))
     touched = 0
     # A changed policy may be a changed working calendar: the cases counting working time
     # get their deadline again too, not only at the sweep.
@@ -47,17 +55,34 @@ async def retime_open_cases(db: AsyncSession, now: datetime, *,
         sla = {code: (timedelta(seconds=seconds), unit) for code, seconds, unit in (
             await db.execute(select(Category.code, Category.sla_seconds, Category.sla_unit)
                              .where(changed))).all()}
-        policy = Policy.from_row(row, (code for code, (_, unit) in sla.items() if unit))
-        rows = await db.scalars(select(Case).where(open_cases,
-                                                   Case.category.in_(list(sla))))
+        working = (await db.scalars(select(Category.code).where(Category.sla_unit != ""))).all()
+        policy = Policy.from_row(row, working)
+        rows = await db.scalars(select(Case).where(running, Case.category.in_(list(sla))))
         for case in rows.all():
             length, unit = sla[case.category]
-            case.deadline_at = deadline_of(policy, case.clock_started_at, length, unit,
-                                           case.extended_seconds)
+            derived = deadline_of(policy, case.clock_started_at, length, unit,
+                                  case.extended_seconds)
+            after, _ = move_deadline(case.deadline_at, derived + offset(case), now, later=True)
+            hold_deadline(case, after, derived)
             case.next_check_at = now
             touched += 1
     if policy_changed:
+        open_cases = Case.status.in_(list(OPEN_STATUSES))
         result = await db.execute(update(Case).where(open_cases).values(next_check_at=now)
                                   .execution_options(synchronize_session=False))
         touched = max(touched, int(getattr(result, "rowcount", 0) or 0))
     return touched
+
+
+async def follow_urgency(db: AsyncSession) -> int:
+    """Urgency follows the current category (issue 19, defect 9): a category made urgent,
+    or no longer urgent, carries its open cases with it. Returns how many changed."""
+    changed = 0
+    for urgent in (True, False):
+        codes = select(Category.code).where(Category.urgent == urgent)
+        result = await db.execute(
+            update(Case).where(Case.status.in_(list(OPEN_STATUSES)), Case.category.in_(codes),
+                               Case.urgent != urgent)
+            .values(urgent=urgent).execution_options(synchronize_session=False))
+        changed += int(getattr(result, "rowcount", 0) or 0)
+    return changed
