@@ -127,10 +127,14 @@ async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
                 reply_markup=keyboard(notify.category_buttons(tx, case, cats)))
         await query.answer(tx.texts.plain("ask_new_category"))
         return
+    if a == Action.SET_CATEGORY:
+        # The answer says where the deadline stands (moved, kept, held or passed).
+        refiled = await cases.set_category(tx, actor, cid, rev, btn.arg)
+        await refresh(query, tx, actor, refiled.case)
+        await query.answer(refiled.answer, show_alert=refiled.alert)
+        return
     if a == Action.CONFIRM:
         case = await cases.confirm(tx, actor, cid, rev)
-    elif a == Action.SET_CATEGORY:
-        case = await cases.set_category(tx, actor, cid, rev, btn.arg)
     elif a == Action.ACCEPT:
         case = await cases.accept(tx, actor, cid, rev)
     elif a == Action.ASSIGN:

@@ -14,12 +14,15 @@ from sqlalchemy.exc import OperationalError
 
 from bot.cases import followers, hooks, notify
 from bot.cases.deadlines import (
+    Moved,
     Phase,
     SentKey,
     Step,
     StepName,
     deadline_of,
     due_now,
+    hold_deadline,
+    move_deadline,
     next_check,
     offset,
     pending_steps,
@@ -478,25 +481,58 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
     return case
 
 
-async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) -> Case:
+@dataclass(frozen=True)
+class Refiled:
+    """改类别 made: the case, and what the person who made it is told."""
+
+    case: Case
+    answer: str
+    # The deadline stays where the person may not expect it (held, or passed): worth an
+    # alert they close, not a passing notice.
+    alert: bool = False
+
+
+async def set_category(tx: Tx, actor: Actor, case_id: int, rev: int, code: str) -> Refiled:
+    """改类别. The deadline follows the new category's SLA from the clock start, but a
+    category change is no extension (issue 19, defect 8): a deadline that has passed stays,
+    a later one stays where it is (more time is 延期, approved above), and none goes into the
+    past. Urgency follows the category, both ways (defect 9). The history says what moved;
+    the handlers get a fresh card."""
     case, lin = await act(tx, actor, case_id, rev, E.CATEGORY)
     cat = (await directory(tx.db)).categories.get(code)
     if cat is None or not cat.active:
         raise DomainError("bad_category")
+    t = tx.texts
     if cat.code == case.category:
-        return case
-    old = await notify.category_name(tx, case.category)
-    transition(tx, case, E.CATEGORY, actor.id, f"{old} → {await notify.category_name(tx, code)}")
+        return Refiled(case, t.plain("done_set_category"))
+    old, new = (await notify.category_name(tx, case.category),
+                await notify.category_name(tx, cat.code))
+    before = case.deadline_at
+    derived = deadline_of(tx.policy, case.clock_started_at, timedelta(seconds=cat.sla_seconds),
+                          cat.sla_unit, case.extended_seconds)
+    after, how = move_deadline(before, derived, tx.now, later=False)
+    urgency = cat.urgent if cat.urgent != case.urgent else None
     case.category = cat.code
-    if cat.urgent and not case.urgent:
-        case.urgent = True
-        if case.status == S.VERIFYING:
-            # An urgent case does not wait for verification.
-            transition(tx, case, E.CONFIRM, actor.id)
-            case.verified = "skipped" if not _is_head(actor, lin) else "confirmed"
-            await notify.handler_card(tx, case, lin, "urgent")
+    case.urgent = cat.urgent
+    hold_deadline(case, after, derived)
+    said = dict(old=old, new=new, how=how.value, urgent=urgency,
+                before=t.local_time(before), after=t.local_time(case.deadline_at),
+                proposed=t.local_time(derived))
+    note = t.plain("category_note", **said)
+    event = transition(tx, case, E.CATEGORY, actor.id, note)
+    if case.urgent and case.status == S.VERIFYING:
+        # An urgent case does not wait for verification.
+        transition(tx, case, E.CONFIRM, actor.id)
+        case.verified = "skipped" if not _is_head(actor, lin) else "confirmed"
+        await notify.handler_card(tx, case, lin, "urgent")
+    elif case.status in HANDLING:
+        # The category, the deadline and the urgency the handlers' cards show have changed:
+        # a fresh card (the rev is kept, so it is told apart by the event).
+        await tx.db.flush()
+        await notify.handler_card(tx, case, lin, "category", note, key=f":k{event.id}")
     await save(tx, case)
-    return case
+    return Refiled(case, t.plain(f"done_set_category_{how.value}", **said),
+                   alert=how in (Moved.HELD, Moved.PASSED))
 
 
 # --- handle --------------------------------------------------------------------------------

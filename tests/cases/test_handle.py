@@ -81,7 +81,9 @@ async def test_head_changes_category_and_deadline_follows(h: Harness) -> None:
     await h.press_data(HEAD, data)
     case = await h.case(case.id)
     assert case.category == "dispute"
-    assert case.deadline_at - case.reported_at == timedelta(days=7)
+    # A longer SLA does not lengthen the deadline: more time is 延期, approved above (issue
+    # 19, defect 8; tests/cases/test_category_change.py).
+    assert case.deadline_at - case.reported_at == timedelta(days=3)
     assert case.status == "verifying"
 
 

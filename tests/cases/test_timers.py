@@ -87,8 +87,9 @@ async def test_category_change_after_reopening_counts_from_the_reopening(h: Harn
     assert "临期提醒" in h.last(LEADER).text
 
 
-async def test_overdue_case_moved_to_longer_category_waits_for_its_new_deadline(
-        h: Harness) -> None:
+async def test_overdue_case_moved_to_longer_category_stays_overdue(h: Harness) -> None:
+    """A deadline that has passed does not move with the category (issue 19, defect 8):
+    the case stays red and its overdue alerts go on (tests/cases/test_category_change.py)."""
     case = await confirmed(h)  # "other": 72 h
     reported = case.reported_at
     await h.advance(timedelta(hours=54))
