@@ -99,20 +99,13 @@ async def test_overdue_case_moved_to_longer_category_stays_overdue(h: Harness) -
 
     await change_category(h, LEADER, case.id, "dispute")  # 7 days
     moved = await h.case(case.id)
-    assert moved.deadline_at == reported + timedelta(days=7)
-    # Not looked at every minute: next at the due-soon time of the new deadline.
-    assert moved.next_check_at == reported + timedelta(days=7) * 0.75
+    assert moved.deadline_at == reported + timedelta(hours=72)
     await h.private(LEADER, "/cases")
-    assert f"🔴 #{case.id}" not in h.last(LEADER).text
-    await h.advance(timedelta(hours=52))  # 125 h: still nothing new
-    assert count(h, LEADER, "临期提醒") == soon_before and count(h, LEADER, "超期") == 1
-    await h.advance(timedelta(hours=1))  # 126 h = 0.75 of 7 days
-    assert count(h, LEADER, "临期提醒") == soon_before + 1
-    assert "11-30 10:00" in h.last(LEADER).text  # the new deadline
-    await h.advance(timedelta(hours=42))  # the new deadline
-    assert count(h, LEADER, "超期") == 2
-    assert "11-30 10:00" in h.last(LEADER).text
-    assert (await h.case(case.id)).level == "grid"
+    assert f"🔴 #{case.id}" in h.last(LEADER).text
+    await h.advance(timedelta(hours=3))  # the next alert, 4 h after the deadline
+    assert count(h, LEADER, "临期提醒") == soon_before and count(h, LEADER, "超期") == 2
+    assert "11-26 10:00" in h.last(LEADER).text
+    assert (await h.case(case.id)).deadline_at == reported + timedelta(hours=72)
 
 
 async def test_without_verify_window_an_ignored_report_still_has_its_deadline(
