@@ -25,7 +25,7 @@ from aiogram.types import (
 from aiohttp.web import AppRunner
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import workflow  # noqa: F401  (its steps register in bot.cases.hooks on import)
+from bot import workflow  # its steps register in bot.cases.hooks on import
 from bot.cases.albums import finish_albums
 from bot.cases.deadlines import calendar_warning
 from bot.cases.outbox import prune_sent
@@ -54,8 +54,9 @@ from storage.models import OrgSettings
 log = logging.getLogger(__name__)
 # How often a worker deletes handled updates and sent messages past their retention.
 PRUNE_EVERY = timedelta(minutes=10)
-# The sweep's jobs beside the cases' timers: the daily digest and the monthly score.
-PERIODIC: tuple[PeriodicJob, ...] = (digest.run_due,)
+# The sweep's jobs beside the cases' timers: the daily digest and the monthly score, and the
+# workflow following a registry load (a check whose checker left, a whistle's due time).
+PERIODIC: tuple[PeriodicJob, ...] = (digest.run_due, workflow.follow_registry)
 # A syntactically valid token for runs that never reach Telegram (the demo, tests).
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
 PRIVATE_COMMANDS = ("report", "my", "cases", "case", "stats", "export", "notice", "notices",

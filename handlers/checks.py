@@ -14,7 +14,6 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import user_text
-from bot.cases import lifecycle as cases
 from bot.cases.albums import take_draft_photos
 from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
@@ -51,7 +50,7 @@ async def check_button(query: CallbackQuery, state: FSMContext, db: AsyncSession
             await refresh(query, tx, actor, case)
             await query.answer(tx.texts.plain("done_check_pass", case_id=cid))
             return
-        await cases.check(tx, actor, cid, rev, cases.Intent.CHECK_FAIL)
+        await checks.check_fail(tx, actor, cid, rev)
     except DomainError as err:
         await db.rollback()
         await refuse(query, tx, err)

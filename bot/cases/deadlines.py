@@ -62,6 +62,9 @@ class StepName(StrEnum):
 # Steps that only remind someone: they wait for the end of the quiet hours. The others
 # change the case and are made on time (their cards wait instead).
 REMINDERS = frozenset({StepName.VERIFY_REMIND, StepName.DUE_SOON, StepName.OVERDUE})
+# Steps that change the case but whose news is the reporter's: they wait for the end of the
+# quiet hours too (not for working time), so nobody is asked for a rating at night.
+QUIET_STEPS = frozenset({StepName.CHECK_TIMEOUT})
 # (step, n, basis): what identifies a step taken, as recorded in case_timer_steps.
 SentKey = tuple[str, int, datetime]
 
@@ -240,11 +243,22 @@ def _overdue_at(deadline: datetime, repeat: timedelta | None, n: int) -> datetim
     return deadline + (repeat or timedelta(0)) * (n - 1)
 
 
+def _held(step: Step, case: Case, policy: Policy, now: datetime) -> datetime | None:
+    """Until when `step`, due by `now`, waits: a reminder for the end of the quiet hours (and
+    for working time), a step in QUIET_STEPS for the end of the quiet hours; an urgent
+    case's never wait."""
+    if step.reminder:
+        return policy.hold_until(case, now)
+    if step.name in QUIET_STEPS and not case.urgent:
+        return policy.quiet_until(now)
+    return None
+
+
 def due_now(steps: list[Step], case: Case, policy: Policy, now: datetime) -> list[Step]:
     """The steps to take now: reminders of a case that is not urgent wait out quiet hours,
-    and those of a working-time case wait for working time."""
-    quiet = policy.hold_until(case, now)
-    return [s for s in steps if s.due_at <= now and not (s.reminder and quiet is not None)]
+    and those of a working-time case wait for working time; a check timeout waits out the
+    quiet hours."""
+    return [s for s in steps if s.due_at <= now and _held(s, case, policy, now) is None]
 
 
 def next_check(steps: list[Step], case: Case, policy: Policy, now: datetime
@@ -252,9 +266,10 @@ def next_check(steps: list[Step], case: Case, policy: Policy, now: datetime
     """When the sweep must look at the case again: its first step, a reminder falling in the
     current quiet hours (or, for a working-time case, outside working time) counted at their
     end."""
-    quiet = policy.hold_until(case, now)
-    times = [max(s.due_at, quiet) if s.reminder and quiet is not None else s.due_at
-             for s in steps]
+    times = []
+    for s in steps:
+        held = _held(s, case, policy, now)
+        times.append(max(s.due_at, held) if held is not None else s.due_at)
     return min(times, default=None)
 
 

@@ -33,6 +33,7 @@ class EventKind(StrEnum):
     RESOLVE_CHECK = "resolve_check"  # 办结, to the on-site check first
     CHECK_PASS = "check_pass"  # 核查通过
     CHECK_TIMEOUT = "check_timeout"  # nobody checked in time: on to the rating
+    CHECK_SKIP = "check_skip"  # nobody may check (no head left, or only the resolver)
     SUSPEND = "suspend"  # 挂账 approved
     RESUME = "resume"  # back to handling before the review date
     SUSPEND_REVIEW = "suspend_review"  # back to handling at the review date

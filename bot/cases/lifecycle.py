@@ -105,6 +105,7 @@ TRANSITIONS: dict[EventKind, tuple[frozenset[CaseStatus], CaseStatus | None]] = 
     E.RESOLVE_CHECK: (HANDLING, S.CHECKING),
     E.CHECK_PASS: (frozenset({S.CHECKING}), S.RESOLVED),
     E.CHECK_TIMEOUT: (frozenset({S.CHECKING}), S.RESOLVED),
+    E.CHECK_SKIP: (frozenset({S.CHECKING}), S.RESOLVED),
     E.SUSPEND: (HANDLING, S.SUSPENDED),
     E.RESUME: (frozenset({S.SUSPENDED}), S.ACCEPTED),
     E.SUSPEND_REVIEW: (frozenset({S.SUSPENDED}), S.ACCEPTED),

@@ -7,6 +7,7 @@ registered here, once, in bot.cases.hooks.
 
 from bot.cases import hooks
 from bot.cases.deadlines import StepName
+from bot.context import Tx
 from bot.workflow import case_requests, checks, extensions, suspension, whistles
 
 
@@ -27,3 +28,11 @@ hooks.install(hooks.Workflow(
     start_check=checks.start,
     offers=_offers,
 ))
+
+
+async def follow_registry(tx: Tx) -> int:
+    """The sweep's periodic step (bot/app.py): what the workflow derived from the registry
+    follows a registry load made since, by this worker or by `gridbot registry load`: a case
+    waiting for the check of someone who left goes to whoever may check now, or on to the
+    rating. One comparison per sweep when nothing changed."""
+    return await checks.follow_registry(tx)
