@@ -131,6 +131,16 @@ BASELINE = "0001"
 SCHEMA_LOCK = 0x67726462_0001
 
 
+async def hold_schema_lock(db: AsyncSession) -> None:
+    """Wait for, then hold until `db`'s transaction ends, the lock migrations hold
+    (SCHEMA_LOCK): what a registry load takes, so that two workers started together on one
+    new database neither load it over a schema being made nor both insert the same places.
+    On PostgreSQL an advisory lock; on SQLite nothing to add: a write transaction begins
+    IMMEDIATE (the one writer), and the second load waits for the first to commit."""
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+
+
 class SchemaError(Exception):
     """The database's schema is not the one this Gridbot runs on; the text says what to do."""
 

@@ -33,6 +33,7 @@ from bot.org import geo
 from bot.org.directory import NodeKind
 from bot.org.durations import parse_distance, parse_duration, parse_sla
 from bot.org.roles import RoleName
+from storage.db import hold_schema_lock
 from storage.models import (
     Category,
     Department,
@@ -669,7 +670,11 @@ class ApplyReport:
 
 async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -> ApplyReport:
     """Make the organisation's tables say what the registry says, flushed, not committed:
-    `bot.cases.registry_edit.apply_registry` retimes the open cases and commits."""
+    `bot.cases.registry_edit.apply_registry` retimes the open cases and commits.
+
+    The whole load holds the schema lock (issue 20, defect 12): a second worker loading the
+    same registry at the same time waits for this one's commit, then finds its rows."""
+    await hold_schema_lock(db)
     report = ApplyReport()
     existing = {n.code: n for n in (await db.scalars(select(Node))).all()}
     seen: set[str] = set()
