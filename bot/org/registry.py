@@ -208,6 +208,16 @@ def _lon_lat(value: Any) -> list[float]:
     return [lon, lat]
 
 
+def _position(value: Any) -> list[float]:
+    """A GeoJSON position: [lon, lat], or [lon, lat, altitude] as RFC 7946 allows (and
+    exports from GIS tools write); the altitude is dropped, a grid is flat."""
+    if (not isinstance(value, list) or len(value) not in (2, 3)
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)):
+        raise ValueError(f"{value!r}: a position is [lon, lat] or [lon, lat, altitude], "
+                         "numbers")
+    return _lon_lat(value[:2])
+
+
 class BuildingModel(_Model):
     code: str = Field(pattern=_CODE.pattern)
     name: str = Field(min_length=1)
@@ -498,9 +508,9 @@ def _geojson(path: Path) -> Any:
                          "holding one)")
     try:
         if kind == "Polygon":
-            rings = [[_lon_lat(p) for p in ring] for ring in coords]
+            rings = [[_position(p) for p in ring] for ring in coords]
             return rings[0] if len(rings) == 1 else [rings]
-        return [[[_lon_lat(p) for p in ring] for ring in poly] for poly in coords]
+        return [[[_position(p) for p in ring] for ring in poly] for poly in coords]
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
@@ -542,6 +552,29 @@ def _geography(model: RegistryModel, lines: dict[Path_, int], base: Path) -> lis
                     if grid._wgs is not None and not geo.covers(raw, *building.point):
                         problems.append(f"{_where((*gp, 'buildings', bi, 'point'), lines)}: "
                                         f"{building.code} lies outside its grid's boundary")
+    if not problems:
+        problems += _overlaps(model, lines)
+    return problems
+
+
+def _overlaps(model: RegistryModel, lines: dict[Path_, int]) -> list[str]:
+    """Grids whose boundaries overlap by more than geo.OVERLAP_TOLERANCE square metres (a
+    location shared in the overlap would go to whichever grid comes first): each pair named
+    once, at the later grid's boundary, with the overlap's area. A shared edge or corner has
+    no area; a sliver where two drawings of one edge disagree by centimetres is let be."""
+    grids: list[tuple[GridModel, Path_]] = []
+    for si, street in enumerate(model.streets):
+        for ci, community in enumerate(street.communities):
+            for gi, grid in enumerate(community.grids):
+                if grid._wgs is not None:
+                    key = "boundary_file" if grid.boundary_file is not None else "boundary"
+                    grids.append((grid, ("streets", si, "communities", ci, "grids", gi, key)))
+    problems = []
+    for i, j, area in geo.overlaps([grid._wgs for grid, _ in grids]):
+        (first, _), (second, path) = grids[i], grids[j]
+        problems.append(f"{_where(path, lines)}: grid {second.code}'s boundary overlaps grid "
+                        f"{first.code}'s by about {area:,.0f} m² (more than "
+                        f"{geo.OVERLAP_TOLERANCE:g} m²): a location there would belong to both")
     return problems
 
 

@@ -8,16 +8,24 @@ defect 12 needs it to be a race: two real connections)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.cli import _load_registry
+from bot.cli import _load_registry, main
 from bot.config import Settings
+from bot.org import geo
+from bot.org.directory import directory
+from bot.org.registry import RegistryError, parse_registry
 from storage.db import SCHEMA_LOCK, create_schema, make_engine, make_sessionmaker
 from storage.models import Category, Node, OrgSettings, Person, Role
-from tests.harness import SAMPLE, fresh_database
+from tests.harness import SAMPLE, fresh_database, isolate_env
 
 SAMPLE_TEXT = SAMPLE.read_text("utf-8")
 
@@ -98,3 +106,136 @@ async def test_a_load_waits_for_the_schema_lock(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
     assert (await table_counts(url))["nodes"] > 0
+
+
+# --- defect 13: geography ----------------------------------------------------------------------
+
+# The sample's two grids (WGS-84 here), sharing the edge at lon 117.303.
+B1 = [[117.290, 31.790], [117.303, 31.790], [117.303, 31.810], [117.290, 31.810]]
+B2 = [[117.303, 31.790], [117.316, 31.790], [117.316, 31.810], [117.303, 31.810]]
+
+
+def with_boundaries(b1: Any, b2: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(SAMPLE_TEXT)
+    for grid in data["streets"][0]["communities"][0]["grids"]:
+        if grid["code"] == "BSY-01":
+            grid["boundary"] = b1
+        elif grid["code"] == "BSY-02":
+            grid["boundary"] = b2
+    return data
+
+
+def dump(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, allow_unicode=True)
+
+
+def problems(data: dict[str, Any], base: Path | None = None) -> str:
+    with pytest.raises(RegistryError) as info:
+        parse_registry(dump(data), base)
+    return "\n".join(info.value.problems)
+
+
+def closed(ring: list[list[float]], z: float | None = 0.0) -> list[list[float]]:
+    """A GeoJSON linear ring (closed), each position with an altitude when `z` is given."""
+    return [[*p, z] if z is not None else list(p) for p in [*ring, ring[0]]]
+
+
+@pytest.mark.parametrize("geometry", [
+    {"type": "Polygon", "coordinates": [closed(B1)]},
+    {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+                                                      "coordinates": [closed(B1, 12.5)]}},
+    {"type": "MultiPolygon", "coordinates": [[closed(B1)]]},
+])
+async def test_a_geojson_boundary_with_altitudes_loads(tmp_path: Path,
+                                                       geometry: dict[str, Any]) -> None:
+    """RFC 7946 positions may carry an altitude, [lon, lat, 0], as exports from GIS tools
+    do: the boundary loads, without it, and routes as the same boundary in 2D would."""
+    (tmp_path / "BSY-01.geojson").write_text(json.dumps(geometry), encoding="utf-8")
+    data = with_boundaries(None, B2)
+    grid = data["streets"][0]["communities"][0]["grids"][0]
+    del grid["boundary"]
+    grid["boundary_file"] = "BSY-01.geojson"
+    registry = tmp_path / "district.yaml"
+    registry.write_text(dump(data), encoding="utf-8")
+    url = await fresh_database(tmp_path, "geo.db")
+    assert (await _load_registry(settings_for(url), registry)).startswith("registry loaded")
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            d = await directory(db)
+    finally:
+        await engine.dispose()
+    stored = d.by_code["BSY-01"].boundary
+    points = stored if geo.is_ring(stored) else [p for poly in stored for ring in poly
+                                                  for p in ring]
+    assert points and all(len(p) == 2 for p in points)
+    found = geo.router(d).grid_at(117.295, 31.800)
+    assert found is not None and found.code == "BSY-01"
+    # A position still needs a longitude and a latitude, numbers.
+    for bad in ([117.29], [117.29, "31.79", 0], [117.29, 31.79, True]):
+        broken = json.loads(json.dumps(geometry))
+        inner = broken.get("geometry", broken)
+        ring = inner["coordinates"][0] if inner["type"] == "Polygon" else \
+            inner["coordinates"][0][0]
+        ring[1] = bad
+        (tmp_path / "BSY-01.geojson").write_text(json.dumps(broken), encoding="utf-8")
+        assert "boundary_file" in problems(data, tmp_path)
+
+
+def overlap_of(found: str) -> float:
+    match = re.search(r"overlaps .*?([\d,]+) m²", found)
+    assert match, found
+    return float(match.group(1).replace(",", ""))
+
+
+def test_overlapping_grids_are_refused() -> None:
+    """A point in the overlap of two grids went to whichever came first: the load refuses
+    an overlap of more than a few square metres, naming both grids and its area."""
+    # BSY-02 starts 0.001° (about 95 m) west of BSY-01's east edge, over 0.02° (2.2 km).
+    b2 = [[117.302, 31.790], [117.316, 31.790], [117.316, 31.810], [117.302, 31.810]]
+    found = problems(with_boundaries(B1, b2))
+    assert "BSY-01" in found and "BSY-02" in found, found
+    assert "communities[0].grids[1].boundary" in found and "line " in found
+    width = geo.metres(31.800, 117.302, 31.800, 117.303)
+    height = geo.metres(31.790, 117.302, 31.810, 117.302)
+    assert overlap_of(found) == pytest.approx(width * height, rel=0.01)
+    # Ten times that sliver (about 21 m²) is refused.
+    sliver = [[117.303 - 1e-7, 31.790], [117.316, 31.790], [117.316, 31.810],
+              [117.303 - 1e-7, 31.810]]
+    assert 15 < overlap_of(problems(with_boundaries(B1, sliver))) < 30
+    # One grid inside the other is the largest overlap of all.
+    inner = [[117.292, 31.792], [117.296, 31.792], [117.296, 31.796], [117.292, 31.796]]
+    found = problems(with_boundaries(B1, inner))
+    assert "BSY-01" in found and "BSY-02" in found
+    # The sample in GCJ-02 coordinates: the same overlap, measured on the converted boundaries.
+    data = with_boundaries(B1, b2)
+    data["crs"] = "gcj02"
+    assert overlap_of(problems(data)) == pytest.approx(width * height, rel=0.02)
+
+
+def test_overlapping_grids_are_refused_by_the_command(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    isolate_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", asyncio.run(fresh_database(tmp_path, "c.db")))
+    b2 = [[117.302, 31.790], [117.316, 31.790], [117.316, 31.810], [117.302, 31.810]]
+    registry = tmp_path / "district.yaml"
+    registry.write_text(dump(with_boundaries(B1, b2)), encoding="utf-8")
+    assert main(["registry", "load", str(registry)]) == 1
+    err = capsys.readouterr().err
+    assert "registry rejected" in err and "BSY-01" in err and "BSY-02" in err and "m²" in err
+
+
+@pytest.mark.parametrize("b2", [
+    B2,  # a shared edge
+    [[117.303, 31.810], [117.316, 31.810], [117.316, 31.830], [117.303, 31.830]],  # a corner
+    # A sliver where two surveys disagree by 1e-8° (about a millimetre) along the whole
+    # 2.2 km edge: about 2 m², under the 10 m² a load refuses.
+    [[117.303 - 1e-8, 31.790], [117.316, 31.790], [117.316, 31.810], [117.303 - 1e-8, 31.810]],
+    None,  # a grid without a boundary overlaps nothing
+])
+def test_touching_grids_and_slivers_are_fine(b2: Any) -> None:
+    model = parse_registry(dump(with_boundaries(B1, b2)))
+    grids = model.streets[0].communities[0].grids
+    assert grids[0]._wgs is not None
