@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import delete, null, select
+from sqlalchemy import delete, inspect, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -35,6 +35,7 @@ from bot.org.durations import parse_distance, parse_duration, parse_sla
 from bot.org.roles import RoleName
 from storage.db import hold_schema_lock
 from storage.models import (
+    Base,
     Category,
     Department,
     DepartmentMember,
@@ -842,6 +843,7 @@ async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
 
     settings = await db.get(OrgSettings, 1)
     old_policy = _timing(settings) if settings is not None else None
+    new_settings = settings is None
     if settings is None:
         settings = OrgSettings(id=1)
         db.add(settings)
@@ -871,8 +873,27 @@ async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     report.changed_categories = {c.code for c in model.categories if c.code in old_sla
                                  and old_sla[c.code] != (c.sla, c.sla_unit)}
     report.policy_changed = old_policy not in (None, _timing(settings))
+    nulls = _explicit_nulls(settings) if new_settings else []
     await db.flush()
+    if nulls:
+        await db.refresh(settings, nulls)  # read back what was written: NULL
     return report
+
+
+def _explicit_nulls(row: Base) -> list[str]:
+    """A new row's attributes set to None where the column has a default: SQL NULL for each,
+    or the INSERT would leave them out and the default would stand in for the registry's
+    null (issue 20, defect 14: `digest_at: null` stored as 08:30 on the first load, and
+    `duplicate_window: null` as 3d). Returns their names (expired by the flush)."""
+    state = inspect(row)
+    names = []
+    for attr in state.mapper.column_attrs:
+        column = attr.columns[0]
+        has_default = column.default is not None or column.server_default is not None
+        if has_default and attr.key in state.dict and state.dict[attr.key] is None:
+            setattr(row, attr.key, null())
+            names.append(attr.key)
+    return names
 
 
 def _place_geo(node: Node, boundary: Any, point: list[float] | None) -> None:

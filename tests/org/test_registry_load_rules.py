@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.cli import _load_registry, main
 from bot.config import Settings
+from bot.ledger import digest
 from bot.org import geo
 from bot.org.directory import directory
+from bot.org.policy import Policy
 from bot.org.registry import RegistryError, parse_registry
 from storage.db import SCHEMA_LOCK, create_schema, make_engine, make_sessionmaker
 from storage.models import Category, Node, OrgSettings, Person, Role
-from tests.harness import SAMPLE, fresh_database, isolate_env
+from tests.harness import ROOT, SAMPLE, fresh_database, isolate_env
 
 SAMPLE_TEXT = SAMPLE.read_text("utf-8")
 
@@ -239,3 +242,85 @@ def test_touching_grids_and_slivers_are_fine(b2: Any) -> None:
     model = parse_registry(dump(with_boundaries(B1, b2)))
     grids = model.streets[0].communities[0].grids
     assert grids[0]._wgs is not None
+
+
+# --- defect 14: null turns it off, on the first load too ---------------------------------------
+
+
+def null_keys() -> list[str]:
+    """The policy keys docs/registry.md documents as turned off by null: its policy table's
+    rows whose meaning says what `null` does."""
+    docs = (ROOT / "docs" / "registry.md").read_text("utf-8")
+    section = docs.split("\n## policy\n", 1)[1].split("\n## ", 1)[0]
+    keys = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`\w+`", cells[0]) and "`null`" in cells[3]:
+            keys.append(cells[0].strip("`"))
+    return keys
+
+
+# Where each key's null is stored, when it is not a column of its own name.
+COLUMNS = {"quiet_hours": ("quiet_start", "quiet_end")}
+# What the Policy holds of each key, when not a field of its own name; the digest's time is
+# read by the digest from the org settings, not the Policy.
+POLICY_FIELDS = {"quiet_hours": ("quiet_start", "quiet_end"), "digest_at": ()}
+
+
+def test_the_documented_null_keys() -> None:
+    """The list the test below covers is read from the docs: every timer, the quiet hours,
+    the workflow's timers, the digest and the 是同一问题 question."""
+    assert set(null_keys()) >= {
+        "verify_within", "remind_at", "overdue_repeat", "escalate_after", "rating_within",
+        "quiet_hours", "extension_answer_within", "check_within", "whistle_ack_within",
+        "digest_at", "duplicate_window"}
+
+
+def nulled(keys: list[str]) -> str:
+    data: dict[str, Any] = yaml.safe_load(SAMPLE_TEXT)
+    for key in keys:
+        data["policy"][key] = None
+    return dump(data)
+
+
+async def stored_settings(url: str) -> tuple[OrgSettings, Policy]:
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as db:
+            row = await db.get(OrgSettings, 1)
+            assert row is not None
+            working = (await db.scalars(select(Category.code)
+                                        .where(Category.sla_unit != ""))).all()
+            return row, Policy.from_row(row, working)
+    finally:
+        await engine.dispose()
+
+
+def test_null_turns_it_off_on_the_first_load(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gridbot registry load` of a registry that sets every "null: off" key to null, into a
+    new database: each is stored as NULL and is off in the Policy (and no digest is owed),
+    on the first load as on the second. The first used to store the columns' defaults for
+    duplicate_window (3d) and digest_at (08:30)."""
+    keys = null_keys()
+    isolate_env(monkeypatch, tmp_path)
+    url = asyncio.run(fresh_database(tmp_path, "null.db"))
+    monkeypatch.setenv("GRIDBOT_DATABASE_URL", url)
+    registry = tmp_path / "district.yaml"
+    registry.write_text(nulled(keys), encoding="utf-8")
+    # 09:00 in Shanghai, after the default digest time.
+    morning = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
+    for load in ("first", "second"):
+        assert main(["registry", "load", str(registry)]) == 0, load
+        row, policy = asyncio.run(stored_settings(url))
+        for key in keys:
+            for column in COLUMNS.get(key, (key,)):
+                assert getattr(row, column) is None, f"{load} load: {column} is " \
+                                                     f"{getattr(row, column)!r}, not null"
+            for name in POLICY_FIELDS.get(key, (key,)):
+                assert getattr(policy, name) is None, f"{load} load: Policy.{name}"
+        assert policy.quiet_until(morning - timedelta(hours=3)) is None  # 06:00: not quiet
+        assert [j.name for j in digest.jobs_due(row, morning, digest._Done())
+                if j.name == "digest"] == [], f"{load} load: a digest is owed"
+        # What null does not touch keeps its value.
+        assert row.max_extensions == 1 and row.duplicate_radius == 50.0
