@@ -82,7 +82,8 @@ def _sla(text: str) -> timedelta:
 
 
 CASE_DEFAULTS: dict[str, Any] = {"checked_at": None, "request_at": None, "review_at": None,
-                                 "whistle_due_at": None, "extended_seconds": 0,
+                                 "whistle_due_at": None, "whistle_acked_at": None,
+                                 "extended_seconds": 0,
                                  "extension_count": 0, "checked": None}
 
 

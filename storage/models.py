@@ -254,6 +254,9 @@ class Case(Base):
     # The earliest acknowledgement due of the case's whistles called and not escalated: the
     # timer reads the case row only.
     whistle_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The earliest 报到 of the case's whistles acknowledged, not yet done and not yet reminded:
+    # the reminder to finish (已处理) is timed from it (bot/cases/deadlines.py).
+    whistle_acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A voice report: the voice note (or video note) that stands for the description, sent on
     # to staff by its file_id; `voice_kind` is 'voice' or 'video_note', the length seconds.
     voice_file_id: Mapped[str | None] = mapped_column(String(255))

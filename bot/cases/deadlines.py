@@ -57,11 +57,13 @@ class StepName(StrEnum):
     SUSPEND_REVIEW = "suspend_review"  # a suspended case's review date
     CHECK_TIMEOUT = "check_timeout"  # no on-site check within check_within
     WHISTLE_ESCALATE = "whistle_escalate"  # a department did not acknowledge in time
+    WHISTLE_REMIND = "whistle_remind"  # a department acknowledged but has not reported done
 
 
 # Steps that only remind someone: they wait for the end of the quiet hours. The others
 # change the case and are made on time (their cards wait instead).
-REMINDERS = frozenset({StepName.VERIFY_REMIND, StepName.DUE_SOON, StepName.OVERDUE})
+REMINDERS = frozenset({StepName.VERIFY_REMIND, StepName.DUE_SOON, StepName.OVERDUE,
+                       StepName.WHISTLE_REMIND})
 # Steps that change the case but whose news is the reporter's: they wait for the end of the
 # quiet hours too (not for working time), so nobody is asked for a rating at night.
 QUIET_STEPS = frozenset({StepName.CHECK_TIMEOUT})
@@ -170,6 +172,26 @@ def overdue_alerts_owed(case: Case, policy: Policy, now: datetime) -> int:
     return (now - case.deadline_at) // repeat + 1
 
 
+def whistle_remind_at(case: Case, policy: Policy) -> datetime | None:
+    """When departments that acknowledged (报到) but have not reported done (已处理) are
+    reminded: with the case's own next reminder after the earliest such acknowledgement
+    (`whistle_acked_at`): its due-soon moment, else its deadline, else (already overdue) its
+    next overdue alert. None: no such department, or no reminder left to go with."""
+    acked = case.whistle_acked_at
+    if acked is None:
+        return None
+    soon = due_soon_at(case, policy)
+    if soon is not None and acked < soon:
+        return soon
+    deadline = case.deadline_at
+    if acked < deadline:
+        return deadline
+    repeat = policy.overdue_repeat
+    if repeat is None or repeat <= timedelta(0):
+        return None
+    return deadline + repeat * ((acked - deadline) // repeat + 1)
+
+
 def pending_steps(phase: Phase | None, case: Case, policy: Policy, now: datetime,
                   sent: Set[SentKey]) -> list[Step]:
     """The steps of the case not taken yet, soonest first: those due by `now` and the next
@@ -217,12 +239,17 @@ def pending_steps(phase: Phase | None, case: Case, policy: Policy, now: datetime
                                        policy.extension_answer_within),
                               case.request_at))
         if case.whistle_due_at is not None:
-            # A whistle's ack_due_at is fixed when it is called (called_at + a positive
-            # ack_within), and one take escalates every whistle due by then: any whistle left
-            # over or called later is due after every basis already taken, so (step, 1,
-            # basis) is never taken twice for different whistles.
+            # A whistle's ack_due_at is its call plus the policy's positive ack_within (again
+            # for those still called when the policy changes), and one take escalates every
+            # whistle due by then: any whistle left over or called later is due after every
+            # basis already taken (or, under a shorter window, at a basis of its own), so
+            # (step, 1, basis) is never taken twice for different whistles.
             steps.append(Step(StepName.WHISTLE_ESCALATE, case.whistle_due_at,
                               case.whistle_due_at))
+        if (remind := whistle_remind_at(case, policy)) is not None:
+            # Each department is reminded once: the step reminds those acknowledged before
+            # it, and `whistle_acked_at` moves on to those acknowledged after it.
+            steps.append(Step(StepName.WHISTLE_REMIND, remind, remind))
     elif phase == Phase.SUSPENDED:
         # The only step of a suspended case: no due soon, no overdue, no escalation.
         if case.review_at is not None:

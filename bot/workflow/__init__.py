@@ -21,7 +21,8 @@ hooks.install(hooks.Workflow(
     steps={StepName.REQUEST_TIMEOUT: case_requests.expire_due,
            StepName.SUSPEND_REVIEW: suspension.review_due,
            StepName.CHECK_TIMEOUT: checks.timeout,
-           StepName.WHISTLE_ESCALATE: whistles.escalate_due},
+           StepName.WHISTLE_ESCALATE: whistles.escalate_due,
+           StepName.WHISTLE_REMIND: whistles.remind_due},
     moved=[case_requests.withdraw_moved],
     left_handling=[case_requests.withdraw_left, whistles.withdraw_open],
     checkers=checks.needs_check,
@@ -34,5 +35,6 @@ async def follow_registry(tx: Tx) -> int:
     """The sweep's periodic step (bot/app.py): what the workflow derived from the registry
     follows a registry load made since, by this worker or by `gridbot registry load`: a case
     waiting for the check of someone who left goes to whoever may check now, or on to the
-    rating. One comparison per sweep when nothing changed."""
-    return await checks.follow_registry(tx)
+    rating; the whistles not yet acknowledged are due by the policy's `whistle_ack_within` as
+    it is now. One comparison per sweep when nothing changed."""
+    return await checks.follow_registry(tx) + await whistles.follow_policy(tx)

@@ -6,11 +6,20 @@ people get the case card privately (photos, place, the ask; never the reporter's
 one the bot cannot write to, in the department's work chat with phone numbers masked. 报到 and
 已处理 go back to the caller and the case's handlers: the case stays with its handler, who
 resolves it. A department that has not acknowledged within `policy.whistle_ack_within` is
-escalated to the street supervisors once, with the whistle's history.
+escalated once, with the whistle's history, to the street supervisors; where the street has
+none, to the level above the case's handlers that has someone (the community), and where
+nobody is above, the handlers and the caller are told that nobody could be reached. A
+department that acknowledged but has not reported done is reminded once, with the case's own
+next reminder after its 报到 (due soon, the deadline, or the next overdue alert).
 
 The whistle is a row of its own, and its status decides whether a department's button is stale,
-not the case's rev. The case carries only `whistle_due_at` (the earliest acknowledgement due of
-its whistles called and not escalated), which is all the timer model reads.
+not the case's rev. The case carries `whistle_due_at` (the earliest acknowledgement due of its
+whistles called and not escalated) and `whistle_acked_at` (the earliest 报到 of those
+acknowledged, not done and not yet reminded), which is all the timer model reads.
+
+A whistle's acknowledgement due follows the policy while it is not acknowledged (`ack_due`):
+a registry load that changes `whistle_ack_within` reaches the departments already called at the
+next sweep (`follow_policy`). Once acknowledged or escalated, what it was judged against stays.
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ from bot.cases.lifecycle import HANDLING
 from bot.context import Tx
 from bot.errors import DomainError
 from bot.org.directory import DepartmentInfo, directory
-from bot.org.roles import Actor, Lineage, RoleName, handlers_at, holders
+from bot.org.policy import Policy
+from bot.org.roles import Actor, Level, Lineage, handlers_at
 from bot.user_text import REASON_LIMIT, clean_text
 from storage.models import Case, CasePhoto, Person, Whistle
 
@@ -53,6 +63,16 @@ class WhistleStatus(StrEnum):
 
 # Whistles a department may still answer; `done` and `withdrawn` are over.
 OPEN = (WhistleStatus.CALLED, WhistleStatus.ACKED)
+# The `whistle_ack_within` the sweep has brought the whistles called into line with, kept in
+# `Ctx.extra` (absent: not yet in this worker).
+_FOLLOWED = "whistles.ack_within"
+
+
+def ack_due(policy: Policy, called_at: datetime) -> datetime | None:
+    """When a department called at `called_at` must have acknowledged, by the policy as it
+    is now; None: the policy sets no time."""
+    within = policy.whistle_ack_within
+    return add_time(policy, called_at, within) if within else None
 
 
 async def check_call(tx: Tx, actor: Actor, case_id: int, rev: int) -> Case:
@@ -75,11 +95,9 @@ async def call(tx: Tx, actor: Actor, case_id: int, rev: int, department: str,
     case, lin = await cases.act(tx, actor, case_id, rev, EventKind.WHISTLE)
     if case.status not in HANDLING:
         raise DomainError("stale", case_id=case.id)
-    within = tx.policy.whistle_ack_within
     whistle = Whistle(
         case_id=case.id, department_id=dept.id, called_by_id=actor.id, called_at=tx.now,
-        ask=ask, status=WhistleStatus.CALLED,
-        ack_due_at=add_time(tx.policy, tx.now, within) if within else None,
+        ask=ask, status=WhistleStatus.CALLED, ack_due_at=ack_due(tx.policy, tx.now),
     )
     tx.db.add(whistle)
     await tx.db.flush()
@@ -158,6 +176,10 @@ async def acknowledge(tx: Tx, actor: Actor, whistle_id: int) -> Whistle:
     cases.record(tx, case, EventKind.WHISTLE_ACK, actor.id, dept.name)
     if _set_due(whistle, case):
         case.whistle_due_at = await next_due(tx, case)
+    if case.whistle_acked_at is None:
+        # Reminded to report done unless it does so first; an earlier 报到 not yet
+        # reminded keeps the case's time.
+        case.whistle_acked_at = tx.now
     text = tx.texts.render(
         "whistle_acked", case=await notify.case_view(tx, case, lin), department=dept.name,
         person=actor.name, whistle=await _history(tx, whistle))
@@ -202,6 +224,8 @@ async def done(tx: Tx, actor: Actor, whistle_id: int, note: str,
     cases.record(tx, case, EventKind.WHISTLE_DONE, actor.id, f"{dept.name}：{note}")
     if _set_due(whistle, case, was_called):
         case.whistle_due_at = await next_due(tx, case)
+    if not was_called and case.whistle_acked_at is not None:
+        case.whistle_acked_at = await next_acked(tx, case, case.whistle_acked_at)
     text = tx.texts.render(
         "whistle_done", case=await notify.case_view(tx, case, lin), department=dept.name,
         person=actor.name, note=note, photos=len(photos), whistle=await _history(tx, whistle))
@@ -214,10 +238,9 @@ async def done(tx: Tx, actor: Actor, whistle_id: int, note: str,
 
 
 def _set_due(whistle: Whistle, case: Case, was_called: bool = True) -> bool:
-    """Whether answering `whistle` may move the case's `whistle_due_at`: only if it was the
-    called, unescalated whistle the case's due time came from (else no statement)."""
-    return (was_called and whistle.escalated_at is None and whistle.ack_due_at is not None
-            and case.whistle_due_at is not None and whistle.ack_due_at <= case.whistle_due_at)
+    """Whether answering `whistle` may move the case's `whistle_due_at`: only if it was a
+    called, unescalated whistle and the case has a due time (else no statement)."""
+    return was_called and whistle.escalated_at is None and case.whistle_due_at is not None
 
 
 async def _told(tx: Tx, case: Case, lin: Lineage, whistle: Whistle) -> list[Person]:
@@ -236,32 +259,81 @@ async def _history(tx: Tx, whistle: Whistle) -> dict[str, Any]:
             "ask": whistle.ask, "ack_due_at": whistle.ack_due_at}
 
 
+async def _above(tx: Tx, case: Case, lin: Lineage) -> tuple[Level | None, list[Person]]:
+    """Who a department that did not acknowledge goes to: the street supervisors; where the
+    street has none, the supervisors of the level above the case's handlers that has anyone
+    (the community, for a case at the grid); (None, []) where nobody is above."""
+    levels = [Level.STREET] + ([Level.COMMUNITY] if case.level == Level.GRID else [])
+    for level in levels:
+        people = await handlers_at(tx.db, lin, level)
+        if people:
+            return level, people
+    return None, []
+
+
 async def escalate_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
-    """WHISTLE_ESCALATE: each department not acknowledged in time goes to the street
-    supervisors with the whistle's history, once (`escalated_at`). It may still 报到."""
+    """WHISTLE_ESCALATE: each department not acknowledged by its due time (by the policy as it
+    is now) goes, with the whistle's history, to the street supervisors, or where the street
+    has none to the level above that has someone; where nobody is above, the handlers and the
+    caller are told that nobody could be reached. Once per whistle (`escalated_at`); the
+    department may still 报到."""
+    within = tx.policy.whistle_ack_within
     late = (await tx.db.scalars(
         select(Whistle).where(Whistle.case_id == case.id, Whistle.status == WhistleStatus.CALLED,
-                              Whistle.escalated_at.is_(None), Whistle.ack_due_at <= tx.now)
-        .order_by(Whistle.id))).all()
+                              Whistle.escalated_at.is_(None),
+                              Whistle.called_at <= tx.now - within)
+        .order_by(Whistle.id))).all() if within else []
     known = await directory(tx.db)
-    street = await holders(tx.db, RoleName.STREET_SUPERVISOR, lin.street.id)
-    view = await notify.case_view(tx, case, lin) if late and street else None
+    level, above = await _above(tx, case, lin) if late else (None, [])
+    view = await notify.case_view(tx, case, lin) if late else None
     not_before = notify.quiet_delay(tx, case)
+    t = tx.texts
     for whistle in late:
         whistle.escalated_at = tx.now
         dept = known.department(whistle.department_id)
         name = dept.name if dept is not None else str(whistle.department_id)
-        cases.record(tx, case, EventKind.WHISTLE_ESCALATE, None, name)
-        if view is None:
-            continue
-        text = tx.texts.render("whistle_escalated", case=view, department=name,
-                               whistle=await _history(tx, whistle))
-        for person in street:
+        told = above or await _told(tx, case, lin, whistle)
+        note = (name if level == Level.STREET
+                else t.plain("whistle_to_community", name=name) if level is not None
+                else t.plain("whistle_to_nobody", name=name))
+        cases.record(tx, case, EventKind.WHISTLE_ESCALATE, None, note)
+        text = t.render("whistle_escalated" if above else "whistle_unreachable", case=view,
+                        department=name, whistle=await _history(tx, whistle))
+        for person in told:
             await notify.send_to_person(
                 tx, f"{key}:{whistle.id}:{person.id}", person.id, text, case=case,
                 fallback_chat_id=lin.grid.chat_id, not_before=not_before)
     await tx.db.flush()
     case.whistle_due_at = await next_due(tx, case)
+    return step.name.value
+
+
+async def remind_due(tx: Tx, case: Case, lin: Lineage, step: Step, key: str) -> str:
+    """WHISTLE_REMIND: each department that acknowledged before the step's moment and has
+    not reported done is reminded once, with its 已处理 button; `whistle_acked_at` moves on
+    to those acknowledged since (each whistle's reminder is its first moment after 报到)."""
+    since = case.whistle_acked_at
+    if since is None:
+        return step.name.value
+    due = (await tx.db.scalars(
+        select(Whistle).where(Whistle.case_id == case.id, Whistle.status == WhistleStatus.ACKED,
+                              Whistle.acked_at >= since, Whistle.acked_at < step.basis)
+        .order_by(Whistle.id))).all()
+    known = await directory(tx.db)
+    view = await notify.case_view(tx, case, lin) if due else None
+    for whistle in due:
+        dept = known.department(whistle.department_id)
+        if dept is None:
+            continue
+        text = tx.texts.render("whistle_remind", case=view, department=dept.name,
+                               person=await notify.person_name(tx, whistle.acked_by_id),
+                               whistle=await _history(tx, whistle))
+        buttons = answer_buttons(tx, whistle)
+        for person_id in sorted(dept.members):
+            await notify.send_to_person(
+                tx, f"case:{case.id}:whistle:{whistle.id}:remind:{person_id}", person_id, text,
+                case=case, fallback_chat_id=dept.chat_id, buttons=buttons, kind="department")
+    case.whistle_acked_at = await next_acked(tx, case, step.basis)
     return step.name.value
 
 
@@ -277,6 +349,7 @@ async def withdraw_open(tx: Tx, case: Case, lin: Lineage) -> None:
         select(Whistle).where(Whistle.case_id == case.id, Whistle.status.in_(OPEN))
         .order_by(Whistle.id))).all()
     case.whistle_due_at = None
+    case.whistle_acked_at = None
     known = await directory(tx.db)
     for whistle in open_:
         whistle.status = WhistleStatus.WITHDRAWN
@@ -294,9 +367,52 @@ async def withdraw_open(tx: Tx, case: Case, lin: Lineage) -> None:
 
 
 async def next_due(tx: Tx, case: Case) -> datetime | None:
-    """The case's `whistle_due_at` recomputed from its whistles."""
-    due: datetime | None = await tx.db.scalar(
-        select(func.min(Whistle.ack_due_at)).where(
+    """The case's `whistle_due_at` recomputed from its whistles: the earliest call of those
+    called and not escalated, plus the policy's `whistle_ack_within` as it is now."""
+    if not tx.policy.whistle_ack_within:
+        return None
+    first: datetime | None = await tx.db.scalar(
+        select(func.min(Whistle.called_at)).where(
             Whistle.case_id == case.id, Whistle.status == WhistleStatus.CALLED,
-            Whistle.escalated_at.is_(None), Whistle.ack_due_at.is_not(None)))
-    return due
+            Whistle.escalated_at.is_(None)))
+    return ack_due(tx.policy, first) if first is not None else None
+
+
+async def next_acked(tx: Tx, case: Case, since: datetime) -> datetime | None:
+    """The case's `whistle_acked_at` recomputed: the earliest 报到 at or after `since` of its
+    whistles acknowledged and not done (those before `since` were reminded already)."""
+    first: datetime | None = await tx.db.scalar(
+        select(func.min(Whistle.acked_at)).where(
+            Whistle.case_id == case.id, Whistle.status == WhistleStatus.ACKED,
+            Whistle.acked_at >= since))
+    return first
+
+
+async def follow_policy(tx: Tx) -> int:
+    """The sweep's periodic step: the acknowledgement due of every whistle still called and
+    not escalated follows `policy.whistle_ack_within` as it is now, and so does its case's
+    timer. Returns how many cases it retimed (0, and no statement, when the policy is the one
+    this worker last followed; once at its start)."""
+    within = tx.policy.whistle_ack_within
+    if _FOLLOWED in tx.ctx.extra and tx.ctx.extra[_FOLLOWED] == within:
+        return 0
+    called = (await tx.db.scalars(
+        select(Whistle).where(Whistle.status == WhistleStatus.CALLED,
+                              Whistle.escalated_at.is_(None))
+        .order_by(Whistle.case_id, Whistle.id))).all()
+    touched: set[int] = set()
+    for whistle in called:
+        due = ack_due(tx.policy, whistle.called_at)
+        if whistle.ack_due_at != due:
+            whistle.ack_due_at = due
+            touched.add(whistle.case_id)
+    await tx.db.flush()
+    for case_id in sorted(touched):
+        case = await tx.db.get(Case, case_id, with_for_update=True, populate_existing=True)
+        if case is None or case.status not in HANDLING:
+            continue
+        case.whistle_due_at = await next_due(tx, case)
+        await cases.schedule(tx, case)
+    await tx.db.commit()
+    tx.ctx.extra[_FOLLOWED] = within
+    return len(touched)

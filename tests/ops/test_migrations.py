@@ -100,6 +100,8 @@ ADDED_COLUMNS = {
     *(("org_settings", c) for c in ("duplicate_window", "duplicate_radius")),
     # 0008: the deadline a category change or a registry edit could not move.
     ("cases", "deadline_offset_seconds"),
+    # 0009: the reminder to a department that acknowledged a whistle but is not done.
+    ("cases", "whistle_acked_at"),
 }
 
 
