@@ -83,6 +83,10 @@ async def candidate(tx: Tx, inp: ReportInput, checked: Checked) -> Case | None:
         return None  # staff reporting for a resident know what they report
     if checked.category.code == CATCH_ALL:
         return None  # two reports of 其他 share nothing but the lack of a better word
+    if checked.category.urgent:
+        # Urgent never waits: filed at once in its own words, with its photos; staff may
+        # merge it afterwards (issue 20, defect 1).
+        return None
     near = Case.building_id == inp.building_id
     lat, lon = inp.latitude, inp.longitude
     radius = tx.policy.duplicate_radius
