@@ -3,7 +3,8 @@
 A report for a building (or, with a location, within `policy.duplicate_radius` of one) where
 an open case of the same category was reported within `policy.duplicate_window` is held back
 as a `DuplicateOffer`: the reporter is shown that case (number, category, status, one line of
-its description, never its reporter) with 是同一问题 / 不是，另报. 是同一问题: they follow the
+its description, never its reporter; in a group the description only when it was said in
+that same group) with 是同一问题 / 不是，另报. 是同一问题: they follow the
 case (bot/cases/followers.py) and no second case is made; 不是，另报, or no answer within
 ANSWER_WITHIN (the sweep settles it), files the report exactly as it came. The offer holds the
 report, so nothing is lost while it waits, and its status is claimed with a conditional
@@ -140,13 +141,18 @@ async def _offer(tx: Tx, inp: ReportInput, case: Case) -> DuplicateOffer:
     tx.db.add(offer)
     await tx.db.flush()
     in_group = chat_id < 0
+    # What was said privately stays private (issue 20, defect 2): a group reads the case's
+    # words only when they were said in that same group; privately the reporter-to-be reads
+    # one line of them.
+    said_here = not in_group or case.source_chat_id == chat_id
     text = tx.texts.render(
         "duplicate_question", in_group=in_group,
         name=await notify.person_name(tx, inp.reporter_id) if in_group else "",
         case={"id": case.id, "category": await notify.category_name(tx, case.category),
               "status": tx.texts.label(f"status_{case.status}"),
-              # Read in a group: phone numbers masked, as in every text posted there.
-              "summary": notify.mask_phones(_line(voice.described(tx.texts, case)))},
+              # Phone numbers masked, as in every text a resident reads of another's case.
+              "summary": notify.mask_phones(_line(voice.described(tx.texts, case)))
+              if said_here else ""},
         minutes=int(ANSWER_WITHIN.total_seconds() // 60))
     t = tx.texts
     await enqueue(tx.db, f"dup:{offer.id}", chat_id, text, tx.now,
