@@ -201,10 +201,7 @@ async def _claim(db: AsyncSession, offer: DuplicateOffer, status: OfferStatus,
 
 
 async def _join(tx: Tx, offer: DuplicateOffer) -> Answered:
-    case = await tx.db.get(Case, offer.case_id, with_for_update=True, populate_existing=True)
-    if case is not None and case.status == S.MERGED and case.merged_into_id is not None:
-        case = await tx.db.get(Case, case.merged_into_id, with_for_update=True,
-                               populate_existing=True)
+    case = await _followed(tx, offer.case_id)
     if case is None or case.status not in LOOKED_AT:
         # Resolved while they read the question: their report is a case of its own.
         return await _file(tx, offer, OfferStatus.DECLINED)
@@ -228,6 +225,19 @@ async def _join(tx: Tx, offer: DuplicateOffer) -> Answered:
             deferrable=True)
     await tx.db.commit()
     return Answered(True, case.id, followers.affected(case))
+
+
+async def _followed(tx: Tx, case_id: int) -> Case | None:
+    """The case `case_id` stands for now: itself, or the case it was merged into, followed to
+    the end of the chain (A → B → C: C) while the question waited (issue 20, defect 6)."""
+    seen: set[int] = set()
+    case = await tx.db.get(Case, case_id, with_for_update=True, populate_existing=True)
+    while (case is not None and case.status == S.MERGED and case.merged_into_id is not None
+           and case.id not in seen):
+        seen.add(case.id)
+        case = await tx.db.get(Case, case.merged_into_id, with_for_update=True,
+                               populate_existing=True)
+    return case
 
 
 async def _file(tx: Tx, offer: DuplicateOffer, status: OfferStatus | None = None
