@@ -201,9 +201,9 @@ async def _confirmed(query: CallbackQuery, state: FSMContext, db: AsyncSession, 
 async def merge_confirmed(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                           actor: Actor) -> None:
     async def run(tx: Tx, data: dict[str, Any]) -> dict[str, object]:
-        main = await merge.merge(tx, actor, int(data.get("case_id") or 0),
+        kept = await merge.merge(tx, actor, int(data.get("case_id") or 0),
                                  int(data.get("rev") or 0), int(data.get("into") or 0))
-        return {"main_id": main.id}
+        return {"main_id": kept.main.id, **merge.kept_context(tx, kept)}
 
     await _confirmed(query, state, db, ctx, run, "done_merge")
 

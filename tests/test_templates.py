@@ -198,6 +198,8 @@ def _context(texts: Texts) -> dict[str, Any]:
         "main_id": CASE_ID - 3,
         "new_id": CASE_ID + 1,
         "merged_id": CASE_ID + 2,
+        # What the main case took over (issue 20, defect 3).
+        "kept_deadline": "11-24 14:00", "kept_overdue": True, "kept_urgent": True,
         "actor": f"Zhao Min {EVIL}",
         # 是同一问题: duplicate_question.
         "in_group": True,
@@ -479,6 +481,7 @@ LABEL_CONTEXT: dict[str, Any] = {
     # 合并 and 拆分 (labels_merge.j2).
     "any": True,
     "main_id": CASE_ID - 3,
+    "kept_deadline": "11-24 14:00", "kept_overdue": True, "kept_urgent": True,
     "into": CASE_ID - 3,
     "new_id": CASE_ID + 1,
     "description": f"Water leaking {EVIL}",

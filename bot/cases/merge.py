@@ -3,7 +3,10 @@ that holds two problems becomes two.
 
 合并 closes the case as 已合并 (status `merged`, `merged_into_id`): its reporter and followers
 follow the main case from then on (they get its notices and may rate it), its report photos
-join the main case, and the figures and the ledger count the main case only. 拆分 makes a
+join the main case, and the figures and the ledger count the main case only. The main case
+keeps the earliest deadline and the highest urgency of the cases merged into it, so a merge
+never improves a figure: a case overdue when merged leaves the main case overdue, and late
+when it is closed (issue 20, defect 3). 拆分 makes a
 second case with its own category and text, for the same reporter and place, with the photos
 chosen from the first; it goes to the grid like a confirmed report.
 """
@@ -11,13 +14,14 @@ chosen from the first; it goes to the grid like a confirmed report.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import case as when
 from sqlalchemy import select
 
 from bot.cases import followers, notify
-from bot.cases.deadlines import deadline_of
+from bot.cases.deadlines import deadline_of, hold_deadline, offset
 from bot.cases.events import EventKind
 from bot.cases.lifecycle import (
     HANDLING,
@@ -90,8 +94,39 @@ async def check_target(tx: Tx, actor: Actor, case: Case, into_id: int) -> tuple[
     return main, mlin
 
 
-async def merge(tx: Tx, actor: Actor, case_id: int, rev: int, into_id: int) -> Case:
-    """Merge case `case_id` into `into_id`; returns the main case. Commits."""
+@dataclass(frozen=True)
+class Merged:
+    """A merge made: the main case, and what it took over from the case merged into it."""
+
+    main: Case
+    # The merged case's deadline, where it was earlier than the main case's (now its own).
+    deadline: datetime | None = None
+    # The merged case was urgent and the main case was not (it is now).
+    urgent: bool = False
+
+
+async def keep_strictest(tx: Tx, main: Case, case: Case) -> Merged:
+    """The main case takes the earliest deadline and the highest urgency of `case`. The
+    deadline is held through `deadline_offset_seconds` (deadlines.hold_deadline), so the
+    derivation the sweep makes again (clock start + SLA + extensions + offset) keeps it; a
+    deadline already passed stays passed: the main case is overdue at once."""
+    urgent = case.urgent and not main.urgent
+    main.urgent = main.urgent or case.urgent
+    if case.deadline_at >= main.deadline_at:
+        return Merged(main, urgent=urgent)
+    cat = (await directory(tx.db)).categories.get(main.category)
+    if cat is None:
+        derived = main.deadline_at - offset(main)
+    else:
+        derived = deadline_of(tx.policy, main.clock_started_at,
+                              timedelta(seconds=cat.sla_seconds), cat.sla_unit,
+                              main.extended_seconds)
+    hold_deadline(main, case.deadline_at, derived)
+    return Merged(main, deadline=main.deadline_at, urgent=urgent)
+
+
+async def merge(tx: Tx, actor: Actor, case_id: int, rev: int, into_id: int) -> Merged:
+    """Merge case `case_id` into `into_id`; returns the main case and what it kept. Commits."""
     # Both rows are locked, the lower id first: two handlers merging #9 into #12 and #12
     # into #9 at once wait for each other (PostgreSQL) instead of deadlocking; one of them
     # is then told the case is gone.
@@ -110,6 +145,7 @@ async def merge(tx: Tx, actor: Actor, case_id: int, rev: int, into_id: int) -> C
     case.close_reason = "merged"
     case.assignee_id = None
     record(tx, main, EventKind.MERGE_IN, actor.id, f"#{case.id}")
+    kept = await keep_strictest(tx, main, case)
     # Everyone the merged case affects follows the main one, replied to where they reported.
     residents = [(case.reporter_id, case.source_chat_id, case.source_message_id)]
     residents += [(f.person_id, f.source_chat_id, f.source_message_id)
@@ -127,10 +163,18 @@ async def merge(tx: Tx, actor: Actor, case_id: int, rev: int, into_id: int) -> C
     others = [p for p in await handlers_at(tx.db, mlin, main.level) if p.id != actor.id]
     await notify.tell_staff(tx, f"case:{main.id}:merged:{case.id}", others, main, mlin,
                             "merge_staff", merged_id=case.id, actor=actor.name,
-                            deferrable=True)
+                            deferrable=True, **kept_context(tx, kept))
     await schedule(tx, case)
     await save(tx, main)
-    return main
+    return kept
+
+
+def kept_context(tx: Tx, kept: Merged) -> dict[str, object]:
+    """What the merge texts say the main case took over: its new deadline (and whether it
+    has passed), and its urgency."""
+    return {"kept_deadline": tx.texts.local_time(kept.deadline) if kept.deadline else "",
+            "kept_overdue": kept.deadline is not None and kept.deadline <= tx.now,
+            "kept_urgent": kept.urgent}
 
 
 async def join_photos(tx: Tx, case: Case, file_ids: Sequence[str]) -> int:

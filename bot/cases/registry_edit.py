@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import false, or_, select, update
+from sqlalchemy import exists, false, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.cases.deadlines import RUNNING, deadline_of, hold_deadline, move_deadline, offset
 from bot.cases.status import OPEN_STATUSES
@@ -76,13 +77,16 @@ async def retime_open_cases(db: AsyncSession, now: datetime, *,
 
 async def follow_urgency(db: AsyncSession) -> int:
     """Urgency follows the current category (issue 19, defect 9): a category made urgent,
-    or no longer urgent, carries its open cases with it. Returns how many changed."""
+    or no longer urgent, carries its open cases with it, except that a case into which an
+    urgent case was merged stays urgent (issue 20, defect 3). Returns how many changed."""
     changed = 0
+    merged = aliased(Case)
+    took_urgent = exists().where(merged.merged_into_id == Case.id, merged.urgent.is_(True))
     for urgent in (True, False):
         codes = select(Category.code).where(Category.urgent == urgent)
         result = await db.execute(
             update(Case).where(Case.status.in_(list(OPEN_STATUSES)), Case.category.in_(codes),
-                               Case.urgent != urgent)
+                               Case.urgent != urgent, true() if urgent else ~took_urgent)
             .values(urgent=urgent).execution_options(synchronize_session=False))
         changed += int(getattr(result, "rowcount", 0) or 0)
     return changed
