@@ -242,7 +242,9 @@ async def _followed(tx: Tx, case_id: int) -> Case | None:
 
 async def _file(tx: Tx, offer: DuplicateOffer, status: OfferStatus | None = None
                 ) -> Answered:
-    case = await cases.report(tx, _load(offer.report))
+    inp = _load(offer.report)
+    # Counted against the flood limit when it came (and held): not counted again now.
+    case = await cases.report(tx, inp, await cases.check_report(tx, inp, admitted=True))
     await tx.db.execute(update(DuplicateOffer).where(DuplicateOffer.id == offer.id)
                         .values(filed_case_id=case.id, **{"status": status} if status else {})
                         .execution_options(synchronize_session=False))
@@ -272,7 +274,7 @@ async def settle(sessions: async_sessionmaker[AsyncSession], ctx: Ctx, offer_id:
         try:
             await _file(tx, offer)
         except DomainError as err:
-            # Refused now (too many reports meanwhile): the reporter is told, the offer ends.
+            # Refused now (its building closed meanwhile): the reporter is told, the offer ends.
             await db.rollback()
             offer = await db.get(DuplicateOffer, offer_id)
             if offer is None or not await _claim(db, offer, OfferStatus.TIMED_OUT, tx):

@@ -57,6 +57,7 @@ from storage.models import (
     CaseEvent,
     CasePhoto,
     CaseTimerStep,
+    DuplicateOffer,
     Person,
 )
 
@@ -133,7 +134,7 @@ CLOCK_RESTARTS = {E.REWORK, E.RESUME, E.SUSPEND_REVIEW}
 # Case ids are 32-bit: anything else, typed or forged, is no case at all.
 MAX_CASE_ID = 2**31 - 1
 # A flood of reports from one account: at most REPORT_LIMIT in any REPORT_WINDOW, counted
-# from the cases table by who submitted them. Staff (anyone with a role) are exempt.
+# by who submitted them, held (是同一问题) or filed. Staff (anyone with a role) are exempt.
 REPORT_LIMIT = 5
 REPORT_WINDOW = timedelta(minutes=10)
 
@@ -354,15 +355,24 @@ async def act(tx: Tx, actor: Actor, case_id: int, rev: int, action: Act
 async def check_report_quota(tx: Tx, submitter_id: int) -> None:
     """Refuse a report from someone who sent REPORT_LIMIT of them in the last REPORT_WINDOW.
 
-    Counted from the cases table, so it holds across restarts and whichever way the reports
-    came in (group, album, private chat). Staff report for others all day: they are exempt.
+    Counted from the database, so it holds across restarts and whichever way the reports
+    came in (group, album, private chat): every report counts, filed as a case or held by the
+    是同一问题 question (a held report not yet filed, or joined to a case), so a report over
+    the limit is refused at once, before any question (issue 20, defect 7). Staff report for
+    others all day: they are exempt.
     """
     if (await directory(tx.db)).roles_of.get(submitter_id):
         return
-    recent = await tx.db.scalar(
+    since = tx.now - REPORT_WINDOW
+    filed = await tx.db.scalar(
         select(func.count()).select_from(Case).where(
-            Case.submitted_by_id == submitter_id, Case.reported_at > tx.now - REPORT_WINDOW))
-    if (recent or 0) >= REPORT_LIMIT:
+            Case.submitted_by_id == submitter_id, Case.reported_at > since))
+    # Only reports made by their reporter are held, so the offer's person submitted it.
+    held = await tx.db.scalar(
+        select(func.count()).select_from(DuplicateOffer).where(
+            DuplicateOffer.person_id == submitter_id, DuplicateOffer.created_at > since,
+            DuplicateOffer.filed_case_id.is_(None)))
+    if (filed or 0) + (held or 0) >= REPORT_LIMIT:
         raise DomainError("rate_limited", count=REPORT_LIMIT,
                           limit=int(REPORT_WINDOW.total_seconds() // 60))
 
@@ -375,9 +385,10 @@ class Checked:
     category: CategoryInfo
 
 
-async def check_report(tx: Tx, inp: ReportInput) -> Checked:
+async def check_report(tx: Tx, inp: ReportInput, *, admitted: bool = False) -> Checked:
     """Refuse a report that may not be filed (empty, too long a voice, too many, no such
-    building); else what it would be filed with."""
+    building); else what it would be filed with. `admitted`: a report held by the 是同一问题
+    question, counted against the flood limit when it came, is not counted again."""
     description = clean_text(inp.description)
     if not visible(description):
         description = ""
@@ -385,7 +396,8 @@ async def check_report(tx: Tx, inp: ReportInput) -> Checked:
         raise DomainError(refused, limit=MAX_SECONDS // 60)
     if not description and not inp.photos and inp.voice is None:
         raise DomainError("empty_report")
-    await check_report_quota(tx, inp.submitted_by_id or inp.reporter_id)
+    if not admitted:
+        await check_report_quota(tx, inp.submitted_by_id or inp.reporter_id)
     building = (await directory(tx.db)).place(inp.building_id)
     if building is None or building.kind != NodeKind.BUILDING or not building.active:
         raise DomainError("no_building")
