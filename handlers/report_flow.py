@@ -383,11 +383,30 @@ async def location_given(message: Message, state: FSMContext, db: AsyncSession,
 async def location_other(message: Message, state: FSMContext, db: AsyncSession,
                          ctx: Ctx) -> None:
     if message_text(message).strip() == ctx.texts.plain("btn_skip"):
+        # 跳过 keeps a location shared at the building step only where the bot placed it:
+        # in the grid of the building chosen. One outside every grid, or in another grid,
+        # is dropped (issue 20, defect 8): no 定位：已附, no map link or 📍 for staff.
+        if not await _shared_at_building(message, state, db):
+            await state.update_data(latitude=None, longitude=None)
         await message.answer(ctx.texts.label("location_skipped"),
                              reply_markup=ReplyKeyboardRemove())
         await _ask_confirm(message, state, db, ctx)
         return
     await message.answer(ctx.texts.label("location_hint"))
+
+
+async def _shared_at_building(message: Message, state: FSMContext, db: AsyncSession) -> bool:
+    """Whether the draft's location (shared at the building step) lies in the grid of the
+    building the report is for."""
+    data = await state.get_data()
+    lat, lon = data.get("latitude"), data.get("longitude")
+    if lat is None or lon is None or message.from_user is None:
+        return False
+    person = await db.get(Person, message.from_user.id)
+    d = await directory(db)
+    building = d.places.get(person.building_id) if person and person.building_id else None
+    grid = geo.router(d).grid_at(float(lon), float(lat))
+    return building is not None and grid is not None and building.parent_id == grid.id
 
 
 async def _ask_confirm(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx) -> None:
