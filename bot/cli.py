@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import SystemClock
 from bot.config import Settings
 from bot.logs import setup as setup_logs
+from bot.user_text import typed_number
 from storage.db import SchemaError
 
 if TYPE_CHECKING:
@@ -91,10 +92,26 @@ async def _database(settings: Settings, *, read: bool = False) -> AsyncIterator[
         await engine.dispose()
 
 
+# Telegram user ids and our row ids: at most 15 digits (a user id is below 2**52).
+ID_DIGITS = 15
+
+
 def _user_id(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    # A typed number (user_text.typed_number): "²" passes str.isdigit() and int() refuses it.
+    user_id = typed_number(text, digits=ID_DIGITS)
+    if not user_id:
         raise CliError(f"USER_ID must be a Telegram user id (a positive number), not {text!r}")
-    return int(text)
+    return user_id
+
+
+def _row_id(text: str | None, what: str) -> int | None:
+    """The ID of `inbox retry` / `outbox retry`, if given."""
+    if text is None:
+        return None
+    row_id = typed_number(text, digits=ID_DIGITS)
+    if row_id is None:
+        raise CliError(f"ID must be {what} (a number), not {text!r}")
+    return row_id
 
 
 async def _privacy(settings: Settings, action: str, user_id: int, out: Path | None) -> str:
@@ -125,13 +142,11 @@ async def _outbox(settings: Settings, action: str | None, row_id: str | None,
     from bot.ops import outbox_admin
     from bot.ops.terminal import local_zone
 
+    number = _row_id(row_id, "an outbox message id") if action == "retry" else None
     async with _database(settings) as db:
         if action == "retry":
-            if row_id is not None and not row_id.isdigit():
-                raise CliError(f"ID must be an outbox message id (a number), not {row_id!r}")
             try:
-                count = await outbox_admin.retry(db, SystemClock().now(),
-                                                 int(row_id) if row_id else None)
+                count = await outbox_admin.retry(db, SystemClock().now(), number)
             except outbox_admin.OutboxError as exc:
                 raise CliError(str(exc)) from exc
             if row_id is not None:
@@ -146,12 +161,11 @@ async def _inbox(settings: Settings, action: str | None, row_id: str | None,
     from bot.ops import inbox_admin
     from bot.ops.terminal import local_zone
 
+    number = _row_id(row_id, "an inbox row id") if action == "retry" else None
     async with _database(settings) as db:
         if action == "retry":
-            if row_id is not None and not row_id.isdigit():
-                raise CliError(f"ID must be an inbox row id (a number), not {row_id!r}")
             try:
-                count = await inbox_admin.retry(db, int(row_id) if row_id else None)
+                count = await inbox_admin.retry(db, number)
             except inbox_admin.InboxError as exc:
                 raise CliError(str(exc)) from exc
             if row_id is not None:

@@ -70,3 +70,34 @@ def clean_name(name: str | None) -> str:
     """A person's display name as we keep and show it."""
     name = clean_text(name, NAME_LIMIT)
     return name if visible(name) else ""
+
+
+# Full-width digits, as Chinese input methods type them, read as the ASCII ones.
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
+def ascii_digits(text: str) -> str:
+    """`text` with full-width digits (０-９) written as ASCII ones; nothing else changed."""
+    return text.translate(_FULL_WIDTH_DIGITS)
+
+
+def typed_number(text: str | None, *, digits: int = 9, prefix: int = 0) -> int | None:
+    """The whole number a person typed, or None for anything else.
+
+    ASCII digits, full-width ones (１２) read as ASCII; blank space around it and one # (＃)
+    before it are ignored; with `prefix`, up to that many other characters before it that are
+    no digit of any kind (诉求12). None for other scripts' digits and superscripts
+    (`str.isdigit()` takes "²" and "١٢"; `int()` refuses the one and reads the other), signs,
+    decimals, and numbers longer than `digits` (9 digits fit a database id).
+    """
+    text = ascii_digits(sanitize(text)).strip()
+    head = text.rstrip("0123456789")
+    number = text[len(head):]
+    if not number or len(number) > digits:
+        return None
+    head = head.rstrip()
+    if head[-1:] in ("#", "＃"):
+        head = head[:-1].rstrip()
+    if len(head) > prefix or any(unicodedata.category(ch).startswith("N") for ch in head):
+        return None
+    return int(number)

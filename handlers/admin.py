@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from aiogram import Bot, F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import (
@@ -16,6 +14,7 @@ from aiogram.filters import (
 from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import user_text
 from bot.cases import views
 from bot.cases.buttons import BIND_PREFIX, BindAnswer, BindButton, bind_button
 from bot.cases.intake import place_of_chat
@@ -30,9 +29,9 @@ from storage.models import ReportPrompt
 
 router = RouterSpec("admin")
 PRIVATE_ONLY = {"cases", "case", "my"}
-# `/case 12` or `/case #12`: ASCII digits only (str.isdigit() also takes "²" and "١٢").
-_CASE_ARG = re.compile(r"#?([0-9]{1,9})")
-_PAGE_ARG = re.compile(r"[0-9]{1,6}")
+# `/case 12`, `/case #12`, `/case １２`: read by user_text.typed_number (ASCII digits, or
+# full-width ones; "²" and "١٢" are no number).
+PAGE_DIGITS = 6
 
 
 @router.message(Command(*PRIVATE_ONLY), F.chat.type != "private")
@@ -48,12 +47,12 @@ async def list_cases(message: Message, command: CommandObject, db: AsyncSession,
     if tx is None:
         return
     arg = (command.args or "").strip()
-    page = _PAGE_ARG.fullmatch(arg) if arg else None
-    if arg and (page is None or int(arg) == 0):
+    page = user_text.typed_number(arg, digits=PAGE_DIGITS) if arg else 1
+    if not page:
         await message.reply(tx.texts.label("usage_cases"))
         return
     try:
-        await message.answer(await views.staff_cases(tx, actor, int(arg) if arg else 1))
+        await message.answer(await views.staff_cases(tx, actor, page))
     except DomainError as err:
         await refuse(message, tx, err)
 
@@ -64,12 +63,12 @@ async def show_case(message: Message, command: CommandObject, db: AsyncSession, 
     tx = await open_tx(db, ctx, message)
     if tx is None:
         return
-    match = _CASE_ARG.fullmatch((command.args or "").strip())
-    if match is None:
+    case_id = user_text.typed_number(command.args)
+    if case_id is None:
         await message.reply(tx.texts.label("usage_case"))
         return
     try:
-        text, buttons = await views.case_detail(tx, actor, int(match.group(1)))
+        text, buttons = await views.case_detail(tx, actor, case_id)
     except DomainError as err:
         await refuse(message, tx, err)
         return

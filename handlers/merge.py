@@ -10,7 +10,6 @@ so a colleague pressing the same buttons in a group is told it is not theirs to 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import user_text
 from bot.cases import merge, notify, voice
 from bot.cases.buttons import Action, CaseButton
 from bot.context import Ctx, Tx
@@ -34,8 +34,8 @@ from storage.models import Case
 
 router = RouterSpec("merge")
 
-# A case number as people type it: 12, #12, ＃12, 诉求12.
-_NUMBER = re.compile(r"^\D{0,4}?(\d{1,10})\s*$")
+# A case number as people type it: 12, #12, ＃12, １２, 诉求12 (user_text.typed_number).
+NUMBER_PREFIX = 4
 PHOTOS_PER_ROW = 5
 
 
@@ -137,8 +137,8 @@ async def target_picked(query: CallbackQuery, state: FSMContext, db: AsyncSessio
 @router.message(MergeFlow.target, NOT_COMMAND)
 async def target_typed(message: Message, state: FSMContext, db: AsyncSession, ctx: Ctx,
                        actor: Actor) -> None:
-    found = _NUMBER.match((message.text or "").strip())
-    if found is None:
+    into_id = user_text.typed_number(message.text, digits=10, prefix=NUMBER_PREFIX)
+    if into_id is None:
         await message.reply(ctx.texts.label("ask_merge_number"),
                             reply_markup=prompt_markup(message))
         return
@@ -146,7 +146,7 @@ async def target_typed(message: Message, state: FSMContext, db: AsyncSession, ct
     if tx is None:
         return
     try:
-        text = await _confirm_text(tx, actor, state, int(found.group(1)))
+        text = await _confirm_text(tx, actor, state, into_id)
     except DomainError as err:
         await db.rollback()
         await refuse(message, tx, err)  # the prompt stays: another number may be typed

@@ -4,6 +4,7 @@ waking the outbox sender.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from storage.fsm import current_session
 from storage.models import InboxUpdate
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+log = logging.getLogger(__name__)
 
 
 def display_name(user: User) -> str:
@@ -42,6 +44,12 @@ class DbMiddleware(BaseMiddleware):
     told anything went wrong) and the update is tried again once the database is back. Fed
     straight to the Dispatcher (tests, the demo), an update is deduplicated by its
     `update_id` among recent ones.
+
+    A handler that fails is counted against its update, which the inbox tries again, up to
+    MAX_ATTEMPTS times. The person is told 「抱歉，系统出了点问题」 (the Dispatcher's error
+    handler, `bot.app._on_error`) once, when the update is given up on: a failure that will
+    be tried again is logged here and ends the update quietly, so the error handler never
+    sees it. An update that then succeeds gets its answer and no apology.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
@@ -82,9 +90,15 @@ class DbMiddleware(BaseMiddleware):
             except Exception as exc:
                 await db.rollback()
                 if attempt is None or not is_transient(exc):
-                    await self._failed(row_id, event.update_id, exc)
+                    given_up = await self._failed(row_id, event.update_id, exc)
                     if attempt is not None:
                         attempt.recorded = True
+                    if not given_up:
+                        # Tried again shortly: no apology yet (at most one per update).
+                        log.warning("update %s (inbox row %s) failed (%s); it will be tried "
+                                    "again", event.update_id, row_id, type(exc).__name__)
+                        log.debug("update %s failed", event.update_id, exc_info=exc)
+                        return None
                 raise
             finally:
                 current_session.reset(token)
@@ -122,21 +136,25 @@ class DbMiddleware(BaseMiddleware):
         row.attempts += 1
         return row.id
 
-    async def _failed(self, row_id: int, update_id: int, exc: BaseException) -> None:
-        """A handler failed: try the update again later, a few times, then give up on it."""
+    async def _failed(self, row_id: int, update_id: int, exc: BaseException) -> bool:
+        """A handler failed: try the update again later, a few times, then give up on it.
+        Returns whether it is given up on (nothing will try it again)."""
         reason = type(exc).__name__
         async with self.sessions() as db:
             row = await db.get(InboxUpdate, row_id)
             if row is None:
+                failed = True
                 db.add(InboxUpdate(update_id=update_id, payload=None, status="failed",
                                    attempts=1, received_at=self.ctx.clock.now(),
                                    reason=reason))
             else:
                 row.attempts += 1
-                failed = row.attempts >= MAX_ATTEMPTS
+                # Only a stored update is tried again (one fed straight in has no payload).
+                failed = row.attempts >= MAX_ATTEMPTS or row.payload is None
                 row.status = "failed" if failed else "new"
                 row.reason = reason if failed else None
             await db.commit()
+        return failed
 
     async def _reachable(self, db: AsyncSession, user: User) -> None:
         """Someone who writes to the bot privately can be written to: release what waited."""

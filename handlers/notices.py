@@ -325,14 +325,15 @@ async def listed(message: Message, command: CommandObject, db: AsyncSession, ctx
                  actor: Actor) -> None:
     if (tx := await _sender_tx(message, db, ctx, actor)) is None:
         return
-    arg = (command.args or "").strip().lstrip("#＃")
-    if not arg:
+    if not user_text.visible(command.args or ""):
         await message.answer(await notices.recent(tx, actor))
         return
+    notice_id = user_text.typed_number(command.args)
+    if notice_id is None:  # "²", "١", "abc": no number
+        await message.reply(tx.texts.label("usage_notices"))
+        return
     try:
-        if not arg.isdigit():
-            raise DomainError("notice_gone")
-        notice = await notices.get_sent(tx, actor, int(arg))
+        notice = await notices.get_sent(tx, actor, notice_id)
     except DomainError as err:
         await refuse(message, tx, err)
         return

@@ -4,7 +4,6 @@ confirm. `/cancel` leaves it at any step; the draft lives in the FSM storage (da
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiogram import F
@@ -57,9 +56,6 @@ router.callback_query.filter(F.message.chat.type == "private")
 
 PAGE_SIZE = 8
 MAX_PHOTOS = 10
-# A building link (`/start b12`) and the building buttons carry a node id: ASCII digits only
-# (str.isdigit() also takes "²", which int() refuses), and no more than an id can have.
-_ID = re.compile(r"[0-9]{1,9}")
 
 
 class ReportFlow(StatesGroup):
@@ -84,7 +80,10 @@ async def _person(db: AsyncSession, tx: Tx, message: Message) -> Person:
 
 
 def _node_id(raw: str) -> int | None:
-    return int(raw) if _ID.fullmatch(raw) else None
+    """A building link (`/start b12`) and the building buttons carry a node id: read as any
+    number a person types (user_text.typed_number: ASCII digits, or full-width ones; no more
+    than an id can have)."""
+    return user_text.typed_number(raw)
 
 
 async def _gone(query: CallbackQuery, ctx: Ctx) -> bool:

@@ -26,6 +26,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import user_text
 from bot.cases.outbox import enqueue
 from bot.context import Ctx, Tx
 from bot.ledger import charts, figures
@@ -94,11 +95,14 @@ def parse_ask(tx: Tx, d: Directory, args: str, held: list[Place], *, export: boo
     for word in args.split():
         if export and word.lower() in FORMATS:
             fmt = word.lower()
-        elif word[:1].isdigit():
+        elif (typed := user_text.ascii_digits(word))[:1].isdigit():
             if period is not None:
                 raise Refusal(usage)
             try:
-                period = Period.parse(word, tz)
+                # ASCII digits only, full-width ones converted: "²⁰²⁶" and "٢٠٢٦" are no year.
+                if not typed.isascii():
+                    raise ValueError(word)
+                period = Period.parse(typed, tz)
             except ValueError:
                 raise Refusal("stats_bad_period", code=word) from None
         else:
