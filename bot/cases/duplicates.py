@@ -31,7 +31,7 @@ from bot.cases.outbox import enqueue
 from bot.context import Ctx, Tx, begin
 from bot.errors import DomainError
 from bot.org import geo
-from bot.org.roles import handlers_at, lineage_of
+from bot.org.roles import RoleName, handlers_at, holders, lineage_of
 from storage.models import Case, CaseEvent, CaseFollower, DuplicateOffer
 
 
@@ -211,18 +211,22 @@ async def _join(tx: Tx, offer: DuplicateOffer) -> Answered:
                            chat_id=offer.chat_id if in_group else None,
                            message_id=offer.message_id if in_group else None, via="duplicate")
     await merge.join_photos(tx, case, inp.photos)
+    # Nothing of the joined report is lost (issue 20, defect 4): its words (or its voice's
+    # line) and its photo count go into the history, and whoever acts on the case now (its
+    # handlers; its building heads while it is being verified) gets the words, the photos
+    # and the voice note itself.
     said = " ".join(p for p in (voice.line(tx.texts, inp.voice) if inp.voice else "",
-                                inp.description.strip()) if p)
+                                " ".join(inp.description.split())) if p)
+    photos = inp.photos[:10]  # as many as a report keeps (cases.report)
+    note = tx.texts.plain("dup_said", text=said, count=len(photos))
     tx.db.add(CaseEvent(case_id=case.id, at=tx.now, actor_id=offer.person_id,
                         action=EventKind.FOLLOW,
-                        from_status=case.status, to_status=case.status, note=said or None))
-    if case.status != S.VERIFYING:
-        # Its handlers hear of it, briefly; a case still being verified has none yet.
-        lin = await lineage_of(tx.db, case.building_id, case.unit_id)
-        await notify.tell_staff(
-            tx, f"case:{case.id}:follow:{offer.person_id}",
-            await handlers_at(tx.db, lin, case.level), case, lin, "duplicate_staff",
-            deferrable=True)
+                        from_status=case.status, to_status=case.status, note=note or None))
+    lin = await lineage_of(tx.db, case.building_id, case.unit_id)
+    staff = (await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+             if case.status == S.VERIFYING else await handlers_at(tx.db, lin, case.level))
+    await notify.join_note(tx, f"case:{case.id}:follow:{offer.person_id}", staff, case, lin,
+                           said=said, photos=photos, spoken=inp.voice)
     await tx.db.commit()
     return Answered(True, case.id, followers.affected(case))
 

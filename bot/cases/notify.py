@@ -381,6 +381,24 @@ async def task_card(tx: Tx, case: Case, lin: Lineage, head: Person, note: str | 
     )
 
 
+async def join_note(
+    tx: Tx, key: str, people: list[Person], case: Case, lin: Lineage, *, said: str,
+    photos: list[str], spoken: voice.Voice | None,
+) -> None:
+    """又有居民反映同一问题 to staff: what the resident who joined said, with their own photos
+    and their voice note (re-sent by its file_id, as a card's is). Quiet hours respected."""
+    if not people:
+        return
+    view = await case_view(tx, case, lin)
+    text = tx.texts.render("duplicate_staff", case=view, description=said, photos=len(photos))
+    for person in people:
+        await send_to_person(
+            tx, f"{key}:{person.id}", person.id, text, case=case,
+            fallback_chat_id=lin.grid.chat_id, photos=photos,
+            not_before=quiet_delay(tx, case), with_voice=spoken,
+        )
+
+
 async def tell_staff(
     tx: Tx, key: str, people: list[Person], case: Case, lin: Lineage, template: str,
     *, deferrable: bool = False, **context: Any,
