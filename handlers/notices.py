@@ -227,9 +227,12 @@ async def _preview(message: Message, db: AsyncSession, ctx: Ctx, data: dict[str,
                    text=str(data.get("text") or ""))
     body = Markup(notices.message(tx, shown, await notices.sender_line(tx, shown)))
     photos = min(await count_draft_photos(db, message.chat.id), notices.MAX_PHOTOS)
-    chats = len(await notices.reach(tx, shown))
+    places = await notices.reach(tx, shown)
+    d = await directory(db)
+    nobody, more = notices.named(d, notices.nobody_to_confirm(d, places))
     await message.answer(
-        tx.texts.render("notice_preview", body=body, photos=photos, chats=chats),
+        tx.texts.render("notice_preview", body=body, photos=photos, chats=len(places),
+                        nobody=nobody, nobody_more=more),
         reply_markup=InlineKeyboardMarkup(inline_keyboard=[[
             _button(tx.texts.plain("btn_notice_send"), "nf:ok"),
             _button(tx.texts.plain("btn_cancel"), "nf:no")]]))
@@ -306,9 +309,8 @@ async def notice_button(query: CallbackQuery, db: AsyncSession, ctx: Ctx, actor:
             return
         notice = await notices.get_sent(tx, actor, btn.row_id)
         if btn.answer == NoticeAnswer.REMIND:
-            people = await notices.remind(tx, actor, notice.id)
-            await query.answer(tx.texts.plain("done_notice_remind", count=people),
-                               show_alert=True)
+            reminded = await notices.remind(tx, actor, notice.id)
+            await query.answer(reminded.answer(tx.texts), show_alert=True)
         else:
             await query.answer(tx.texts.plain("done_notice_refresh"))
         text, buttons = await notices.summary(tx, notice)

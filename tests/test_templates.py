@@ -244,21 +244,42 @@ def _variants(texts: Texts, name: str) -> list[dict[str, Any]]:
         "case_card": [{"kind": k} for k in CARD_KINDS]
         + [{"kind": k, "note": None, "case": _bare_case(texts)} for k in CARD_KINDS],
         "notice_message": [{"text": f"Flood warning {EVIL}", "sender": f"Grid 1 {EVIL}"}],
-        "notice_preview": [{"body": f"Notice {EVIL}", "photos": p, "chats": 40} for p in (0, 3)],
+        "notice_preview": [
+            {"body": f"Notice {EVIL}", "photos": p, "chats": 40, "nobody": nobody,
+             "nobody_more": more}
+            for p in (0, 3) for nobody, more in (([], 0), ([f"Building 12 {EVIL}"], 0),
+                                                 ([f"Building 12 {EVIL}"], 4))],
         "notice_summary": [
             {"id": 12, "sent_at": NOW, "text": f"Flood warning {EVIL}", "confirmed": 32,
-             "total": 40, "missing": [f"Building 3 {EVIL}", "Building 5"], "more": 6,
-             "reminded_at": NOW},
-            {"id": 12, "sent_at": NOW, "text": "Water off", "confirmed": 40, "total": 40,
-             "missing": [], "more": 0, "reminded_at": None},
+             "can": 40, "complete": False, "missing": [f"Building 3 {EVIL}", "Building 5"],
+             "more": 6, "nobody": [f"Building 12 {EVIL}"], "nobody_count": 20,
+             "nobody_more": 19, "reminded_at": NOW},
+            {"id": 12, "sent_at": NOW, "text": "Water off", "confirmed": 40, "can": 40,
+             "complete": True, "missing": [], "more": 0, "nobody": [], "nobody_count": 0,
+             "nobody_more": 0, "reminded_at": None},
+            # Sent only to groups with nobody to confirm.
+            {"id": 12, "sent_at": NOW, "text": "Water off", "confirmed": 0, "can": 0,
+             "complete": False, "missing": [], "more": 0, "nobody": ["Building 12"],
+             "nobody_count": 1, "nobody_more": 0, "reminded_at": None},
         ],
         "notice_remind": [{"text": f"Flood warning {EVIL}", "places": [f"Building 3 {EVIL}"],
                            "sender": f"Grid 1 {EVIL}"}],
+        "notice_reminded": [
+            {"count": 2, "places": 3, "nobody": nobody, "nobody_count": count,
+             "people": people}
+            for people in ([{"name": f"Head {EVIL}", "places": [f"Building 3 {EVIL}"],
+                             "first": True},
+                            {"name": "Unit head", "places": ["Building 3 1", "Building 5"],
+                             "first": False}],
+                           [])
+            for nobody, count in (([], 0), ([f"Building 12 {EVIL}"], 1),
+                                  (["Building 12"], 4), ([], 4))] + [
+            {"count": 0, "places": 0, "people": [], "nobody": n, "nobody_count": len(n)}
+            for n in ([], [f"Building 12 {EVIL}"])],
         "notice_list": [
             {"items": [{"id": 12, "sent_at": NOW, "text": f"Flood warning {EVIL}",
-                        "confirmed": 32, "total": 40}]},
-            {"items": []},
-        ],
+                        "confirmed": c, "can": can, "nobody": nobody}]}
+            for c, can, nobody in ((32, 40, 0), (32, 40, 2), (0, 0, 1))] + [{"items": []}],
         "duplicate_question": [
             {"case": {"id": CASE_ID, "category": "Sanitation", "status": t("status_open"),
                       "summary": f"Rubbish not collected {EVIL}"}, "in_group": g}

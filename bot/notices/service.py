@@ -6,6 +6,11 @@ A notice is a row from its draft on (`notices`); sending makes one `notice_copie
 one outbox row per chat in the transaction that marks it sent, so the outbox paces the
 messages within Telegram's limits and a restart neither loses nor repeats one. A copy is
 confirmed with a conditional UPDATE: two heads pressing at once confirm it once.
+
+A place can confirm while someone may press its 已阅: its building head (a unit group: its unit
+head or the building's). A place with a group but nobody to confirm (no head yet) still gets
+the notice, but is counted apart (`Tally.nobody`): it neither keeps a notice from being
+complete nor is anyone reminded for it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from markupsafe import Markup
+from sqlalchemy import select, update
 
 from bot.cases import notify
 from bot.cases.buttons import NoticeAnswer, notice_button
@@ -24,9 +30,10 @@ from bot.cases.outbox import enqueue
 from bot.context import Tx
 from bot.errors import DomainError
 from bot.org.directory import Directory, NodeKind, Place, directory
-from bot.org.roles import Actor, RoleName, holders
+from bot.org.roles import Actor, RoleName
+from bot.texts import Texts
 from bot.user_text import clean_text, visible
-from storage.models import Notice, NoticeCopy, Person
+from storage.models import Notice, NoticeCopy
 
 
 class NoticeStatus(StrEnum):
@@ -249,6 +256,12 @@ async def confirm(tx: Tx, actor: Actor, copy_id: int) -> Confirmed:
     place = d.place(copy.node_id)
     if place is None or not _may_confirm(d, actor, place):
         raise DomainError("notice_not_head")
+    # The notice's row is locked first: the confirmations of one notice are made one after
+    # the other, so of the last two pressed at once the second counts after the first has
+    # committed and sees both (each counting only its own would leave the notice incomplete
+    # for ever, and 已全部确认 unsent). SQLite has one writer at a time anyway.
+    notice = await tx.db.get(Notice, copy.notice_id, with_for_update=True)
+    assert notice is not None
     done = await tx.db.execute(
         update(NoticeCopy).where(NoticeCopy.id == copy.id, NoticeCopy.confirmed_at.is_(None))
         .values(confirmed_by_id=actor.id, confirmed_at=tx.now)
@@ -257,22 +270,81 @@ async def confirm(tx: Tx, actor: Actor, copy_id: int) -> Confirmed:
         raise DomainError("notice_already",
                           name=await notify.person_name(tx, copy.confirmed_by_id))
     await tx.db.refresh(copy)
-    notice = await tx.db.get(Notice, copy.notice_id)
-    assert notice is not None
-    confirmed, total = await counts(tx, notice.id)
-    if confirmed == total and notice.sender_id is not None:
+    tally = await tally_of(tx, notice.id)
+    if tally.complete and notice.sender_id is not None:
         await notify.send_to_person(
             tx, f"notice:{notice.id}:all", notice.sender_id,
-            tx.texts.label("notice_all_confirmed", id=notice.id, total=total))
+            tx.texts.label("notice_all_confirmed", id=notice.id, total=tally.can,
+                           count=len(tally.nobody)))
     await tx.db.commit()
-    return Confirmed(notice, copy, confirmed, total)
+    return Confirmed(notice, copy, tally.confirmed, tally.can)
 
 
-async def counts(tx: Tx, notice_id: int) -> tuple[int, int]:
-    row = (await tx.db.execute(
-        select(func.count(NoticeCopy.confirmed_at), func.count())
-        .where(NoticeCopy.notice_id == notice_id))).one()
-    return int(row[0] or 0), int(row[1] or 0)
+# --- who can confirm ------------------------------------------------------------------------
+
+
+def _heads(d: Directory) -> dict[int, list[int]]:
+    """The building and unit heads of the registry, by the node they head."""
+    out: dict[int, list[int]] = {}
+    for person_id, roles in d.roles_of.items():
+        for role, node_id in roles:
+            if role in (RoleName.BUILDING_HEAD, RoleName.UNIT_HEAD):
+                out.setdefault(node_id, []).append(person_id)
+    for people in out.values():
+        people.sort()
+    return out
+
+
+def _to_remind(heads: dict[int, list[int]], place: Place) -> list[int]:
+    """Who is reminded for a place not yet confirmed: a unit group's unit heads, else (and
+    for a building group) the building's heads. Nobody: the place cannot be confirmed."""
+    if place.kind == NodeKind.UNIT and heads.get(place.id):
+        return heads[place.id]
+    building = place.id if place.kind == NodeKind.BUILDING else place.parent_id
+    return heads.get(building, []) if building is not None else []
+
+
+def nobody_to_confirm(d: Directory, places: Sequence[Place]) -> list[Place]:
+    """The places among `places` where nobody may press 已阅 (no building or unit head)."""
+    heads = _heads(d)
+    return [p for p in places if not _to_remind(heads, p)]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A sent notice's groups as the sender follows them."""
+
+    confirmed: int  # groups confirmed
+    waiting: list[Place]  # not yet confirmed, by a place with someone who may confirm
+    nobody: list[Place]  # not confirmed, and nobody may: no head (counted apart)
+
+    @property
+    def can(self) -> int:
+        """The groups that can be confirmed: those confirmed and those waiting."""
+        return self.confirmed + len(self.waiting)
+
+    @property
+    def complete(self) -> bool:
+        """Every group that can be confirmed has been (and there is at least one)."""
+        return self.can > 0 and not self.waiting
+
+
+async def tally_of(tx: Tx, notice_id: int) -> Tally:
+    d = await directory(tx.db)
+    heads = _heads(d)
+    rows = (await tx.db.execute(
+        select(NoticeCopy.node_id, NoticeCopy.confirmed_at)
+        .where(NoticeCopy.notice_id == notice_id).order_by(NoticeCopy.id))).all()
+    confirmed, waiting, nobody = 0, [], []
+    for node_id, confirmed_at in rows:
+        place = d.place(node_id)
+        if confirmed_at is not None:
+            confirmed += 1
+        elif place is not None and place.active and _to_remind(heads, place):
+            waiting.append(place)
+        elif place is not None:
+            nobody.append(place)
+    return Tally(confirmed, waiting, nobody)
 
 
 # --- the sender's view ----------------------------------------------------------------------
@@ -307,22 +379,29 @@ def _describe(d: Directory, place: Place) -> str:
     return place.name
 
 
+def named(d: Directory, places: Sequence[Place]) -> tuple[list[str], int]:
+    """The first MISSING_SHOWN places by name, and how many more there are."""
+    return ([_describe(d, p) for p in places[:MISSING_SHOWN]],
+            max(0, len(places) - MISSING_SHOWN))
+
+
 async def summary(tx: Tx, notice: Notice) -> tuple[str, list[list[dict[str, Any]]]]:
-    """已确认 32/40, the places missing (capped), with 刷新 and 提醒未确认."""
+    """已确认 32/40 (of the groups that can confirm), the places missing (capped), the places
+    with nobody to confirm (counted apart), with 刷新 and 提醒未确认 (while someone is left to
+    remind)."""
     d = await directory(tx.db)
-    copies = (await tx.db.scalars(select(NoticeCopy).where(NoticeCopy.notice_id == notice.id)
-                                  .order_by(NoticeCopy.id))).all()
-    missing = [d.place(c.node_id) for c in copies if c.confirmed_at is None]
-    names = [_describe(d, p) for p in missing if p is not None]
-    confirmed = len(copies) - len(missing)
+    tally = await tally_of(tx, notice.id)
+    missing, more = named(d, tally.waiting)
+    nobody, nobody_more = named(d, tally.nobody)
     text = tx.texts.render(
         "notice_summary", id=notice.id, sent_at=notice.sent_at,
-        text=_line(notice.text), confirmed=confirmed, total=len(copies),
-        missing=names[:MISSING_SHOWN], more=max(0, len(names) - MISSING_SHOWN),
+        text=_line(notice.text), confirmed=tally.confirmed, can=tally.can,
+        complete=tally.complete, missing=missing, more=more, nobody=nobody,
+        nobody_count=len(tally.nobody), nobody_more=nobody_more,
         reminded_at=notice.reminded_at)
     t = tx.texts
     buttons = [[notice_button(t.plain("btn_notice_refresh"), notice.id, NoticeAnswer.REFRESH)]]
-    if missing:
+    if tally.waiting:
         buttons[0].append(notice_button(t.plain("btn_notice_remind"), notice.id,
                                         NoticeAnswer.REMIND))
     return text, buttons
@@ -333,9 +412,37 @@ def _line(text: str, size: int = 40) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
-async def remind(tx: Tx, actor: Actor, notice_id: int) -> int:
+# An alert (the answer to 提醒未确认) holds at most 200 characters.
+ALERT_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Reminded:
+    """Who 提醒未确认 reminded, for which places, and the places nobody could be."""
+
+    people: list[tuple[str, list[str]]]  # name, the places they were reminded of
+    nobody: list[str]  # places not confirmed where nobody may confirm
+
+    def answer(self, texts: Texts) -> str:
+        """The sender's answer: each person named with their places; when that would not fit
+        an alert, how many people for how many places."""
+        places = sum(len(p) for _n, p in self.people)
+        people = [{"name": n, "places": p, "first": i == 0}
+                  for i, (n, p) in enumerate(self.people)]
+        for shown, nobody in ((people, self.nobody), ([], self.nobody), ([], [])):
+            text = Markup(texts.render("notice_reminded", count=len(self.people),
+                                       places=places, people=shown, nobody=nobody[:3],
+                                       nobody_count=len(self.nobody))).unescape()
+            if len(text) <= ALERT_LIMIT:
+                break
+        return text
+
+
+async def remind(tx: Tx, actor: Actor, notice_id: int) -> Reminded:
     """A private reminder, with the notice's text, to each head of a place that has not
-    confirmed; at most once per REMIND_EVERY. Returns how many people were reminded."""
+    confirmed (the unit head for a unit group, else the building head); at most once per
+    REMIND_EVERY. Places with nobody to confirm are named, not reminded; when nobody at all
+    was reminded the last reminder's time stays as it was."""
     notice = await tx.db.get(Notice, notice_id, with_for_update=True)
     if notice is None or notice.sender_id != actor.id or notice.status != NoticeStatus.SENT:
         raise DomainError("notice_gone")
@@ -344,21 +451,12 @@ async def remind(tx: Tx, actor: Actor, notice_id: int) -> int:
         raise DomainError("notice_reminded_recently",
                           minutes=max(1, int(wait.total_seconds() // 60) + 1))
     d = await directory(tx.db)
-    copies = (await tx.db.scalars(select(NoticeCopy).where(
-        NoticeCopy.notice_id == notice.id, NoticeCopy.confirmed_at.is_(None)))).all()
+    heads = _heads(d)
+    tally = await tally_of(tx, notice.id)
     people: dict[int, list[str]] = {}
-    for copy in copies:
-        place = d.place(copy.node_id)
-        if place is None:
-            continue
-        heads: list[Person] = []
-        if place.kind == NodeKind.UNIT:
-            heads = await holders(tx.db, RoleName.UNIT_HEAD, place.id)
-        if not heads:
-            building = place.id if place.kind == NodeKind.BUILDING else place.parent_id
-            heads = await holders(tx.db, RoleName.BUILDING_HEAD, building) if building else []
-        for head in heads:
-            people.setdefault(head.id, []).append(_describe(d, place))
+    for place in tally.waiting:
+        for person_id in _to_remind(heads, place):
+            people.setdefault(person_id, []).append(_describe(d, place))
     stamp = tx.now.strftime("%Y%m%d%H%M")
     for person_id, places in people.items():
         await notify.send_to_person(
@@ -366,9 +464,12 @@ async def remind(tx: Tx, actor: Actor, notice_id: int) -> int:
             tx.texts.render("notice_remind", text=notice.text, places=places,
                             sender=await sender_line(tx, notice)),
             photos=list(notice.photos or []))
-    notice.reminded_at = tx.now
+    if people:
+        notice.reminded_at = tx.now
+    names = await notify.names_of(tx, people)
     await tx.db.commit()
-    return len(people)
+    return Reminded([(names.get(i, str(i)), places) for i, places in people.items()],
+                    [_describe(d, p) for p in tally.nobody])
 
 
 async def recent(tx: Tx, actor: Actor) -> str:
@@ -379,7 +480,8 @@ async def recent(tx: Tx, actor: Actor) -> str:
     shown = [n for n in rows if await visible_to(tx, actor, n)][:RECENT]
     items = []
     for n in shown:
-        confirmed, total = await counts(tx, n.id)
+        tally = await tally_of(tx, n.id)
         items.append({"id": n.id, "sent_at": n.sent_at, "text": _line(n.text, 24),
-                      "confirmed": confirmed, "total": total})
+                      "confirmed": tally.confirmed, "can": tally.can,
+                      "nobody": len(tally.nobody)})
     return tx.texts.render("notice_list", items=items)

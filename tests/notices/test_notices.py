@@ -102,7 +102,7 @@ async def test_a_grid_notice_reaches_every_group_and_heads_confirm_it(h: Harness
     await h.press(LEADER, summary, "刷新")
     assert "已确认 2/3 个群" in summary.text and "未确认：5号楼" in summary.text
     await h.press(LEADER, summary, "提醒未确认")
-    assert h.answers()[-1] == "已私信提醒 1 位负责人。"
+    assert h.answers()[-1] == "已私信提醒 1 位负责人：楼栋长己（5号楼）。"
     reminder = h.last(HEAD5)
     assert TEXT in reminder.text and "5号楼的群里点「已阅」" in reminder.text
     await h.press(LEADER, summary, "提醒未确认")
