@@ -6,10 +6,12 @@ SQLite is the embedded default, PostgreSQL the production one.
 from __future__ import annotations
 
 import ast
+import asyncio
 import logging
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.util import await_only
 
 from storage.models import Base
 
@@ -61,7 +64,7 @@ def make_engine(url: str) -> AsyncEngine:
             conn.isolation_level = None  # we emit BEGIN ourselves, below
             cur = conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
+            _journal_wal(cur)
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
@@ -88,6 +91,30 @@ def make_engine(url: str) -> AsyncEngine:
                 cur.close()
 
     return engine
+
+
+# How long a connection waits to turn a new SQLite file to WAL while another holds it: as long
+# as the busy timeout waits for a lock.
+WAL_WAIT = 30.0
+
+
+def _journal_wal(cur: Any) -> None:
+    """PRAGMA journal_mode=WAL, waiting for the file's lock. Turning a new file to WAL takes
+    an exclusive lock that SQLite does not wait for (no busy handler): two workers opening
+    one new database at once, the second failed with "database is locked" (issue 20,
+    defect 12). A file already in WAL needs no lock, and nothing waits."""
+    deadline = time.monotonic() + WAL_WAIT
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        # Connections are made inside the async engine's greenlet: the event loop goes on.
+        await_only(asyncio.sleep(pause))
+        pause = min(pause * 2, 0.1)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

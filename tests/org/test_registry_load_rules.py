@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,31 @@ async def test_a_load_waits_for_the_schema_lock(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
     assert (await table_counts(url))["nodes"] > 0
+
+
+async def test_a_new_sqlite_file_opened_by_two_at_once(tmp_path: Path) -> None:
+    """Turning a new SQLite file to WAL takes an exclusive lock SQLite does not wait for:
+    the second of two workers opening it at once failed at once with "database is locked"
+    (one round in ten of the test above). A connection now waits for the lock, and the
+    event loop goes on meanwhile."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another worker, making the schema
+    other.execute("CREATE TABLE made_by_the_other (a)")
+
+    async def the_other_commits() -> None:
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        commit = asyncio.create_task(the_other_commits())
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+        assert commit.done()
+    finally:
+        await engine.dispose()
+        other.close()
 
 
 # --- defect 13: geography ----------------------------------------------------------------------
