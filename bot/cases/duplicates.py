@@ -9,6 +9,11 @@ case (bot/cases/followers.py) and no second case is made; 不是，另报, or no
 ANSWER_WITHIN (the sweep settles it), files the report exactly as it came. The offer holds the
 report, so nothing is lost while it waits, and its status is claimed with a conditional
 UPDATE, so an answer and the sweep (or two workers) never both settle it.
+
+An urgent report is never held; a group never reads what was said elsewhere; a joined
+report's words, photos and voice reach the handlers; a report joined to a case that is then
+rejected is filed as its own by the sweep (`rejected`, a hook of lifecycle.reject); the flood
+limit counts held reports (lifecycle.check_report_quota).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.cases import followers, merge, notify, voice
@@ -42,6 +47,15 @@ class OfferStatus(StrEnum):
     JOINED = "joined"  # the same problem: they follow the case
     DECLINED = "declined"  # not the same: filed as it came
     TIMED_OUT = "timed_out"  # no answer within ANSWER_WITHIN: filed as it came
+    # Joined to a case the building head then rejected: the sweep files it as its own.
+    REFILING = "refiling"
+    REFILED = "refiled"  # so filed (`filed_case_id`)
+
+
+# What the sweep makes of an offer that waits for it: a question nobody answered in time, or
+# a report whose case was rejected after they joined it.
+SETTLED = {OfferStatus.PENDING: OfferStatus.TIMED_OUT,
+           OfferStatus.REFILING: OfferStatus.REFILED}
 
 
 # A few minutes: long enough to read the question, short enough that a report nobody answers
@@ -188,10 +202,10 @@ async def answer(tx: Tx, person_id: int, offer_id: int, same: bool) -> Answered:
 
 
 async def _claim(db: AsyncSession, offer: DuplicateOffer, status: OfferStatus,
-                 tx: Tx) -> bool:
+                 tx: Tx, was: OfferStatus = OfferStatus.PENDING) -> bool:
     result = await db.execute(
         update(DuplicateOffer).where(DuplicateOffer.id == offer.id,
-                                     DuplicateOffer.status == OfferStatus.PENDING)
+                                     DuplicateOffer.status == was)
         .values(status=status, answered_at=tx.now)
         .execution_options(synchronize_session=False))
     if not getattr(result, "rowcount", 1):
@@ -252,6 +266,11 @@ async def _file(tx: Tx, offer: DuplicateOffer, status: OfferStatus | None = None
     await tx.db.execute(update(DuplicateOffer).where(DuplicateOffer.id == offer.id)
                         .values(filed_case_id=case.id, **{"status": status} if status else {})
                         .execution_options(synchronize_session=False))
+    if offer.status == OfferStatus.REFILED:
+        # Only numbers and a status, fit for the group the question was asked in.
+        await enqueue(tx.db, f"dup:{offer.id}:refiled", offer.chat_id,
+                      tx.texts.label("dup_refiled", case_id=offer.case_id,
+                                     new_id=case.id), tx.now, reply_to=offer.message_id)
     await tx.db.commit()
     return Answered(False, case.id)
 
@@ -260,30 +279,63 @@ async def _file(tx: Tx, offer: DuplicateOffer, status: OfferStatus | None = None
 
 
 async def due(tx: Tx) -> list[int]:
-    """Offers nobody answered in time (one indexed query)."""
+    """Offers nobody answered in time, and reports joined to a case since rejected (one
+    indexed query)."""
     rows = await tx.db.scalars(
-        select(DuplicateOffer.id).where(DuplicateOffer.status == OfferStatus.PENDING,
+        select(DuplicateOffer.id).where(DuplicateOffer.status.in_(list(SETTLED)),
                                         DuplicateOffer.due_at <= tx.now)
         .order_by(DuplicateOffer.due_at).limit(SETTLE_BATCH))
     return list(rows.all())
 
 
 async def settle(sessions: async_sessionmaker[AsyncSession], ctx: Ctx, offer_id: int) -> bool:
-    """File the report of an offer nobody answered; False when it was settled meanwhile."""
+    """File the report of an offer nobody answered, or of one joined to a case since
+    rejected; False when it was settled meanwhile."""
     async with sessions() as db:
         tx = await begin(db, ctx)
         offer = await db.get(DuplicateOffer, offer_id)
-        if offer is None or not await _claim(db, offer, OfferStatus.TIMED_OUT, tx):
+        if offer is None or offer.status not in SETTLED:
+            return False
+        was = OfferStatus(offer.status)
+        if not await _claim(db, offer, SETTLED[was], tx, was):
             return False
         try:
             await _file(tx, offer)
         except DomainError as err:
             # Refused now (its building closed meanwhile): the reporter is told, the offer ends.
             await db.rollback()
-            offer = await db.get(DuplicateOffer, offer_id)
-            if offer is None or not await _claim(db, offer, OfferStatus.TIMED_OUT, tx):
+            offer = await db.get(DuplicateOffer, offer_id, populate_existing=True)
+            if offer is None or not await _claim(db, offer, SETTLED[was], tx, was):
                 return False
             await enqueue(db, f"dup:{offer.id}:refused", offer.chat_id,
                           err.explain(tx.texts), tx.now, reply_to=offer.message_id)
             await db.commit()
         return True
+
+
+# --- a joined case rejected --------------------------------------------------------------------
+
+
+async def rejected(tx: Tx, case: Case) -> None:
+    """`case` was rejected at verification (bot/cases/lifecycle.py calls this, in the reject's
+    transaction, before anyone is told): a report joined to it is no longer its problem. Its
+    reporter stops following it (so is not told of the rejection) and the sweep files the
+    report as its own case, verified as any other, telling them so (issue 20, defect 5)."""
+    if not case.followers:
+        return
+    joined = list((await tx.db.scalars(select(DuplicateOffer).where(
+        DuplicateOffer.case_id == case.id,
+        DuplicateOffer.status == OfferStatus.JOINED))).all())
+    for offer in joined:
+        result = await tx.db.execute(
+            delete(CaseFollower).where(CaseFollower.case_id == case.id,
+                                       CaseFollower.person_id == offer.person_id,
+                                       CaseFollower.via == "duplicate")
+            .execution_options(synchronize_session=False))
+        case.followers = max(0, case.followers - (getattr(result, "rowcount", 0) or 0))
+        if await _claim(tx.db, offer, OfferStatus.REFILING, tx, OfferStatus.JOINED):
+            offer.due_at = tx.now
+
+
+if rejected not in cases.REJECT_HOOKS:
+    cases.REJECT_HOOKS.append(rejected)

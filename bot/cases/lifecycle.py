@@ -4,6 +4,7 @@ audit event, writes the messages it makes owed, and commits once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -137,6 +138,12 @@ MAX_CASE_ID = 2**31 - 1
 # by who submitted them, held (是同一问题) or filed. Staff (anyone with a role) are exempt.
 REPORT_LIMIT = 5
 REPORT_WINDOW = timedelta(minutes=10)
+# Run when a report is rejected at verification, in its transaction, before anyone is told:
+# the modules of bot/cases that attach reports to a case register here when imported
+# (bot/cases/duplicates.py: a report joined to it is filed as its own), so the life cycle
+# imports none of them.
+RejectHook = Callable[[Tx, Case], Awaitable[None]]
+REJECT_HOOKS: list[RejectHook] = []
 
 
 @dataclass
@@ -486,6 +493,8 @@ async def reject(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -> C
     case.reject_reason = reason
     case.closed_at = tx.now
     case.close_reason = "rejected"
+    for hook in REJECT_HOOKS:
+        await hook(tx, case)
     await notify.tell_reporter(
         tx, f"case:{case.id}:rejected", case,
         tx.texts.render("rejected", case_id=case.id, reason=reason),
