@@ -266,10 +266,10 @@ async def confirm(tx: Tx, actor: Actor, copy_id: int) -> Confirmed:
         update(NoticeCopy).where(NoticeCopy.id == copy.id, NoticeCopy.confirmed_at.is_(None))
         .values(confirmed_by_id=actor.id, confirmed_at=tx.now)
         .execution_options(synchronize_session=False))
+    await tx.db.refresh(copy)  # who confirmed it, read after the lock
     if not getattr(done, "rowcount", 1):
         raise DomainError("notice_already",
                           name=await notify.person_name(tx, copy.confirmed_by_id))
-    await tx.db.refresh(copy)
     tally = await tally_of(tx, notice.id)
     if tally.complete and notice.sender_id is not None:
         await notify.send_to_person(
