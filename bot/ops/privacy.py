@@ -457,10 +457,13 @@ async def erase_person(db: AsyncSession, user_id: int) -> Erased:
     conditions += [Outbox.text.contains(n) for n in scrub.names]
     for row in (await db.scalars(others.where(or_(*conditions)))).all():
         changed = False
-        text = scrub(row.text, phones=row.case_id in their_cases) or ""
+        parts = row.dedupe_key.split(":")
+        # Their own case's messages, and a message made of what they said on another's case
+        # (是同一问题: its key names them), lose phone numbers too.
+        phones = row.case_id in their_cases or str(user_id) in parts
+        text = scrub(row.text, phones=phones) or ""
         if text != row.text:
             row.text, changed = text, True
-        parts = row.dedupe_key.split(":")
         if str(user_id) in parts:
             row.dedupe_key = ":".join("erased" if p == str(user_id) else p for p in parts) \
                 + f":{row.id}"
