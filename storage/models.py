@@ -295,7 +295,9 @@ class DuplicateOffer(Base):
 
     `report` holds what the report would file (the domain's ReportInput as JSON); an answer,
     or the sweep at `due_at`, settles it: joined (they follow the case), declined or
-    timed_out (the report is filed as a new case). Nothing is lost while it waits.
+    timed_out (the report is filed as a new case). A joined report whose case is then
+    rejected is refiling until the sweep files it as its own case (refiled). Nothing is lost
+    while it waits.
     """
 
     __tablename__ = "duplicate_offers"
@@ -308,7 +310,7 @@ class DuplicateOffer(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # pending, joined, declined, timed_out
+    # bot.cases.duplicates.OfferStatus: pending, joined, declined, timed_out, refiling, refiled
     status: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
