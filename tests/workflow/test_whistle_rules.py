@@ -192,6 +192,9 @@ async def test_without_street_supervisors_the_community_is_told(h: Harness) -> N
     await load(h, (STREET_SUPS, ""))
     case = await confirmed(h)
     await blow(h, case.id)
+    # The department's card promises no street that is not there.
+    card = next(t for t in h.texts(POLICE) if "吹哨报到" in t)
+    assert "逾期将报上级" in card and "街道" not in card
     await h.advance(timedelta(minutes=31))
     assert (await h.events(case.id)).count("whistle_escalate") == 1
     [told] = late(h, COMMUNITY_SUP)
