@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from bot.cases.deadlines import Step, StepName
 from bot.context import Tx
-from bot.org.roles import Lineage
+from bot.org.roles import Actor, Lineage
 from storage.models import Case, Person
 
 # A timer step of the workflow's (REQUEST_TIMEOUT …): takes it, returns what it did.
@@ -45,6 +45,8 @@ class Workflow:
     start_check: Callable[[Tx, Case, Lineage, list[Person], list[str]],
                           Awaitable[None]] | None = None
     offers: Callable[[], Offers] = Offers
+    # Whether a person may pass or fail the check of a result now (never its resolver).
+    may_check: Callable[[Tx, Actor, Case, Lineage], Awaitable[bool]] | None = None
 
 
 _installed = Workflow()

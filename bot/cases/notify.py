@@ -324,8 +324,10 @@ async def _buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Button
                    or actor.handles(lin, Level.COMMUNITY))
         return handler_buttons(tx, case, lin, has_head=bool(heads), above=above,
                                departments=whistle and await _has_departments(tx))
-    if case.status == CaseStatus.CHECKING and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
-        return check_buttons(tx, case)
+    if case.status == CaseStatus.CHECKING:
+        may_check = hooks.workflow().may_check
+        if may_check is not None and await may_check(tx, actor, case, lin):
+            return check_buttons(tx, case)
     if case.status == CaseStatus.SUSPENDED and await _may_resume(tx, actor, case, lin):
         return resume_buttons(tx, case)
     if case.status == CaseStatus.RESOLVED and (case.reporter_id == actor.id

@@ -27,6 +27,7 @@ hooks.install(hooks.Workflow(
     left_handling=[case_requests.withdraw_left, whistles.withdraw_open],
     checkers=checks.needs_check,
     start_check=checks.start,
+    may_check=checks.may_check,
     offers=_offers,
 ))
 

@@ -151,6 +151,13 @@ async def skip(tx: Tx, case: Case, lin: Lineage, reason: str,
                             "check_nobody", deferrable=True, reason=why)
 
 
+async def may_check(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> bool:
+    """Whether `actor` may press 通过 / 不通过 now (what /case shows them)."""
+    if case.resolved_by_id == actor.id:
+        return False
+    return any(p.id == actor.id for p in (await checkers(tx, case, lin)).people)
+
+
 async def _permit(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> None:
     """Whoever may check now (`checkers`) may press 通过 / 不通过; the resolver never."""
     if case.resolved_by_id == actor.id and case.status == CaseStatus.CHECKING:

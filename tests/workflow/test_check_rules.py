@@ -150,6 +150,12 @@ async def test_a_member_who_is_the_head_does_not_check_their_own_result(h: Harne
         await h.press_data(MEMBER, CaseButton(action, case.id, checking.rev).pack())
         assert "办结人" in h.answers()[-1], h.answers()[-1]
     assert (await h.case(case.id)).status == "checking"
+    # /case shows 通过 / 不通过 to whoever may check (the grid leader standing in), never to
+    # the resolver.
+    await h.private(MEMBER, f"/case {case.id}")
+    assert "✅ 通过" not in h.last(MEMBER).labels
+    await h.private(LEADER, f"/case {case.id}")
+    assert [b for b in h.last(LEADER).labels if "通过" in b] == ["✅ 通过", "❌ 不通过"]
     await h.press(LEADER, card, "✅ 通过")
     passed = await h.case(case.id)
     assert (passed.status, passed.checked) == ("resolved", "passed")
