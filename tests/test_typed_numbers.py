@@ -18,8 +18,9 @@ from sqlalchemy import select
 
 from bot.cli import main
 from bot.telegram.inbox import MAX_ATTEMPTS, Inbox, store
+from bot.workflow.suspension import parse_review
 from storage.models import InboxUpdate
-from tests.harness import LEADER, Harness, isolate_env
+from tests.harness import LEADER, MORNING, Harness, isolate_env
 from tests.notices.test_notices import send_to_grid
 
 INTERNAL = "抱歉，系统出了点问题"
@@ -146,3 +147,18 @@ async def test_a_merge_target_typed_in_full_width_or_another_script(h: Harness) 
         assert "请回复要合并到的诉求编号" in h.last(LEADER).text, text
     await h.private(LEADER, f"诉求＃{wide(main_case.id)}")
     assert f"将诉求 #{dup.id} 合并到 #{main_case.id}" in h.last(LEADER).text
+
+
+@pytest.mark.parametrize(
+    "typed", ["45d", "４５d", "45天", "2027-03-01", "２０２７年３月１日", "03-01"])
+def test_a_review_date_in_ascii_or_full_width_digits_is_read(typed: str) -> None:
+    review = parse_review(typed, MORNING, "Asia/Shanghai")
+    assert review > MORNING
+
+
+@pytest.mark.parametrize("typed", ["⁴⁵d", "٤٥d", "४५ 天", "2027-03-0¹"])
+def test_a_review_date_in_other_digits_is_refused(typed: str) -> None:
+    """A superscript or another script's digits is no number typed: the prompt is asked
+    again, as for any date the bot cannot read."""
+    with pytest.raises(ValueError):
+        parse_review(typed, MORNING, "Asia/Shanghai")

@@ -30,6 +30,7 @@ from bot.context import Tx
 from bot.errors import DomainError
 from bot.org import roles as org
 from bot.org.roles import Actor, Lineage
+from bot.user_text import ascii_digits
 from bot.workflow import case_requests
 from bot.workflow.case_requests import RequestKind, RequestStatus
 from storage.models import Case, CaseRequest
@@ -44,9 +45,9 @@ REVIEW_TIME = time(9, 0)
 # The lengths offered as buttons (`sv:<n>d`).
 REVIEW_CHOICES = ("30d", "90d", "180d")
 
-_FULL_DATE = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?$")
-_MONTH_DAY = re.compile(r"^(\d{1,2})[-/.月](\d{1,2})日?$")
-_DAYS = re.compile(r"^(\d{1,3})\s*(?:d|天)$", re.IGNORECASE)
+_FULL_DATE = re.compile(r"^([0-9]{4})[-/.年]([0-9]{1,2})[-/.月]([0-9]{1,2})日?$")
+_MONTH_DAY = re.compile(r"^([0-9]{1,2})[-/.月]([0-9]{1,2})日?$")
+_DAYS = re.compile(r"^([0-9]{1,3})\s*(?:d|天)$", re.IGNORECASE)
 
 
 def parse_review(text: str, now: datetime, tz: str) -> datetime:
@@ -58,6 +59,11 @@ def parse_review(text: str, now: datetime, tz: str) -> datetime:
     """
     zone = ZoneInfo(tz)
     today = now.astimezone(zone).date()
+    # ASCII digits, and full-width ones read as ASCII; any other digit (a superscript,
+    # another script's) is no date typed. NFKC then only evens out the punctuation (／－).
+    text = ascii_digits(text)
+    if any(unicodedata.category(ch).startswith("N") and not "0" <= ch <= "9" for ch in text):
+        raise ValueError(text)
     text = unicodedata.normalize("NFKC", text).strip()
     day: date
     if m := _DAYS.match(text):
