@@ -63,6 +63,7 @@ class Node(Base):
     """
 
     __tablename__ = "nodes"
+    __table_args__ = (Index("ix_nodes_door_key", "door_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -77,6 +78,11 @@ class Node(Base):
     boundary: Mapped[list[Any] | None] = mapped_column(JSON)
     lon: Mapped[float | None] = mapped_column(Float)
     lat: Mapped[float | None] = mapped_column(Float)
+    # A community's hotline (registry `hotline:`), printed on its buildings' posters.
+    hotline: Mapped[str | None] = mapped_column(String(64))
+    # A building's poster link (扫码报事): random, so a link cannot be guessed from another;
+    # a new key makes the printed posters of the old one stale.
+    door_key: Mapped[str | None] = mapped_column(String(32))
 
     parent: Mapped[Node | None] = relationship(remote_side="Node.id", lazy="raise")
 
@@ -661,3 +667,51 @@ class WorkerSeen(Base):
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Reminder(Base):
+    """A reminder owed to one person about one case (due soon, overdue, a verification
+    reminder, an escalation reaching them), written by the timer step that made it owed.
+
+    Reminders are not sent one by one: the gathering pass lists a person's due reminders in
+    one message (`outbox_id`), checks each against its case first (a case that moved on is
+    `dropped` with the `reason`), and folds repeats already listed that day.
+    Statuses: `waiting`, `listed`, `folded` (a repeat shown in a later list or the digest),
+    `dropped`.
+    """
+
+    __tablename__ = "reminders"
+    __table_args__ = (
+        Index("ix_reminders_due", "status", "due_at"),
+        Index("ix_reminders_person", "person_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    n: Mapped[int] = mapped_column(Integer, default=1)
+    round: Mapped[int] = mapped_column(Integer)
+    # What it speaks of: the deadline and the level the case had when the step fell due.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    level: Mapped[str | None] = mapped_column(String(16))
+    # Where the list goes if the person cannot be written to privately (their grid's group).
+    fallback_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    outbox_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CommandMenu(Base):
+    """The command menu last set for one private chat (`setMyCommands` with a chat scope),
+    so a role change sets it again and a restart does not."""
+
+    __tablename__ = "command_menus"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    menu: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -102,6 +102,8 @@ ADDED_COLUMNS = {
     ("cases", "deadline_offset_seconds"),
     # 0009: the reminder to a department that acknowledged a whistle but is not done.
     ("cases", "whistle_acked_at"),
+    # 0010: a community's hotline and a building's poster key.
+    ("nodes", "hotline"), ("nodes", "door_key"),
 }
 
 
