@@ -39,6 +39,8 @@ def digest_context(texts: Texts, *, now: datetime, evil: str) -> dict[str, Any]:
     }
     return {
         "digest_day": now.date(),
+        # Sent over two hours late (bot.ledger.digest.LATE_AFTER): when it was owed.
+        "digest_late": {"month": now.month, "day": now.day, "at": "08:30"},
         "digest_grids": grids,
         "digest_due": due,
         "digest_unsatisfied": unsatisfied,
@@ -49,6 +51,7 @@ def digest_context(texts: Texts, *, now: datetime, evil: str) -> dict[str, Any]:
                            for i, g in enumerate(grids, 1)],
         "score_month": "2026-10",
         "score_street": True,
+        "score_late": {"month": now.month, "day": 1, "at": "08:30"},
         "score_weights": {"on_time": "50", "closed": "20", "satisfied": "20", "rework": "10"},
         "score_rows": [score_row, {**score_row, "code": "BSY-02", "rank": 2, "score": "100.0",
                                    "name": "Second grid"}],

@@ -15,6 +15,10 @@ digest when the bot starts later that day; past days never do. A month's score i
 during the first SCORE_CATCH_UP_DAYS days of the next month (a stop over the 1st does not
 lose it; a fresh install mid-month sends no stale one).
 
+Late, not stale: a digest or a score sent more than LATE_AFTER (two hours) after its moment
+(the bot was down) goes once, dated and marked 补发, without the morning greeting; a digest
+whose day is over is never sent (the next day's goes on time).
+
 Cheap when nothing is due: the sweep hands over the transaction where it has already read
 the org_settings row, and what was done is kept in memory per worker (`Ctx.extra`): no
 statement at all once today's jobs are done or before their time, one claim statement the
@@ -27,8 +31,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -54,6 +58,9 @@ DEFAULT_AT = time(8, 30)
 # Cases listed per grid (due today, 不满意 yesterday); the rest are counted ("…and N more").
 LIST_CAP = 10
 SCORE_CATCH_UP_DAYS = 7
+# Sent later than this after its moment, a digest or score says it is late (补发) and when it
+# was due, instead of greeting the morning.
+LATE_AFTER = timedelta(hours=2)
 _STATE_KEY = "gridbot.periodic"
 # Set in a worker's `Ctx.extra` to keep it from sending periodic messages: the test harness
 # does, so only the tests that ask for them see digests among the messages they count.
@@ -72,6 +79,12 @@ class _Done:
 class Job:
     name: str  # "digest" | "score"
     period: str  # "2026-11-24" | "2026-10"
+    # The moment it was owed (today's digest time; the 1st's for the score). None: unknown,
+    # taken as on time.
+    due_at: datetime | None = field(default=None, compare=False)
+
+    def late(self, now: datetime) -> bool:
+        return self.due_at is not None and now - self.due_at > LATE_AFTER
 
 
 # --- when ---------------------------------------------------------------------------------
@@ -94,18 +107,21 @@ def _previous_month(day: date) -> str:
 
 def jobs_due(row: OrgSettings, now: datetime, done: _Done) -> list[Job]:
     """The jobs owed at `now` that this worker has not seen done: pure, no statement."""
-    local = now.astimezone(ZoneInfo(row.timezone))
+    zone = ZoneInfo(row.timezone)
+    local = now.astimezone(zone)
     at = _at(row.digest_at)
     if local.time() < (at or DEFAULT_AT):
         return []
     today = local.date()
     jobs = []
     if at is not None and done.digest_day != today:
-        jobs.append(Job("digest", today.isoformat()))
+        jobs.append(Job("digest", today.isoformat(),
+                        datetime.combine(today, at, tzinfo=zone).astimezone(UTC)))
     if today.day <= SCORE_CATCH_UP_DAYS:
         month = _previous_month(today)
         if done.score_month != month:
-            jobs.append(Job("score", month))
+            first = datetime.combine(today.replace(day=1), at or DEFAULT_AT, tzinfo=zone)
+            jobs.append(Job("score", month, first.astimezone(UTC)))
     return jobs
 
 
@@ -126,11 +142,13 @@ async def run_due(tx: Tx) -> int:
     try:
         claimed = await _claim(tx.db, jobs, tx.now)
         for job in claimed:
+            late = _late(job, tx.now, row.timezone)
             if job.name == "digest":
-                sent += await send_digest(tx, date.fromisoformat(job.period))
+                sent += await send_digest(tx, date.fromisoformat(job.period), late=late)
             else:
                 sent += await send_score(tx, Period.parse(job.period, row.timezone),
-                                         Weights.from_settings(row.score_weights))
+                                         Weights.from_settings(row.score_weights),
+                                         late=late)
         if claimed:
             await tx.db.commit()
             log.info("periodic: %s (%d messages)",
@@ -145,6 +163,15 @@ async def run_due(tx: Tx) -> int:
         else:
             done.score_month = job.period
     return sent
+
+
+def _late(job: Job, now: datetime, timezone: str) -> dict[str, Any] | None:
+    """When a late job was owed, as its template names it (month, day, HH:MM, local);
+    None when it goes on time."""
+    if job.due_at is None or not job.late(now):
+        return None
+    owed = job.due_at.astimezone(ZoneInfo(timezone))
+    return {"month": owed.month, "day": owed.day, "at": owed.strftime("%H:%M")}
 
 
 async def _claim(db: AsyncSession, jobs: Sequence[Job], now: datetime) -> list[Job]:
@@ -249,9 +276,10 @@ def _active(d: Directory, kind: str) -> list[Place]:
                   key=lambda p: (p.position, p.id))
 
 
-async def send_digest(tx: Tx, day: date) -> int:
+async def send_digest(tx: Tx, day: date, *, late: dict[str, Any] | None = None) -> int:
     """Writes the digest of local `day` for every grid leader and community supervisor;
-    returns how many messages. Three statements and one insert per message."""
+    returns how many messages. Three statements and one insert per message. `late`: when it
+    was owed, for a digest sent over LATE_AFTER past its time (dated, no greeting)."""
     d = await directory(tx.db)
     zone = ZoneInfo(tx.policy.timezone)
     start, end = local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
@@ -306,7 +334,7 @@ async def send_digest(tx: Tx, day: date) -> int:
     for pid, own in mine.items():
         codes = {g.place.code for g in own}
         text = tx.texts.render(
-            "digest", digest_day=day, digest_grids=[_grid_view(g) for g in own],
+            "digest", digest_day=day, digest_late=late, digest_grids=[_grid_view(g) for g in own],
             digest_due=[i for i in due_items if i["grid"] in codes],
             digest_unsatisfied=[i for i in bad_items if i["grid"] in codes])
         await send_to_person(tx, f"digest:{day.isoformat()}:grid:{pid}", pid, text,
@@ -331,7 +359,7 @@ async def send_digest(tx: Tx, day: date) -> int:
             })
             ranking += [{**_grid_view(g), "community": c.code, "rank": i}
                         for i, g in enumerate(own, 1)]
-        text = tx.texts.render("digest_community", digest_day=day,
+        text = tx.texts.render("digest_community", digest_day=day, digest_late=late,
                                digest_communities=summaries, digest_ranking=ranking)
         await send_to_person(tx, f"digest:{day.isoformat()}:community:{pid}", pid, text)
         sent += 1
@@ -359,7 +387,8 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-async def send_score(tx: Tx, period: Period, weights: Weights) -> int:
+async def send_score(tx: Tx, period: Period, weights: Weights, *,
+                     late: dict[str, Any] | None = None) -> int:
     """Writes `period`'s score of each grid to the community supervisors (their
     community's grids) and street supervisors (every grid of their street), ranked by
     score; returns how many messages. breakdown()'s statements, one for the leaders'
@@ -413,6 +442,7 @@ async def send_score(tx: Tx, period: Period, weights: Weights) -> int:
             if not chosen:
                 continue
             text = tx.texts.render("score", score_month=period.label, score_street=street,
+                                   score_late=late,
                                    score_weights=shown_weights, score_rows=ranked(chosen))
             await send_to_person(tx, f"score:{period.label}:{kind}:{pid}", pid, text)
             sent += 1
@@ -423,5 +453,5 @@ def _under(d: Directory, place: Place, node_ids: list[int]) -> bool:
     return any(p.id in node_ids for p in d.ancestors(place))
 
 
-__all__ = ["DEFAULT_AT", "LIST_CAP", "OFF", "SCORE_CATCH_UP_DAYS", "Job", "jobs_due", "run_due",
-           "send_digest", "send_score"]
+__all__ = ["DEFAULT_AT", "LATE_AFTER", "LIST_CAP", "OFF", "SCORE_CATCH_UP_DAYS", "Job",
+           "jobs_due", "run_due", "send_digest", "send_score"]
