@@ -1,5 +1,5 @@
 """The `gridbot` command: run, webhook, demo, registry load, privacy export / erase, inbox,
-outbox, db, stats, export.
+outbox, db, stats, export, poster.
 
 Each subcommand imports what it uses inside its own function: `gridbot --help` or a one-line
 error must not wait for aiogram, matplotlib and openpyxl to load. All of these imports point
@@ -362,6 +362,37 @@ async def _export(settings: Settings, month: str, scope: str | None, fmt: str | 
             f"{' of ' + scope if scope else ''}) to {out} as {kind}")
 
 
+async def _poster(settings: Settings, building: str | None, grid: str | None, renew: bool,
+                  out: Path) -> str:
+    """扫码报事 posters into `out`: the font is found first, then the bot's username is asked
+    of the Bot API (getMe), as `gridbot run` does, for the links in the QR codes."""
+    from bot.ops.posters import NoFont, PosterError, find_font, write_posters
+
+    try:
+        font = find_font(settings.poster_font)
+    except NoFont as exc:
+        raise CliError(str(exc)) from exc
+    if out.exists() and not out.is_dir():
+        raise CliError(f"-o: {out} is not a folder")
+    app = await _started(settings, None)
+    try:
+        async with app.sessions() as db:
+            files = await write_posters(db, app.ctx.texts, app.ctx.deep_link, out, font,
+                                        building=building, grid=grid, renew=renew)
+    except PosterError as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"cannot write the posters into {out}: {exc.strerror or exc}") from exc
+    finally:
+        await app.close()
+    codes = ", ".join(png.stem for png, _pdf in files)
+    summary = (f"wrote {len(files)} poster{'s' if len(files) != 1 else ''} (PDF and PNG, A4) "
+               f"for @{app.ctx.bot_username} to {out}: {codes}")
+    if renew:
+        summary += "; their links are new: the posters printed before no longer work"
+    return summary
+
+
 async def _locale(db: AsyncSession) -> str:
     from bot.org.directory import org_settings
 
@@ -529,6 +560,16 @@ def main(argv: list[str] | None = None) -> int:
                         "is csv")
     ledger.add_argument("-o", "--out", required=True, type=Path, metavar="FILE",
                         help="the file to write")
+    poster = sub.add_parser("poster", help="扫码报事 posters: one A4 PDF and PNG per building, "
+                            "with a QR code that opens a report already placed in it")
+    which = poster.add_mutually_exclusive_group(required=True)
+    which.add_argument("--building", metavar="CODE", help="one building")
+    which.add_argument("--grid", metavar="CODE", help="every building of a grid")
+    which.add_argument("--all", action="store_true", help="every building")
+    poster.add_argument("--renew", action="store_true", help="give the buildings new links: "
+                        "the posters printed before stop working")
+    poster.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
+                        help="the folder to write CODE.pdf and CODE.png into")
     args = parser.parse_args(argv)
 
     level = logging.WARNING if args.command == "demo" else logging.INFO
@@ -560,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
             print(asyncio.run(_stats(_settings(), args.month, args.scope, args.json)))
         elif args.command == "export":
             print(asyncio.run(_export(_settings(), args.month, args.scope, args.format,
+                                      args.out)))
+        elif args.command == "poster":
+            print(asyncio.run(_poster(_settings(), args.building, args.grid, args.renew,
                                       args.out)))
         elif args.command == "webhook":
             asyncio.run(_webhook(_settings(), args.registry))

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # A TrueType/OpenType font with Chinese glyphs for /stats' chart; unset: the font of the
     # mplfonts package, else one matplotlib finds on the system (bot/ledger/charts.py).
     chart_font: Path | None = None
+    # A font file with Chinese glyphs for `gridbot poster`; unset: a CJK font of the system
+    # (Noto Sans CJK, WenQuanYi), or the mplfonts package's (bot/ops/posters.py).
+    poster_font: Path | None = None
 
     @field_validator("locale")
     @classmethod

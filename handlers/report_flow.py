@@ -35,7 +35,7 @@ from bot.cases.intake import (
 from bot.cases.notify import category_name
 from bot.context import Ctx, Tx
 from bot.errors import DomainError
-from bot.org import geo, hints
+from bot.org import door_links, geo, hints
 from bot.org.directory import directory
 from bot.org.roles import Actor, place_by_id
 from bot.texts import Texts
@@ -105,17 +105,23 @@ async def start(message: Message, command: CommandObject, state: FSMContext,
     payload = command.args or ""
     linked = None
     building_id = _node_id(payload[1:]) if payload.startswith("b") else None
+    # A poster's door link (扫码报事, `d<key>`): the building whose key it is; a stale or
+    # altered one starts the ordinary flow, after a line saying so.
+    stale = ""
+    if door_links.is_door_payload(payload):
+        building_id = await door_links.building_of(db, payload)
+        stale = "" if building_id is not None else f"{tx.texts.label('door_link_stale')}\n"
     if building_id is not None:
         linked = await link_building(db, person, building_id)
         await db.commit()
     if actor.is_staff and linked is None:
         await state.clear()
-        await message.answer(tx.texts.render("welcome_staff", name=actor.name))
+        await message.answer(stale + tx.texts.render("welcome_staff", name=actor.name))
         return
     if not await _may_report(message, state, tx, person):
         return
     place = await building_label(db, linked) if linked else None
-    await message.answer(tx.texts.render("welcome_resident", place=place))
+    await message.answer(stale + tx.texts.render("welcome_resident", place=place))
     await _begin(message, state, db, tx, person, None)
 
 

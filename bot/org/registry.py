@@ -51,6 +51,7 @@ _CODE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 KEYWORD_MAX_LEN = 20  # a category's keyword: a word or a short phrase
 KEYWORDS_MAX = 50
+HOTLINE_MAX_LEN = 64  # nodes.hotline
 _WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 
 
@@ -269,6 +270,24 @@ class CommunityModel(_Model):
     name: str = Field(min_length=1)
     supervisors: list[PersonRef] = []
     grids: list[GridModel] = []
+    # Its service hotline, printed on its buildings' posters (扫码报事); optional.
+    hotline: str | None = None
+
+    @field_validator("hotline", mode="before")
+    @classmethod
+    def _hotline(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        # YAML reads an unquoted 12345 as a number: a hotline all of digits is still one.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a phone number like 0551-62881234 or 12345, or null")
+        text = value.strip()
+        if len(text) > HOTLINE_MAX_LEN or sum(c.isdigit() for c in text) < 3:
+            raise ValueError(f"{text!r}: a phone number with at least 3 digits, at most "
+                             f"{HOTLINE_MAX_LEN} characters")
+        return text
 
 
 class StreetModel(_Model):
@@ -754,6 +773,8 @@ async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
         for community in street.communities:
             c_node = await upsert(NodeKind.COMMUNITY, community.code, community.name, s_node,
                                   None)
+            if c_node.hotline != community.hotline:
+                c_node.hotline = community.hotline
             for sup in community.supervisors:
                 role(sup, RoleName.COMMUNITY_SUPERVISOR, c_node.code)
             for grid in community.grids:
