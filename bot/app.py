@@ -17,7 +17,6 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramBadRequest, TelegramUnauthorizedError
 from aiogram.types import (
-    BotCommand,
     BotCommandScopeAllGroupChats,
     BotCommandScopeAllPrivateChats,
     ErrorEvent,
@@ -45,7 +44,7 @@ from bot.telegram.ratelimit import Limits
 from bot.telegram.session import PacedSends
 from bot.telegram.webhook import StoringRequestHandler, serve, webhook_path
 from bot.texts import Texts
-from handlers import build_router
+from handlers import build_router, menus
 from handlers.middlewares import DbMiddleware
 from storage.db import create_schema, make_engine, make_sessionmaker
 from storage.fsm import SqlStorage
@@ -59,9 +58,12 @@ PRUNE_EVERY = timedelta(minutes=10)
 PERIODIC: tuple[PeriodicJob, ...] = (digest.run_due, workflow.follow_registry)
 # A syntactically valid token for runs that never reach Telegram (the demo, tests).
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
-PRIVATE_COMMANDS = ("report", "my", "cases", "case", "stats", "export", "notice", "notices",
-                    "cancel", "whoami", "help")
-GROUP_COMMANDS = ("report", "bind", "whoami", "help", "cancel")
+# Every private chat's menu is the resident's; staff get their own per chat (handlers/menus.py).
+PRIVATE_COMMANDS = menus.RESIDENT_COMMANDS
+GROUP_COMMANDS = menus.GROUP_COMMANDS
+# How often each worker looks for staff whose private menu changed (a registry load, someone
+# starting the bot); each chat's menu is set only when it changed (`command_menus`).
+MENU_SECONDS = 120
 
 
 @dataclass
@@ -75,6 +77,7 @@ class App:
     delivery: Delivery
     worker_id: str = field(default_factory=new_worker_id)
     pruned_at: datetime | None = None
+    menu_sync: menus.Menus | None = None
 
     async def identify(self) -> None:
         """Learn the bot's own id and username (for deep links and reply detection)."""
@@ -103,6 +106,15 @@ class App:
             self.delivery.pacer.workers = await heartbeat(
                 self.sessions, self.worker_id, now, alive_within(self.settings.sweep_seconds))
         return steps
+
+    async def sync_menus(self) -> int:
+        """Each staff person's private command menu, set where it changed (their roles, its
+        words); a person who lost their roles gets the private chats' menu back. Run after
+        start and every MENU_SECONDS by its own loop: it never holds up an update, and a
+        Telegram error only leaves that chat for the next run."""
+        if self.menu_sync is None:
+            self.menu_sync = menus.Menus(self.settings.templates_dir, self.ctx.texts.locale)
+        return await self.menu_sync.sync(self.bot, self.sessions, self.ctx.clock)
 
     async def close(self) -> None:
         if self.delivery.claims.shared:
@@ -167,8 +179,7 @@ async def register_commands(app: App) -> None:
         language = locale.split("_")[0]
         for scope, names in ((BotCommandScopeAllPrivateChats(), PRIVATE_COMMANDS),
                              (BotCommandScopeAllGroupChats(), GROUP_COMMANDS)):
-            commands = [BotCommand(command=n, description=texts.plain(f"cmd_{n}"))
-                        for n in names]
+            commands = menus.bot_commands(texts, names)
             await app.bot.set_my_commands(commands, scope=scope, language_code=language)
             if locale == app.ctx.texts.locale:
                 await app.bot.set_my_commands(commands, scope=scope)
@@ -233,6 +244,7 @@ def _work(app: App, inbox: Inbox, stop: asyncio.Event,
         "handling": inbox.process(stop),
         "delivery": app.delivery.run(stop, also=tick),
         "sweep": every(app.settings.sweep_seconds, swept, stop, "the sweep"),
+        "menus": every(MENU_SECONDS, app.sync_menus, stop, "the command menus"),
     }
 
 

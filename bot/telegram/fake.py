@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from aiogram import Bot
 from aiogram.client.session.base import BaseSession
 from aiogram.methods import (
+    DeleteMyCommands,
     EditMessageReplyMarkup,
     EditMessageText,
     GetMe,
@@ -27,6 +29,7 @@ from aiogram.methods import (
     SendVenue,
     SendVideoNote,
     SendVoice,
+    SetMyCommands,
     TelegramMethod,
 )
 from aiogram.methods.base import TelegramType
@@ -37,6 +40,8 @@ BOT_USERNAME = "gridbot_test_bot"
 FIXED_DATE = 1_780_000_000
 
 FORBIDDEN = (403, "Forbidden: bot can't initiate conversation with a user")
+# setMyCommands' contract: at most 100 commands, each 1-32 of a-z 0-9 _, described in 1-256.
+_COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
 
 
 @dataclass
@@ -85,6 +90,10 @@ class FakeTelegram(BaseSession):
     queued: dict[int, list[tuple[int, str, dict[str, Any]]]] = field(default_factory=dict)
     # one-off answers for the next calls of a method, by its API name (e.g. "answerCallbackQuery")
     queued_methods: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # The command menus as set: (scope type, chat id or None, language or None) -> commands
+    # as (command, description). `menu_of` reads them as a person's client would.
+    menus: dict[tuple[str, int | None, str | None], list[tuple[str, str]]] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -142,6 +151,8 @@ class FakeTelegram(BaseSession):
                 return status, {"ok": False, "error_code": status, "description": description}
         if isinstance(method, GetMe):
             return 200, {"ok": True, "result": bot_user()}
+        if isinstance(method, SetMyCommands | DeleteMyCommands):
+            return self._menu(method)
         if isinstance(method, SendMessage):
             return 200, {"ok": True, "result": self._record(method, method.text, [])}
         if isinstance(method, SendPhoto) and "photo" in files:
@@ -182,6 +193,36 @@ class FakeTelegram(BaseSession):
             self._edit(method)
             return 200, {"ok": True, "result": True}
         return 200, {"ok": True, "result": True}
+
+    def _menu(self, method: SetMyCommands | DeleteMyCommands) -> tuple[int, dict[str, Any]]:
+        scope = method.scope
+        key = (scope.type if scope is not None else "default",
+               getattr(scope, "chat_id", None), method.language_code or None)
+        if isinstance(method, DeleteMyCommands):
+            self.menus.pop(key, None)
+            return 200, {"ok": True, "result": True}
+        error = None
+        if len(method.commands) > 100:
+            error = "BOT_COMMANDS_TOO_MUCH"
+        elif not all(_COMMAND.match(c.command) for c in method.commands):
+            error = "BOT_COMMAND_INVALID"
+        elif not all(0 < len(c.description) <= 256 for c in method.commands):
+            error = "BOT_COMMAND_DESCRIPTION_INVALID"
+        if error is not None:
+            return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {error}"}
+        self.menus[key] = [(c.command, c.description) for c in method.commands]
+        return 200, {"ok": True, "result": True}
+
+    def menu_of(self, chat_id: int, language: str | None = None) -> list[str]:
+        """The commands a person sees in their private chat's menu, resolved as Telegram does:
+        the chat's own (in their language, then any), then all private chats', then the
+        default."""
+        for scope, chat in (("chat", chat_id), ("all_private_chats", None), ("default", None)):
+            for lang in (language, None):
+                found = self.menus.get((scope, chat, lang))
+                if found is not None:
+                    return [c for c, _ in found]
+        return []
 
     def _record(self, method: Any, text: str, photos: list[str],
                 markup: bool = True,
