@@ -95,6 +95,18 @@ async def refresh(query: CallbackQuery, tx: Tx, actor: Actor, case: Case) -> Non
         await query.message.edit_reply_markup(reply_markup=markup)
 
 
+async def turn_page(query: CallbackQuery, tx: Tx, actor: Actor, btn: CaseButton) -> None:
+    """更多 / ← 返回: the same message redrawn with the card's other page, as this person
+    may use it now."""
+    buttons = await notify.card_page_for(tx, actor, btn.case_id, btn.rev,
+                                         more=btn.action == Action.MORE)
+    if isinstance(query.message, Message):
+        # Unchanged (pressed twice), or too old to edit: nothing more to show.
+        with contextlib.suppress(TelegramBadRequest):
+            await query.message.edit_reply_markup(reply_markup=keyboard(buttons))
+    await query.answer()
+
+
 @router.callback_query(F.data.startswith("c1:"))
 async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
                       actor: Actor) -> None:
@@ -111,6 +123,9 @@ async def case_button(query: CallbackQuery, state: FSMContext, db: AsyncSession,
 async def _press(query: CallbackQuery, state: FSMContext, tx: Tx, actor: Actor,
                  btn: CaseButton) -> None:
     a, cid, rev = btn.action, btn.case_id, btn.rev
+    if a in (Action.MORE, Action.BACK):
+        await turn_page(query, tx, actor, btn)
+        return
     asks = _ASKS.get(a) or ((Intent.RATE_BAD, Prompt.rate_bad, "ask_bad_comment")
                             if a == Action.RATE and btn.arg == "bad" else None)
     if asks is not None:

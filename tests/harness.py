@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import App, build_app
+from bot.cases.buttons import Action, CaseButton
 from bot.cases.registry_edit import apply_registry
 from bot.clock import ManualClock
 from bot.config import Settings
@@ -101,7 +102,41 @@ class Harness:
         return await self.say(user_id, user_id, text, **kwargs)
 
     async def press(self, user_id: int, sent: Sent, label: str) -> None:
+        """Press the button `label`; on a case card, turn to the page that has it first (更多
+        or ← 返回), as the person would. A 更多 refused (they may do nothing) is the answer."""
+        if label not in sent.labels and not await self.turn_page(user_id, sent):
+            return
         await self.feed(self.updates.callback(user_id, sent.button_data(label), sent))
+
+    async def turn_page(self, user_id: int, sent: Sent) -> bool:
+        """Press the card's 更多 or ← 返回, if it has one; False when that press was refused."""
+        from aiogram.methods import AnswerCallbackQuery
+
+        turn = next((str(b["callback_data"]) for row in sent.buttons for b in row
+                     if (btn := CaseButton.unpack(str(b.get("callback_data", ""))))
+                     and btn.action in (Action.MORE, Action.BACK)), None)
+        if turn is None:
+            return True
+        before = len(self.api.calls_of(AnswerCallbackQuery))
+        await self.feed(self.updates.callback(user_id, turn, sent))
+        return not any(c.show_alert for c in self.api.calls_of(AnswerCallbackQuery)[before:])
+
+    async def data_of(self, user_id: int, sent: Sent, label: str) -> str:
+        """The callback data of `label` on a card, turned to its other page by `user_id` if it
+        is not on this one: for a test that then forges the press as someone else."""
+        if label not in sent.labels:
+            await self.turn_page(user_id, sent)
+        return sent.button_data(label)
+
+    async def all_labels(self, user_id: int, sent: Sent) -> list[str]:
+        """Every action on a card as `user_id` may reach it: its page and, through 更多 (then
+        ← 返回), the other one; without the two page buttons."""
+        labels = list(sent.labels)
+        if await self.turn_page(user_id, sent) and sent.labels != labels:
+            labels += sent.labels
+            await self.turn_page(user_id, sent)
+        pages = {self.app.ctx.texts.plain("btn_more"), self.app.ctx.texts.plain("btn_back")}
+        return [label for label in labels if label not in pages]
 
     async def press_data(self, user_id: int, data: str, sent: Sent | None = None) -> None:
         await self.feed(self.updates.callback(user_id, data, sent, chat_id=user_id))

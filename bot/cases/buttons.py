@@ -37,6 +37,8 @@ class Action(StrEnum):
     LOCATION = "lo"  # staff: send me the case's place as a venue message
     MERGE = "mg"  # handler: merge this case into another (合并到 #N)
     SPLIT = "sp"  # handler: split a second problem out of this report (拆分)
+    MORE = "mr"  # 更多: redraw the card with the actions that are not its primary ones
+    BACK = "bk"  # ← 返回: redraw the card with its primary actions
 
 
 RATINGS = ("good", "fair", "bad")

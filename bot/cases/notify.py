@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
 
 from bot.cases import followers, hooks, phones, voice
-from bot.cases.buttons import Action, button
+from bot.cases.buttons import Action, CaseButton, button
 from bot.cases.deadlines import light, original_deadline
 from bot.cases.outbox import enqueue
 from bot.cases.status import HANDLING, CaseStatus
 from bot.context import Tx
+from bot.errors import DomainError
 from bot.org import geo
 from bot.org import roles as org
 from bot.org.directory import CategoryInfo, NodeKind, directory
@@ -254,9 +256,9 @@ async def handler_card(
     photos = await photos_of(tx, case)
     view = await case_view(tx, case, lin, photos)
     text = tx.texts.render("case_card", case=view, kind=kind, note=note)
-    buttons = with_location(tx, case, handler_buttons(
+    buttons = card_page(tx, case, handler_role(case), with_location(tx, case, handler_buttons(
         tx, case, lin, has_head=bool(heads), above=await _asks_above(tx, case, lin),
-        departments=await _has_departments(tx)))
+        departments=await _has_departments(tx))))
     not_before = quiet_delay(tx, case) if deferrable else None
     for person in recipients:
         await send_to_person(
@@ -302,19 +304,25 @@ def may_locate(actor: Actor, lin: Lineage) -> bool:
     return bool(actor.node_ids(*(r for r in RoleName if r != RoleName.UNIT_HEAD)) & lin.ids)
 
 
-async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons:
-    """The buttons `actor` may use on `case` now: what a live card shows them, with 📍 for
-    staff when the case has a location."""
-    buttons = await _buttons_for(tx, actor, case, lin)
-    return with_location(tx, case, buttons) if may_locate(actor, lin) else buttons
+async def buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage, *,
+                      more: bool = False) -> Buttons:
+    """The buttons `actor` may use on `case` now, as a live card shows them: its primary
+    actions and 更多, or with `more` the rest and ← 返回 (see `card_page`); 📍 for staff when
+    the case has a location."""
+    role, buttons = await _buttons_for(tx, actor, case, lin)
+    if may_locate(actor, lin):
+        buttons = with_location(tx, case, buttons)
+    return card_page(tx, case, role, buttons, more=more)
 
 
-async def _buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Buttons:
+async def _buttons_for(tx: Tx, actor: Actor, case: Case,
+                       lin: Lineage) -> tuple[CardRole, Buttons]:
+    """Every action `actor` may use on `case` now, and the card they are drawn on."""
     if case.status == CaseStatus.VERIFYING and actor.has(RoleName.BUILDING_HEAD, lin.building.id):
-        return verify_buttons(tx, case)
+        return CardRole.BUILDING_HEAD, verify_buttons(tx, case)
     if (case.status == CaseStatus.ASSIGNED and case.assignee_id == actor.id
             and actor.has(RoleName.BUILDING_HEAD, lin.building.id)):
-        return task_buttons(tx, case)
+        return CardRole.BUILDING_HEAD, task_buttons(tx, case)
     if case.status in HANDLING and actor.handles(lin, case.level):
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
         # Only who holds the level asks above; only the grid leader and those above whistle.
@@ -322,18 +330,106 @@ async def _buttons_for(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> Button
                  and await org.holds_level(tx.db, actor, lin, case.level))
         whistle = (actor.has(RoleName.GRID_LEADER, lin.grid.id)
                    or actor.handles(lin, Level.COMMUNITY))
-        return handler_buttons(tx, case, lin, has_head=bool(heads), above=above,
-                               departments=whistle and await _has_departments(tx))
+        return handler_role(case), handler_buttons(
+            tx, case, lin, has_head=bool(heads), above=above,
+            departments=whistle and await _has_departments(tx))
     if case.status == CaseStatus.CHECKING:
         may_check = hooks.workflow().may_check
         if may_check is not None and await may_check(tx, actor, case, lin):
-            return check_buttons(tx, case)
+            return CardRole.CHECKER, check_buttons(tx, case)
     if case.status == CaseStatus.SUSPENDED and await _may_resume(tx, actor, case, lin):
-        return resume_buttons(tx, case)
+        return handler_role(case), resume_buttons(tx, case)
     if case.status == CaseStatus.RESOLVED and (case.reporter_id == actor.id
                                       or await followers.follows(tx.db, case, actor.id)):
-        return rating_buttons(tx, case)
-    return []
+        return CardRole.RESIDENT, rating_buttons(tx, case)
+    return handler_role(case), []
+
+
+class CardRole(StrEnum):
+    """Whom a card is drawn for: with the case's status, the key of `PRIMARY`."""
+
+    GRID = "grid"  # a case at the grid: its leader and members (and those above, in /case)
+    SUPERVISOR = "supervisor"  # a case escalated to the community or the street
+    BUILDING_HEAD = "building_head"  # 核实 and the task handed to the head
+    CHECKER = "checker"  # 核查 (the building head, or the grid leader standing in)
+    RESIDENT = "resident"  # the rating
+
+
+def handler_role(case: Case) -> CardRole:
+    return CardRole.GRID if case.level == Level.GRID else CardRole.SUPERVISOR
+
+
+# The primary actions of a card, in the order shown, by whom it is drawn for and the case's
+# status: the next step people take there. A card with more than `MAX_SHOWN` actions shows
+# only those of its row that the person may use, and 更多, which redraws the same message with
+# all the others (改类别, 申请延期, 挂账, 吹哨, 合并, 拆分, 退回, 📍 …) and ← 返回; a card with
+# `MAX_SHOWN` or fewer shows them all. A card without a row here shows its first three.
+PRIMARY: dict[tuple[CardRole, CaseStatus], tuple[Action, ...]] = {
+    (CardRole.GRID, CaseStatus.OPEN): (Action.ACCEPT, Action.ASSIGN, Action.RESOLVE),
+    (CardRole.GRID, CaseStatus.ACCEPTED): (Action.RESOLVE, Action.ESCALATE, Action.ASSIGN),
+    (CardRole.GRID, CaseStatus.ASSIGNED): (Action.RESOLVE, Action.ESCALATE),
+    (CardRole.GRID, CaseStatus.SUSPENDED): (Action.RESUME,),
+    (CardRole.SUPERVISOR, CaseStatus.OPEN): (Action.ACCEPT, Action.RESOLVE, Action.SEND_BACK),
+    (CardRole.SUPERVISOR, CaseStatus.ACCEPTED): (Action.RESOLVE, Action.ESCALATE,
+                                                 Action.SEND_BACK),
+    (CardRole.SUPERVISOR, CaseStatus.ASSIGNED): (Action.RESOLVE, Action.ESCALATE,
+                                                 Action.SEND_BACK),
+    (CardRole.SUPERVISOR, CaseStatus.SUSPENDED): (Action.RESUME,),
+    (CardRole.BUILDING_HEAD, CaseStatus.VERIFYING): (Action.CONFIRM, Action.REJECT,
+                                                     Action.CATEGORY),
+    (CardRole.BUILDING_HEAD, CaseStatus.ASSIGNED): (Action.ACK, Action.DONE),
+    (CardRole.CHECKER, CaseStatus.CHECKING): (Action.CHECK_PASS, Action.CHECK_FAIL),
+    (CardRole.RESIDENT, CaseStatus.RESOLVED): (Action.RATE,),
+}
+MAX_SHOWN = 4  # a card with this many actions or fewer needs no 更多
+MORE_PER_ROW = 3
+
+
+def _action(b: dict[str, Any]) -> Action | None:
+    btn = CaseButton.unpack(str(b.get("callback_data", "")))
+    return btn.action if btn is not None else None
+
+
+def card_page(tx: Tx, case: Case, role: CardRole, buttons: Buttons, *,
+              more: bool = False) -> Buttons:
+    """A card's buttons as drawn: with more than `MAX_SHOWN` actions, the primary ones (by
+    `PRIMARY`) and 更多, or with `more` the others and ← 返回; both carry the case's rev, so a
+    stale card's 更多 is stale like its other buttons. Nothing is dropped: the two pages
+    together hold every action of `buttons`."""
+    flat = [b for row in buttons for b in row]
+    if len(flat) <= MAX_SHOWN:
+        return buttons
+    primary = PRIMARY.get((role, CaseStatus(case.status)))
+    if primary is None:
+        first, rest = flat[:3], flat[3:]
+    else:
+        first = [b for action in primary for b in flat if _action(b) == action]
+        rest = [b for b in flat if _action(b) not in primary]
+    t = tx.texts
+    if more:
+        rows = [rest[i:i + MORE_PER_ROW] for i in range(0, len(rest), MORE_PER_ROW)]
+        return [*rows, [button(t.plain("btn_back"), Action.BACK, case.id, case.rev)]]
+    return [*([first] if first else []),
+            [button(t.plain("btn_more"), Action.MORE, case.id, case.rev)]]
+
+
+async def card_page_for(tx: Tx, actor: Actor, case_id: int, rev: int, *,
+                        more: bool) -> Buttons:
+    """更多 / ← 返回 pressed: the page of the card as `actor` may use it now. A card the case
+    has moved past is stale, as for any of its buttons; someone who may do nothing on the
+    case is refused."""
+    if not 0 < case_id <= 2**31 - 1:
+        raise DomainError("no_case", case_id=case_id)
+    case = await tx.db.get(Case, case_id)
+    if case is None:
+        raise DomainError("no_case", case_id=case_id)
+    if case.rev != rev:
+        raise DomainError("stale", case_id=case_id)
+    lin = await lineage_of(tx.db, case.building_id, case.unit_id)
+    buttons = await buttons_for(tx, actor, case, lin, more=more)
+    if not buttons:
+        raise DomainError("not_allowed")
+    return buttons
 
 
 async def _may_resume(tx: Tx, actor: Actor, case: Case, lin: Lineage) -> bool:
@@ -361,7 +457,8 @@ async def verify_card(tx: Tx, case: Case, lin: Lineage, head: Person) -> None:
     t = tx.texts
     photos = await photos_of(tx, case)
     view = await case_view(tx, case, lin, photos)
-    buttons = with_location(tx, case, verify_buttons(tx, case))
+    buttons = card_page(tx, case, CardRole.BUILDING_HEAD,
+                        with_location(tx, case, verify_buttons(tx, case)))
     await send_to_person(
         tx, f"case:{case.id}:verify:{head.id}", head.id,
         t.render("case_card", case=view, kind="verify", note=None), case=case,
@@ -374,7 +471,8 @@ async def task_card(tx: Tx, case: Case, lin: Lineage, head: Person, note: str | 
     t = tx.texts
     photos = await photos_of(tx, case)
     view = await case_view(tx, case, lin, photos)
-    buttons = with_location(tx, case, task_buttons(tx, case))
+    buttons = card_page(tx, case, CardRole.BUILDING_HEAD,
+                        with_location(tx, case, task_buttons(tx, case)))
     await send_to_person(
         tx, f"case:{case.id}:task:{case.rev}:{head.id}", head.id,
         t.render("case_card", case=view, kind="task", note=note), case=case,

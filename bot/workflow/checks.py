@@ -124,7 +124,7 @@ async def _cards(tx: Tx, case: Case, lin: Lineage, who: Checkers, photos: list[s
     resolver = await notify.person_name(tx, case.resolved_by_id)
     note = tx.texts.plain("check_instead", name=resolver) if who.instead else None
     text = tx.texts.render("case_card", case=view, kind="check", note=note)
-    buttons = notify.check_buttons(tx, case)
+    buttons = notify.card_page(tx, case, notify.CardRole.CHECKER, notify.check_buttons(tx, case))
     for person in who.people:
         await notify.send_to_person(
             tx, f"case:{case.id}:r{case.round}:check:{person.id}", person.id, text, case=case,

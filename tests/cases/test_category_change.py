@@ -70,7 +70,7 @@ async def test_a_deadline_that_has_passed_does_not_move(h: Harness) -> None:
     await h.private(LEADER, "/cases")
     assert f"🔴 #{case.id}" in h.last(LEADER).text
     # 申请延期 is still refused: no button past the deadline.
-    assert "申请延期" not in h.card(LEADER, case.id).labels
+    assert "申请延期" not in await h.all_labels(LEADER, h.card(LEADER, case.id))
     await h.advance(timedelta(hours=10))  # Thursday 21:00: 11 hours late
     await h.press(LEADER, h.card(LEADER, case.id), "办结")
     await h.private(LEADER, "已调解")
@@ -95,7 +95,7 @@ async def test_a_longer_category_keeps_the_deadline_more_time_is_an_extension(
     assert "仍为 11-26 10:00" in answer and "申请延期" in answer, answer
     card = h.card(LEADER, case.id)
     assert "类别：矛盾纠纷" in card.text and "办结时限：11-26 10:00" in card.text
-    assert "申请延期" in card.labels
+    assert "申请延期" in await h.all_labels(LEADER, card)
     detail = await history(h, LEADER, case.id)
     assert "其他 → 矛盾纠纷" in detail
     assert "办结时限仍为 11-26 10:00（按新类别为 11-30 10:00，延长须申请延期）" in detail

@@ -48,8 +48,10 @@ async def test_confirm_routes_to_grid_leader_with_card(h: Harness) -> None:
     assert case.status == "open" and case.verified == "confirmed"
     card = h.card(LEADER, case.id)
     assert "新诉求" in card.text and "user5550001" in card.text
-    # 延期, 挂账 and 吹哨 follow these, in the districts that have them.
-    assert card.labels[:5] == ["受理", "交楼栋长", "办结", "上报", "改类别"]
+    # The primary actions of a new case, the rest behind 更多 (issue 21); 延期, 挂账 and 吹哨
+    # follow these, in the districts that have them.
+    assert card.labels == ["受理", "交楼栋长", "办结", "更多"]
+    assert (await h.all_labels(LEADER, card))[:5] == ["受理", "交楼栋长", "办结", "上报", "改类别"]
     # The head's card now shows no buttons for a case that moved on.
     assert await h.events(case.id) == ["report", "confirm"]
 
@@ -198,7 +200,7 @@ async def test_manual_escalation_and_send_back(h: Harness) -> None:
     case = await h.case(case.id)
     assert case.level == "street"
     street_card = h.card(STREET_SUP, case.id)
-    assert "上报" not in street_card.labels  # the top level
+    assert "上报" not in await h.all_labels(STREET_SUP, street_card)  # the top level
     await h.press(STREET_SUP, street_card, "退回下级")
     await h.private(STREET_SUP, "社区先行处置")
     assert (await h.case(case.id)).level == "community"
@@ -299,7 +301,8 @@ async def test_staff_without_private_chat_get_card_in_work_chat(h: Harness) -> N
     assert 'tg://user?id=920001' in fallback.text and "start" in fallback.text
     assert await h.outbox_count("held") == 1
     # Pressing the card in the group works for the leader, and nobody else.
-    await h.feed(h.updates.callback(MEMBER, fallback.button_data("上报"), fallback))
+    await h.feed(h.updates.callback(MEMBER, await h.data_of(LEADER, fallback, "上报"),
+                                    fallback))
     assert "无权" in h.answers()[-1]
     # Once the leader starts the bot, the held card arrives privately.
     h.api.allow(LEADER)
@@ -331,15 +334,16 @@ async def test_refusals_for_people_who_may_not_act(h: Harness) -> None:
     assert (await h.case(case.id)).status == "verifying"
     await h.press(HEAD, verify, "✅ 属实")
     card = h.card(LEADER, case.id)
+    data = {label: await h.data_of(LEADER, card, label) for label in ("受理", "办结", "上报")}
     for outsider in (RESIDENT, STRANGER, HEAD, LEADER2, HEAD5):
         for label in ("受理", "办结", "上报"):
-            await h.feed(h.updates.callback(outsider, card.button_data(label), card))
+            await h.feed(h.updates.callback(outsider, data[label], card))
             assert "无权" in h.answers()[-1], (outsider, label)
     assert (await h.case(case.id)).status == "open"
     # A grid member may accept but not escalate.
-    await h.feed(h.updates.callback(MEMBER, card.button_data("上报"), card))
+    await h.feed(h.updates.callback(MEMBER, data["上报"], card))
     assert "无权" in h.answers()[-1]
-    await h.feed(h.updates.callback(MEMBER, card.button_data("受理"), card))
+    await h.feed(h.updates.callback(MEMBER, data["受理"], card))
     assert (await h.case(case.id)).status == "accepted"
 
 

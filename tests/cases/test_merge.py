@@ -143,7 +143,7 @@ async def test_merge_by_typed_number_and_its_refusals(h: Harness) -> None:
 async def test_merge_refused_to_residents_heads_and_other_grids(h: Harness) -> None:
     main, dup = await two_cases(h)
     card = h.card(LEADER, dup.id)
-    data = card.button_data("合并")
+    data = await h.data_of(LEADER, card, "合并")
     for user in (RESIDENT, HEAD5, LEADER2):
         await h.press_data(user, data, card)
         assert "无权" in h.answers()[-1] or "不能" in h.answers()[-1], h.answers()[-1]
@@ -212,7 +212,7 @@ async def test_split_makes_a_second_case_with_chosen_photos(h: Harness) -> None:
 async def test_split_refused_to_a_resident_and_cancelled(h: Harness) -> None:
     main, _ = await two_cases(h)
     card = h.card(LEADER, main.id)
-    await h.press_data(RESIDENT, card.button_data("拆分"), card)
+    await h.press_data(RESIDENT, await h.data_of(LEADER, card, "拆分"), card)
     assert "无权" in h.answers()[-1] or "不能" in h.answers()[-1], h.answers()[-1]
     await h.press(LEADER, card, "拆分")
     await h.press(LEADER, h.last(LEADER), "取消")

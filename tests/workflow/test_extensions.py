@@ -83,7 +83,7 @@ def reminders(h: Harness, word: str) -> list[str]:
 
 async def test_approved_extension_moves_the_deadline_and_the_reminders(h: Harness) -> None:
     case = await confirmed(h)
-    assert "申请延期" in h.card(LEADER, case.id).labels
+    assert "申请延期" in await h.all_labels(LEADER, h.card(LEADER, case.id))
     await ask(h, case.id, "1 天")
     assert "已提交上级" in h.last(LEADER).text
     asked = await h.case(case.id)
@@ -102,7 +102,7 @@ async def test_approved_extension_moves_the_deadline_and_the_reminders(h: Harnes
     detail = h.last(LEADER)
     assert "11-27 10:00（已延期，原时限 11-26 10:00）" in detail.text, detail.text
     assert "同意延期" in detail.text and "+1d" in detail.text
-    assert "申请延期" not in detail.labels  # one extension per case by default
+    assert "申请延期" not in await h.all_labels(LEADER, detail)  # one extension per case by default
     # The old due-soon time passes in silence; the new one is 0.75 of the new time, which
     # falls on the old deadline, and it passes with no red light.
     await h.advance(timedelta(hours=54, minutes=1))  # Wednesday 16:01
@@ -188,7 +188,7 @@ async def test_refused_after_the_deadline_at_the_tap_and_at_the_request(h: Harne
     await h.press_data(LEADER, press_extend(current))
     assert "已过办结时限" in h.answers()[-1]
     await h.private(LEADER, f"/case {case.id}")
-    assert "申请延期" not in h.last(LEADER).labels
+    assert "申请延期" not in await h.all_labels(LEADER, h.last(LEADER))
 
 
 async def test_refused_beyond_the_maximum_and_while_pending(h: Harness) -> None:
@@ -198,7 +198,7 @@ async def test_refused_beyond_the_maximum_and_while_pending(h: Harness) -> None:
     await h.press_data(LEADER, press_extend(await h.case(case.id)))
     assert "等待上级答复" in h.answers()[-1]
     await h.private(LEADER, f"/case {case.id}")
-    assert "申请延期" not in h.last(LEADER).labels
+    assert "申请延期" not in await h.all_labels(LEADER, h.last(LEADER))
     await h.press(COMMUNITY_SUP, h.last(COMMUNITY_SUP), "✅ 同意")
     # One approved: the default maximum is reached.
     await h.press_data(LEADER, press_extend(await h.case(case.id)))
@@ -211,7 +211,7 @@ async def test_max_extensions_zero_turns_it_off(h: Harness) -> None:
     assert text.count("max_extensions: 1 ") == 1
     await reload(h, text.replace("max_extensions: 1 ", "max_extensions: 0 "))
     case = await confirmed(h)
-    assert "申请延期" not in h.card(LEADER, case.id).labels
+    assert "申请延期" not in await h.all_labels(LEADER, h.card(LEADER, case.id))
     await h.press_data(LEADER, press_extend(case))
     assert "未开通延期" in h.answers()[-1]
     assert h.texts(COMMUNITY_SUP) == [] or all(f"#{case.id}" not in t
@@ -225,11 +225,11 @@ async def test_no_button_without_supervisors_above(h: Harness) -> None:
     assert text.count(street) == 1 and text.count(community) == 1
     await reload(h, text.replace(street, "").replace(community, ""))
     case = await confirmed(h)
-    assert "申请延期" not in h.card(LEADER, case.id).labels
+    assert "申请延期" not in await h.all_labels(LEADER, h.card(LEADER, case.id))
     await h.press_data(LEADER, press_extend(case))
     assert "上级未设负责人" in h.answers()[-1]
     await h.private(LEADER, f"/case {case.id}")
-    assert "申请延期" not in h.last(LEADER).labels
+    assert "申请延期" not in await h.all_labels(LEADER, h.last(LEADER))
 
 
 async def test_asked_from_the_work_chat_copy_the_questions_are_his(h: Harness) -> None:
@@ -257,7 +257,7 @@ async def test_no_button_and_no_prompt_while_the_feature_is_off(
         h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(extensions, "ENABLED", False)
     case = await confirmed(h)
-    assert "申请延期" not in h.card(LEADER, case.id).labels
+    assert "申请延期" not in await h.all_labels(LEADER, h.card(LEADER, case.id))
     await h.press_data(LEADER, press_extend(case))
     assert h.answers()[-1] == "此按钮无效或已过期。"
     assert (await h.case(case.id)).request_at is None

@@ -205,7 +205,7 @@ async def test_no_request_buttons_while_the_features_are_off(
     for module in (extensions, suspension, whistles):
         monkeypatch.setattr(module, "ENABLED", False)
     case = await confirmed(h)
-    labels = h.card(LEADER, case.id).labels
+    labels = await h.all_labels(LEADER, h.card(LEADER, case.id))
     assert not {"申请延期", "挂账", "吹哨"} & set(labels)
     # A forged 申请延期 press is refused as a button this bot does not have yet.
     await h.press_data(LEADER, f"c1:xr:{case.id}:{case.rev}")

@@ -171,7 +171,7 @@ async def test_review_date_returns_the_case_with_a_new_clock(h: Harness) -> None
     # The handler gets the card, kind resumed, with the reason and the handling buttons.
     card = h.card(LEADER, case.id)
     assert "恢复办理" in card.text and f"挂账原因：{REASON}" in card.text
-    assert "办结" in card.labels and "挂账" in card.labels
+    assert "办结" in card.labels and "挂账" in await h.all_labels(LEADER, card)
     # The reporter hears privately that it is handled again.
     assert "已恢复办理" in h.last(RESIDENT).text
     # Reminders again, on the new clock: due soon at 0.75 of the SLA from the review.

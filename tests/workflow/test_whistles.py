@@ -74,7 +74,7 @@ def whistle_events(events: list[str]) -> list[str]:
 
 async def test_called_acknowledged_and_done(h: Harness) -> None:
     case = await confirmed(h)
-    assert "吹哨" in h.card(LEADER, case.id).labels
+    assert "吹哨" in await h.all_labels(LEADER, h.card(LEADER, case.id))
     await blow(h, case)
     assert "已吹哨" in h.last(LEADER).text and "莲花派出所" in h.last(LEADER).text
     [whistle] = await whistles_of(h, case.id)
@@ -270,7 +270,7 @@ async def test_without_departments_there_is_no_button_and_no_statement(
         async with h.app.sessions() as db:
             await apply_registry(db, parse_registry(text), h.clock)
         case = await confirmed(h)
-        assert "吹哨" not in h.card(LEADER, case.id).labels
+        assert "吹哨" not in await h.all_labels(LEADER, h.card(LEADER, case.id))
         await h.press_data(LEADER, f"c1:wh:{case.id}:{case.rev}")
         assert "没有可吹哨的部门" in h.answers()[-1]
         seen: list[str] = []
