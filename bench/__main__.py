@@ -1,7 +1,8 @@
 """Every benchmark, one after the other, into docs/benchmarks.md.
 
     python3 -m bench [--size tiny|small|full] [--database-url postgresql+asyncpg://…]
-                     [--only delivery,sweep,explain,startup,intake,export_writes]
+                     [--only delivery,sweep,explain,startup,intake,export_writes,
+                            reminder_day,answer_latency]
                      [--no-write]
 
 One at a time on purpose: on a shared machine two benchmarks side by side measure each other.
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # In this order: the data generator runs inside sweep, explain and startup as needed.
-SCRIPTS = ("intake", "delivery", "sweep", "explain", "startup", "export_writes")
+SCRIPTS = ("intake", "delivery", "sweep", "explain", "startup", "export_writes",
+           "reminder_day", "answer_latency")
 # Which scripts also run on a server database when one is given.
 ON_SERVER = ("intake", "delivery", "sweep", "explain", "export_writes")
 

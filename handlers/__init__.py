@@ -16,6 +16,7 @@ from handlers import (
     locations,
     merge,
     notices,
+    reminders,
     report_flow,
     requests,
     stats,
@@ -40,6 +41,7 @@ def build_router() -> Router:
         checks.router.build(),  # 核查
         whistles.router.build(),  # 吹哨报到
         locations.router.build(),  # 📍: a case's place, privately
+        reminders.router.build(),  # a case's number on a reminder list: its card
         merge.router.build(),  # 合并 and 拆分
         case_buttons.router.build(),  # case buttons and the prompts they open
         duplicates.router.build(),  # 是同一问题 / 不是，另报

@@ -162,12 +162,40 @@ class Harness:
         return [c.text or "" for c in self.api.calls_of(AnswerCallbackQuery)]
 
     def card(self, chat_id: int, case_id: int) -> Sent:
-        """The latest message to a chat that carries buttons for case `case_id`."""
+        """The latest message to a chat that carries buttons for case `case_id` (not a
+        reminder list, whose buttons only open cards)."""
+        opens = f"{Action.OPEN.value}:"
         for sent in reversed(self.api.to(chat_id)):
-            if any(f":{case_id}:" in str(b.get("callback_data", "")) for r in sent.buttons
-                   for b in r):
+            if any(f":{case_id}:" in str(b.get("callback_data", ""))
+                   and opens not in str(b.get("callback_data", ""))
+                   for r in sent.buttons for b in r):
                 return sent
         raise AssertionError(f"no card for case #{case_id} in chat {chat_id}")
+
+    def reminder_lists(self, chat_id: int) -> list[Sent]:
+        """The gathered reminder lists sent to a chat (bot/cases/reminders.py)."""
+        opens = f"c1:{Action.OPEN.value}:"
+        return [s for s in self.api.to(chat_id)
+                if s.buttons and all(str(b.get("callback_data", "")).startswith(opens)
+                                     for r in s.buttons for b in r)]
+
+    def reminded(self, chat_id: int, word: str, case_id: int | None = None) -> int:
+        """How many reminder lists to a chat have a line with `word` (and `#case_id`)."""
+        def has(text: str) -> bool:
+            return any(word in line and (case_id is None or f"#{case_id} " in line)
+                       for line in text.splitlines()[1:])
+        return sum(1 for s in self.reminder_lists(chat_id) if has(s.text))
+
+    async def open_case(self, user_id: int, case_id: int) -> Sent:
+        """Press `#case_id` on the latest reminder list to `user_id`: the card they get."""
+        for sent in reversed(self.reminder_lists(user_id)):
+            for row in sent.buttons:
+                for b in row:
+                    found = CaseButton.unpack(str(b.get("callback_data", "")))
+                    if found is not None and found.case_id == case_id:
+                        await self.press_data(user_id, found.pack(), sent)
+                        return self.card(user_id, case_id)
+        raise AssertionError(f"no reminder list to {user_id} names case #{case_id}")
 
     async def case(self, case_id: int) -> Case:
         async with self.app.sessions() as db:

@@ -174,12 +174,15 @@ def _context(texts: Texts) -> dict[str, Any]:
                 "category": "Stairwell lighting", "place": f"Xingfuli 3 {EVIL}",
                 "deadline_at": NOW - timedelta(hours=1), "urgent": True,
                 "summary": f"Light broken {EVIL}",
+                # A reminder list's line (reminders.j2): which reminder, and its count.
+                "kind": "overdue", "n": 2, "level": t("level_grid"),
             },
             {
                 "id": ITEM_IDS[1], "light": "", "status": t("status_resolved"),
                 "category": "Sanitation", "place": "Xingfuli 5",
                 "deadline_at": NOW + timedelta(days=2), "urgent": False,
                 "summary": "Rubbish not collected",
+                "kind": "escalated", "n": 1, "level": t("level_community"),
             },
         ],
         "events": [

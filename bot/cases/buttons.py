@@ -39,6 +39,7 @@ class Action(StrEnum):
     SPLIT = "sp"  # handler: split a second problem out of this report (拆分)
     MORE = "mr"  # 更多: redraw the card with the actions that are not its primary ones
     BACK = "bk"  # ← 返回: redraw the card with its primary actions
+    OPEN = "op"  # a reminder list's case: send me its card as it is now (any rev)
 
 
 RATINGS = ("good", "fair", "bad")

@@ -13,7 +13,7 @@ from typing import Literal, TypeAlias
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from bot.cases import followers, hooks, notify
+from bot.cases import followers, hooks, notify, reminders
 from bot.cases.deadlines import (
     Moved,
     Phase,
@@ -30,6 +30,7 @@ from bot.cases.deadlines import (
     runs,
 )
 from bot.cases.events import EventKind as EventKind
+from bot.cases.reminders import ReminderKind as R
 from bot.cases.status import FINAL_STATUSES as FINAL_STATUSES
 from bot.cases.status import HANDLING as HANDLING
 from bot.cases.status import OPEN_STATUSES as OPEN_STATUSES
@@ -630,7 +631,10 @@ async def send_back(tx: Tx, actor: Actor, case_id: int, rev: int, reason: str) -
 
 
 async def move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
-               note: str | None, event: CaseEvent, *, deferrable: bool = False) -> None:
+               note: str | None, event: CaseEvent, *, deferrable: bool = False,
+               remind_key: str | None = None) -> None:
+    """The case goes to `target`'s handlers: a card to each, or with `remind_key` (a timer's
+    escalation) a line on their next reminder list."""
     # A request made to the supervisors above the old level no longer holds.
     for hook in hooks.workflow().moved:
         await hook(tx, case, lin)
@@ -639,12 +643,17 @@ async def move(tx: Tx, case: Case, lin: Lineage, target: Level, kind: str,
     # The move's event says where the case went (the figures count escalations by level);
     # a move on up below overwrites it again.
     event.level = target.value
-    got = await notify.handler_card(tx, case, lin, kind, note, deferrable=deferrable)
+    if remind_key is not None:
+        got = await handlers_at(tx.db, lin, target)
+        await reminders.owe(tx, f"{remind_key}:{target.value}", got, case, lin, R.ESCALATED)
+    else:
+        got = await notify.handler_card(tx, case, lin, kind, note, deferrable=deferrable)
     if not got and target != Level.STREET and kind != "returned":
         # Nobody holds this level: the case goes on up rather than sit unseen.
         above = level_above(target)
         if above is not None:
-            await move(tx, case, lin, above, kind, note, event, deferrable=deferrable)
+            await move(tx, case, lin, above, kind, note, event, deferrable=deferrable,
+                       remind_key=remind_key)
 
 
 async def resolve(tx: Tx, actor: Actor, case_id: int, rev: int, result: str,
@@ -789,7 +798,7 @@ async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey
     key = _step_key(case, step)
     if step.name == StepName.VERIFY_REMIND:
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
-        await notify.tell_staff(tx, key, heads, case, lin, "verify_remind", deferrable=True)
+        await reminders.owe(tx, key, heads, case, lin, R.VERIFY)
     elif step.name == StepName.VERIFY_TIMEOUT:
         heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
         transition(tx, case, E.VERIFY_TIMEOUT, None)
@@ -797,22 +806,22 @@ async def _take(tx: Tx, case: Case, lin: Lineage, step: Step, taken: set[SentKey
         await notify.tell_staff(tx, key, heads, case, lin, "verify_timeout", deferrable=True)
         await notify.handler_card(tx, case, lin, "unverified", deferrable=True)
     elif step.name == StepName.DUE_SOON:
-        await notify.tell_staff(tx, key, await owners(tx, case, lin), case, lin, "due_soon",
-                                deferrable=True)
+        await reminders.owe(tx, key, await owners(tx, case, lin), case, lin, R.DUE_SOON)
     elif step.name == StepName.OVERDUE:
         # The count people read is of the alerts they got for this deadline.
         count = 1 + sum(1 for name, _, basis in taken
                         if name == StepName.OVERDUE and basis == step.basis)
         record(tx, case, E.OVERDUE, None, str(count))
-        await notify.tell_staff(tx, key, await owners(tx, case, lin), case, lin, "overdue",
-                                deferrable=True, count=count)
+        await reminders.owe(tx, key, await owners(tx, case, lin), case, lin, R.OVERDUE,
+                            n=count)
     elif step.name == StepName.ESCALATE:
         target = Level.COMMUNITY if step.n == 1 else Level.STREET
         if _rank(case.level) >= _rank(target):
             return f"escalate_{target.value}_not_needed"
         event = transition(tx, case, E.AUTO_ESCALATE, None)
+        # The supervisors find it on their next reminder list, with the button to its card.
         await move(tx, case, lin, target, "escalated", tx.texts.plain("overdue_note"), event,
-                    deferrable=True)
+                   deferrable=True, remind_key=key)
         return f"escalate_{target.value}"
     elif step.name == StepName.RATING_TIMEOUT:
         transition(tx, case, E.RATING_TIMEOUT, None)

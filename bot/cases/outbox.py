@@ -19,7 +19,8 @@ from storage.models import Case, Node, Outbox
 # Rows that may still go out: a chat id that changes must change in them too.
 UNSENT = ("pending", "held", "failed")
 # Rows done with: kept for the retention period (each holds names and texts), then deleted.
-DONE = ("sent", "superseded")
+# "dropped": a reminder list whose cases had all moved on when its turn came.
+DONE = ("sent", "superseded", "dropped")
 PRUNE_BATCH = 1000
 UPLOAD_KINDS = ("photo", "document")
 
@@ -87,10 +88,15 @@ async def enqueue(
             raise ValueError(f"upload_kind must be one of {UPLOAD_KINDS}, not {upload_kind!r}")
         values.update(upload=upload, upload_name=upload_name or "file",
                       upload_kind=upload_kind)
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Outbox).values(**values).on_conflict_do_nothing(
+    stmt = insert_of(db)(Outbox).values(**values).on_conflict_do_nothing(
         index_elements=[Outbox.dedupe_key]).returning(Outbox.id)
-    return await db.scalar(stmt)
+    row_id: int | None = await db.scalar(stmt)
+    return row_id
+
+
+def insert_of(db: AsyncSession) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING (both databases do)."""
+    return pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 async def release_held(db: AsyncSession, person_id: int, now: datetime) -> int:

@@ -1,4 +1,5 @@
-"""The periodic sweep: reminders, escalations, timeouts that have fallen due.
+"""The periodic sweep: reminders, escalations, timeouts that have fallen due, then the
+reminders gathered into one list per person (bot/cases/reminders.py).
 
 Albums are not finished here but in `App.tick` alone: one loop for them.
 
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.cases import duplicates
+from bot.cases import duplicates, reminders
 from bot.cases import lifecycle as cases
 from bot.context import Ctx, NotConfigured, Tx, begin
 from storage.models import Case
@@ -68,4 +69,9 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
         except Exception:
             log.exception("sweep failed for duplicate offer %s; it is retried on the next sweep",
                           offer_id)
+    # Last: the reminders the steps above made owed go out as one list per person.
+    try:
+        steps += await reminders.gather(sessions, ctx)
+    except Exception:
+        log.exception("gathering reminders failed; they wait for the next sweep")
     return steps

@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.ops.terminal import footer, local, one_line
 from storage.models import Outbox
 
-# The statuses worth looking at; "sent" is counted but not listed.
+# The statuses worth looking at; "sent" and "dropped" (a reminder list whose cases had all
+# moved on when its turn came: `last_error` says how) are counted, and listed when asked for.
 SHOWN = ("pending", "held", "failed", "undeliverable")
+COUNTED = ("sent", "dropped")
 # What `retry ID` takes back: failed ones, and a group that refused the bot (re-added since).
 RETRYABLE = ("failed", "undeliverable")
 
@@ -46,7 +48,7 @@ class Listing:
 
 async def listing(db: AsyncSession, *, status: str | None = None, limit: int = 100) -> Listing:
     """Counts per status, and the rows not yet sent (oldest first)."""
-    counts = dict.fromkeys((*SHOWN, "sent"), 0)
+    counts = dict.fromkeys((*SHOWN, *COUNTED), 0)
     for name, count in (await db.execute(
             select(Outbox.status, func.count()).group_by(Outbox.status))).all():
         counts[name] = int(count)
@@ -81,7 +83,8 @@ async def retry(db: AsyncSession, now: datetime, row_id: int | None = None) -> i
 def render(found: Listing, zone: ZoneInfo) -> str:
     """The listing as terminal lines: a count line, then one line per row."""
     counts = ", ".join(f"{found.counts.get(s, 0)} {s}" for s in SHOWN)
-    lines = [f"outbox: {counts} ({found.counts.get('sent', 0)} sent)"]
+    lines = [f"outbox: {counts} ({found.counts.get('sent', 0)} sent, "
+             f"{found.counts.get('dropped', 0)} dropped as stale)"]
     if not found.rows:
         return lines[0]
     lines.append(f"{'id':>6}  {'status':<13} {'chat':>15}  {'case':>6}  {'tries':>5}  "

@@ -55,7 +55,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.cases import notify
+from bot.cases import notify, reminders
 from bot.cases.outbox import enqueue, follow_migration
 from bot.cases.voice import from_media
 from bot.context import Ctx, NotConfigured, begin
@@ -106,8 +106,15 @@ ELSEWHERE = 1.0
 RECALL = timedelta(seconds=60)
 TAG = re.compile(r"<[^>]*>")
 TRANSIENT = (TelegramServerError, TelegramNetworkError, TimeoutError, OSError)
+# A reminder list none of whose cases is still in the state it spoke of when its turn came.
+DROPPED = "dropped"
 # A sent row keeps no file: the table is no store of charts and exports.
 _DROP_UPLOAD: dict[str, Any] = {"upload": None}
+
+
+# A chat's answers to what its person asked (queued by bot.telegram.session) go before its
+# background messages (reminders, digests, notices), each kind in the order written.
+ANSWERS_FIRST = sql_case((Outbox.kind == DIRECT_KIND, 0), else_=1)
 
 
 class Step(enum.Enum):
@@ -365,7 +372,8 @@ class Delivery:
                 break
             if not claim.valid:
                 break  # the claim went with its connection: another worker may have the chat
-            if not known:
+            if not known or self.pacer.take_answer_queued(chat_id):
+                # (An answer queued meanwhile goes before the row read ahead.)
                 ahead = await self._first_due(chat_id)
             if ahead is None:
                 self._drained.add(chat_id)
@@ -390,7 +398,7 @@ class Delivery:
             .outerjoin(Person, Person.id == Outbox.person_id)
             .where(Outbox.chat_id == chat_id, Outbox.status == "pending",
                    Outbox.not_before <= now)
-            .order_by(Outbox.id).limit(1))).first()
+            .order_by(ANSWERS_FIRST, Outbox.id).limit(1))).first()
         if found is None:
             return None
         row, person_id, dm_ok = found
@@ -411,6 +419,14 @@ class Delivery:
         False when it was not looked for).
         """
         row = due.row
+        if row.kind == reminders.LIST_KIND and row.parts_done == 0:
+            current = await self._freshen(row)
+            if current is None:
+                async with self.sessions() as db:
+                    ahead = await self._next_due(db, row.chat_id) if more else None
+                return Step.SETTLED, ahead, more
+            due = Due(current, due.person, due.dm_ok)
+            row = current
         if due.person and due.dm_ok is False:
             # Known not to have started the bot: no call, straight to the fallback.
             async with self.sessions() as db:
@@ -427,6 +443,13 @@ class Delivery:
         # No session is open while Telegram is called: no lock is held over the network.
         if not await self.pacer.acquire(row.chat_id, parts_of(row), max_pause):
             return Step.PAUSED, None, False
+        if row.kind != DIRECT_KIND and self.pacer.take_answer_queued(row.chat_id):
+            # While this row waited for its slot, a person's answer was queued: it takes the
+            # slot, and this row goes after it.
+            first = await self._first_due(row.chat_id)
+            if (first is not None and first.row.kind == DIRECT_KIND
+                    and not (first.person and first.dm_ok is False)):
+                due, row = first, first.row
         parts_done = row.parts_done
         outcome: int | Exception | None
         part: Part | None = None
@@ -448,6 +471,25 @@ class Delivery:
                     raise
                 await asyncio.sleep(self.outage.failed(exc))
         return await self._write(due, parts_done, outcome, part, more, sent_id)
+
+    async def _freshen(self, row: Outbox) -> Outbox | None:
+        """A reminder list whose turn has come, checked against its cases now: rewritten
+        without the cases that moved on since it was written, or dropped (None) with the
+        reason in its row when none is left (`gridbot outbox` lists it)."""
+        async with self.sessions() as db:
+            fresh = await db.get(Outbox, row.id, with_for_update=True)
+            if fresh is None or fresh.status != "pending":
+                return None
+            try:
+                reason = await reminders.freshen(await begin(db, self.ctx), fresh)
+            except NotConfigured:
+                return fresh
+            if reason is not None:
+                fresh.status = DROPPED
+                fresh.last_error = reason
+                log.info("outbox %s dropped: %s", fresh.id, reason)
+            await db.commit()
+        return None if reason is not None else fresh
 
     async def _write(self, due: Due, parts_done: int, outcome: int | Exception | None,
                      part: Part | None, more: bool, sent_id: int | None = None

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 # Two records of one send (this pacer's, and the sent time the database keeps for it) lie
 # closer together than this; two sends to one chat never do (one a second at most).
 SAME_SEND = 0.5
+# How long a background send steps back while an answer waits for the same chat.
+ANSWER_YIELD = 0.05
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class Pacer:
         # Workers sharing the bot (bot/ops/workers.py): each sends at its share of the overall
         # limit. The per-chat limits need no share: one worker serves a chat at a time.
         self.workers = 1
+        # Answers to a person's own tap or text waiting for a slot of their chat: the outbox
+        # sender leaves the chat's next slot to them (what a person asked for comes first).
+        self._answering: dict[int, int] = defaultdict(int)
+        # Chats an answer was queued to in the outbox while the sender may be mid-turn there:
+        # the sender reads the chat's next row again instead of the one it read ahead.
+        self.answers_queued: set[int] = set()
 
     def wait(self, chat_id: int, parts: int = 1) -> float:
         """Seconds until `parts` messages may go to `chat_id` (0: now)."""
@@ -73,20 +81,51 @@ class Pacer:
                 delays.append(sent[0] + 60 - now)
         return max(0.0, *delays)
 
-    async def acquire(self, chat_id: int, parts: int = 1, max_pause: float = math.inf) -> bool:
+    async def acquire(self, chat_id: int, parts: int = 1, max_pause: float = math.inf,
+                      *, answer: bool = False) -> bool:
         """Wait until `parts` messages may go to `chat_id`; False (at once) if that is further
         off than `max_pause`, or if waiting has taken longer than `max_pause` of real time.
+
+        An `answer` (to what the chat's person just did) goes before the other sends waiting
+        for the same chat: they wait while it does.
 
         Returning True is the slot: the caller must call `sent` before its next `await`, so
         that concurrent senders never both take the same slot.
         """
         started = time.monotonic()
-        while (pause := self.wait(chat_id, parts)) > 0:
-            # The second test matters when `clock` is not real time (tests move it by hand).
-            if pause > max_pause or time.monotonic() - started + pause > max_pause:
-                return False
-            await asyncio.sleep(pause)
-        return True
+        if answer:
+            self._answering[chat_id] += 1
+        try:
+            while (pause := self._pause(chat_id, parts, answer)) > 0:
+                # The second test matters when `clock` is not real time (tests move it by
+                # hand).
+                if pause > max_pause or time.monotonic() - started + pause > max_pause:
+                    return False
+                await asyncio.sleep(pause)
+            return True
+        finally:
+            if answer:
+                self._answering[chat_id] -= 1
+                if not self._answering[chat_id]:
+                    del self._answering[chat_id]
+
+    def _pause(self, chat_id: int, parts: int, answer: bool) -> float:
+        pause = self.wait(chat_id, parts)
+        if not answer and self._answering.get(chat_id):
+            # An answer waits for this chat: look again when it has had its slot.
+            return max(pause, ANSWER_YIELD)
+        return pause
+
+    def answer_queued(self, chat_id: int) -> None:
+        """An answer to `chat_id` went to the outbox: its sender should look again."""
+        self.answers_queued.add(chat_id)
+
+    def take_answer_queued(self, chat_id: int) -> bool:
+        """Whether an answer was queued to `chat_id` since the sender last asked."""
+        if chat_id in self.answers_queued:
+            self.answers_queued.discard(chat_id)
+            return True
+        return False
 
     def sent(self, chat_id: int) -> None:
         now = self.clock()

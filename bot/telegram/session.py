@@ -181,7 +181,7 @@ class PacedSends(BaseRequestMiddleware):
             finally:
                 self.pacer.finished(chat)
         if await self._queued_before(db, chat) or not await self.pacer.acquire(
-                chat, max_pause=DIRECT_PAUSE):
+                chat, max_pause=DIRECT_PAUSE, answer=True):
             return await self._queue(db, method, chat, None)
         self.pacer.sent(chat)
         try:
@@ -233,6 +233,10 @@ class PacedSends(BaseRequestMiddleware):
                      error: Exception | None) -> Response[TelegramType]:
         """Write the answer to the outbox in the update's transaction; return a stand-in."""
         row_id = await self._enqueue(db, method, chat)
+        if row_id is not None:
+            # It goes before the chat's background rows (delivery.ANSWERS_FIRST); a sender
+            # mid-turn in the chat reads its next row again.
+            self.pacer.answer_queued(chat)
         reason = describe(error) if error is not None else "no slot free now"
         if row_id is None:
             # Nothing the outbox can carry (a file upload, a location): the handler goes on.

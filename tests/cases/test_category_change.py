@@ -46,8 +46,8 @@ async def history(h: Harness, user: int, case_id: int) -> str:
 
 
 def count(h: Harness, chat: int, word: str) -> int:
-    """Messages to `chat` whose first line starts with `word` after its emoji."""
-    return sum(1 for t in h.texts(chat) if t[:12].find(word) >= 0)
+    """Reminder lists to `chat` with a line saying `word`."""
+    return h.reminded(chat, word)
 
 
 # --- defect 8 ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from storage.models import Case, CaseEvent, CaseTimerStep
+from storage.models import Case, CaseEvent, CaseTimerStep, Reminder
 from tests.harness import (
     BUILDING_CHAT,
     COMMUNITY_SUP,
@@ -225,19 +225,24 @@ async def test_due_soon_overdue_repeat_and_escalation(h: Harness) -> None:
     assert "临期提醒" in h.last(LEADER).text
     await h.advance(timedelta(hours=18))  # deadline, 11-26 10:00 local
     assert "超期" in h.last(LEADER).text
-    overdue = [t for t in h.texts(LEADER) if "超期" in t]
-    assert len(overdue) == 1
+    assert h.reminded(LEADER, "超期", case.id) == 1
+    # The repeat 4 h on is folded: the case was listed to the leader today (issue 21).
     await h.advance(timedelta(hours=4))
-    assert len([t for t in h.texts(LEADER) if "超期" in t]) == 2
-    assert "第 2 次" in h.last(LEADER).text
-    await h.advance(timedelta(hours=20))  # 24h overdue: community; 11-27 10:00 local
+    assert h.reminded(LEADER, "超期", case.id) == 1
+    # The next morning's first list carries it, with the count of alerts.
+    await h.advance(timedelta(hours=17, minutes=5))  # 07:05 local, after the quiet hours
+    assert h.reminded(LEADER, "超期", case.id) == 2
+    assert "次提醒" in h.reminder_lists(LEADER)[-1].text
+    await h.advance(timedelta(hours=2, minutes=55))  # 24h overdue: community; 11-27 10:00
     case = await h.case(case.id)
     assert case.level == "community"
-    assert "超期未办结，自动上报" in h.card(COMMUNITY_SUP, case.id).text
+    assert h.reminded(COMMUNITY_SUP, "超期未办结，自动上报", case.id) == 1
+    card = await h.open_case(COMMUNITY_SUP, case.id)
+    assert "办结" in card.labels
     await h.advance(timedelta(hours=24))
     case = await h.case(case.id)
     assert case.level == "street"
-    assert h.card(STREET_SUP, case.id)
+    assert h.reminded(STREET_SUP, "自动上报", case.id) == 1
     assert await _moves(h, case.id) == [("auto_escalate", "community"),
                                         ("auto_escalate", "street")]
 
@@ -284,13 +289,21 @@ async def test_restart_sends_no_reminder_twice_and_loses_none(h: Harness, tmp_pa
     await h2.app.sweep()
     await h2.app.sweep()
     await h2.deliver()
-    overdue = [t for t in h2.texts(LEADER) if "超期" in t]
-    assert len(overdue) == 2 and "第 2 次" in overdue[-1]
+    # The repeat is folded (listed today already): kept, waiting for the next list.
+    assert h2.reminded(LEADER, "超期") == 1
     assert await h2.outbox_count("pending") == 0
+    async with h2.app.sessions() as db:
+        kept = (await db.execute(select(Reminder.n, Reminder.status).where(
+            Reminder.case_id == case.id, Reminder.person_id == LEADER)
+            .order_by(Reminder.n))).all()
+    assert [tuple(r) for r in kept] == [(1, "listed"), (2, "waiting")]
     async with h2.app.sessions() as db:
         taken = (await db.scalars(select(CaseTimerStep.n).where(
             CaseTimerStep.case_id == case.id, CaseTimerStep.step == "overdue"))).all()
     assert sorted(taken) == [1, 2]
+    # The next morning's list (07:05, before the case goes up at 10:00) shows it.
+    await h2.advance(timedelta(hours=17, minutes=5))
+    assert h2.reminded(LEADER, "超期") == 2
     await h2.app.close()
 
 

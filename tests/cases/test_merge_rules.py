@@ -42,7 +42,9 @@ async def test_an_overdue_case_merged_into_a_fresh_one_keeps_it_late(h: Harness)
     # The sweep derives the deadline again: it stays where the merge held it.
     await h.advance(timedelta(minutes=30))
     assert (await h.case(fresh.id)).deadline_at == old.deadline_at
-    assert any(f"诉求 #{fresh.id}" in t and "超期" in t for t in h.texts(LEADER))
+    # Its red light comes on the leader's next list, an hour after the last (issue 21).
+    await h.advance(timedelta(minutes=30))
+    assert h.reminded(LEADER, "超期", fresh.id) == 1
 
     await h.press(LEADER, h.card(LEADER, fresh.id), "受理")
     await resolve(h, LEADER, fresh.id, "已更换路灯灯泡")
@@ -75,7 +77,7 @@ async def test_an_urgent_case_merged_into_a_routine_one_keeps_urgency_and_sla(
     # Four hours on, the main case is red and its handler is told so.
     await h.advance(timedelta(hours=4, minutes=5))
     assert (await h.case(routine.id)).deadline_at == urgent.deadline_at
-    assert any(t.startswith("🔴 超期") and f"诉求 #{routine.id}" in t for t in h.texts(LEADER))
+    assert h.reminded(LEADER, "超期", routine.id) == 1
 
 
 async def test_a_routine_case_merged_into_an_urgent_one_changes_nothing(h: Harness) -> None:

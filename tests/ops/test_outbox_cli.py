@@ -81,7 +81,8 @@ def test_lists_what_is_not_sent_with_counts_and_no_text(
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
     sent = len(by_status(found, "sent"))
-    assert lines[0] == (f"outbox: 2 pending, 1 held, 1 failed, 1 undeliverable ({sent} sent)")
+    assert lines[0] == (f"outbox: 2 pending, 1 held, 1 failed, 1 undeliverable ({sent} sent, "
+                        "0 dropped as stale)")
     assert lines[1].split()[:6] == ["id", "status", "chat", "case", "tries", "created"]
     assert lines[-1] == "times in Asia/Shanghai"
     listed = {int(line.split()[0]): line for line in lines[2:-1]}
@@ -162,6 +163,7 @@ async def test_an_empty_outbox(tmp_path: Path) -> None:
         async with h.app.sessions() as db:
             found = await outbox_admin.listing(db)
             text = outbox_admin.render(found, await local_zone(db))
-        assert text == "outbox: 0 pending, 0 held, 0 failed, 0 undeliverable (0 sent)"
+        assert text == ("outbox: 0 pending, 0 held, 0 failed, 0 undeliverable "
+                        "(0 sent, 0 dropped as stale)")
     finally:
         await h.app.close()

@@ -118,7 +118,10 @@ async def test_approved_extension_moves_the_deadline_and_the_reminders(h: Harnes
     # An escalation card made after the approval shows the extension too.
     await h.advance(timedelta(hours=24))
     assert (await h.case(case.id)).level == "community"
-    assert "已延期，原时限 11-26 10:00" in h.card(COMMUNITY_SUP, case.id).text
+    # It reaches the supervisor on their reminder list (issue 21); its number opens the card.
+    assert h.reminded(COMMUNITY_SUP, "自动上报", case.id) == 1
+    card = await h.open_case(COMMUNITY_SUP, case.id)
+    assert "已延期，原时限 11-26 10:00" in card.text
 
 
 async def test_typed_length_and_a_bad_one(h: Harness) -> None:
