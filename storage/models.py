@@ -177,6 +177,11 @@ class OrgSettings(Base):
     duplicate_window: Mapped[int | None] = mapped_column(Integer, default=259200,
                                                          server_default="259200")
     duplicate_radius: Mapped[float] = mapped_column(Float, default=50.0, server_default="50")
+    # 巡查: a patrol covers a building it came within this many metres of.
+    patrol_radius: Mapped[float] = mapped_column(Float, default=50.0, server_default="50")
+    # 走访: the district's own kinds of household beside the four standard ones
+    # ([{code, name: {zh_CN, en}, interval}]); None: the standard ones only.
+    care_kinds: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 def _clock_start_default(context: Any) -> Any:
@@ -275,6 +280,10 @@ class Case(Base):
     # was split from. Plain numbers, not foreign keys: SQLite adds and drops them in place,
     # and a case row is never deleted.
     merged_into_id: Mapped[int | None] = mapped_column(Integer)
+    # Found by staff unasked: '' a resident's (or a head's) report; 'patrol' 巡查 (`patrol_id`
+    # names the patrol); 'visit' a need found on a care visit (走访).
+    source: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    patrol_id: Mapped[int | None] = mapped_column(Integer)
     split_from_id: Mapped[int | None] = mapped_column(Integer)
 
 
@@ -689,7 +698,13 @@ class Reminder(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
     person_id: Mapped[int] = mapped_column(BigInteger)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    # What it is about: a case, or (issue 22) a household's visit due or a campaign's grid.
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"),
+                                                index=True)
+    household_id: Mapped[int | None] = mapped_column(
+        ForeignKey("care_households.id", ondelete="CASCADE"), index=True)
+    campaign_grid_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaign_grids.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(24))
     n: Mapped[int] = mapped_column(Integer, default=1)
     round: Mapped[int] = mapped_column(Integer)
@@ -715,3 +730,154 @@ class CommandMenu(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     menu: Mapped[str] = mapped_column(String(64))
     set_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Patrol(Base):
+    """A grid member's or leader's walk of their grid (巡查), from 开始巡查 to 结束巡查."""
+
+    __tablename__ = "patrols"
+    __table_args__ = (Index("ix_patrols_grid_started", "grid_id", "started_at"),
+                      Index("ix_patrols_person_started", "person_id", "started_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # None while under way.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A patrol nobody ended is ended by the sweep after a while, marked so.
+    ended_by_timeout: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class PatrolPoint(Base):
+    """Where a patrol was: a live location's updates, or a point shared on the way."""
+
+    __tablename__ = "patrol_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patrol_id: Mapped[int] = mapped_column(ForeignKey("patrols.id", ondelete="CASCADE"),
+                                           index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    live: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class PatrolItem(Base):
+    """A photo or a note sent during a patrol; `case_id` when 发现问题 filed a case of it."""
+
+    __tablename__ = "patrol_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patrol_id: Mapped[int] = mapped_column(ForeignKey("patrols.id", ondelete="CASCADE"),
+                                           index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    text: Mapped[str | None] = mapped_column(Text)
+    file_id: Mapped[str | None] = mapped_column(String(255))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    case_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class PatrolBuilding(Base):
+    """A building of the grid a patrol came within `patrol_radius` of, and when first."""
+
+    __tablename__ = "patrol_buildings"
+
+    patrol_id: Mapped[int] = mapped_column(ForeignKey("patrols.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    building_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CareHousehold(Base):
+    """A household of a building's care roster (走访): personal data of vulnerable people, seen
+    only by its grid's staff and their supervisors, never in a group."""
+
+    __tablename__ = "care_households"
+    __table_args__ = (UniqueConstraint("building_id", "unit", "door"),
+                      Index("ix_care_households_due", "active", "next_due_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    building_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    unit: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    door: Mapped[str] = mapped_column(String(32))
+    names: Mapped[str] = mapped_column(String(200))
+    # 独居老人 elderly_alone, 残疾人 disabled, 困难家庭 hardship, 留守儿童 left_behind, or a
+    # district's own code (org_settings.care_kinds).
+    kind: Mapped[str] = mapped_column(String(32))
+    # As written: 7d, 2w, 1m, 3m.
+    interval: Mapped[str] = mapped_column(String(8))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    notes: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_visit_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # One interval after the last visit (after the roster load for a household never visited).
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CareVisit(Base):
+    """One visit to a household: who, when, a note, photos, a place, and a need found."""
+
+    __tablename__ = "care_visits"
+    __table_args__ = (Index("ix_care_visits_household_at", "household_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(
+        ForeignKey("care_households.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When it was due (the household's next_due_at before it): visited on time or not.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(Text)
+    photos: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    need_found: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    case_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Campaign(Base):
+    """A task a community or street supervisor sends to grids (专项任务: 防汛巡查, 消防检查)."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    photos: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    sender_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    # The node the sender chose (a community, the street) or the sender's own for chosen grids.
+    scope_node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    needs_location: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The sender's summary message, refreshed in place.
+    summary_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    summary_message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CampaignGrid(Base):
+    """One grid's part of a campaign: pending, done (with photos), or cannot (with a reason)."""
+
+    __tablename__ = "campaign_grids"
+    __table_args__ = (UniqueConstraint("campaign_id", "grid_id"),
+                      Index("ix_campaign_grids_status", "status", "campaign_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    grid_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_by_id: Mapped[int | None] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    photos: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    # Overdue alerts made: to the grid's leader, then to the sender.
+    leader_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sender_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -104,6 +104,9 @@ ADDED_COLUMNS = {
     ("cases", "whistle_acked_at"),
     # 0010: a community's hotline and a building's poster key.
     ("nodes", "hotline"), ("nodes", "door_key"),
+    # 0011: the grid's own rounds.
+    ("org_settings", "patrol_radius"), ("org_settings", "care_kinds"),
+    ("cases", "source"), ("cases", "patrol_id"),
 }
 
 
