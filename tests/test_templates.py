@@ -175,14 +175,14 @@ def _context(texts: Texts) -> dict[str, Any]:
                 "deadline_at": NOW - timedelta(hours=1), "urgent": True,
                 "summary": f"Light broken {EVIL}",
                 # A reminder list's line (reminders.j2): which reminder, and its count.
-                "kind": "overdue", "n": 2, "level": t("level_grid"),
+                "kind": "overdue", "n": 2, "level": t("level_grid"), "text": None,
             },
             {
                 "id": ITEM_IDS[1], "light": "", "status": t("status_resolved"),
                 "category": "Sanitation", "place": "Xingfuli 5",
                 "deadline_at": NOW + timedelta(days=2), "urgent": False,
                 "summary": "Rubbish not collected",
-                "kind": "escalated", "n": 1, "level": t("level_community"),
+                "kind": "escalated", "n": 1, "level": t("level_community"), "text": None,
             },
         ],
         "events": [

@@ -15,11 +15,14 @@ each with its light, its deadline and a button opening its card.
 - A person gets a list at most every `GAP`, and at most `PER_DAY` lists a day (the district's
   day); an urgent case or an escalation does not wait for the gap. What waits is never lost:
   it stays until a list shows it or its case moves on.
+
+Rooms above may remind of other things on the same lists (a household's visit due, a
+campaign's grid not done): they `register` a `Subject` for their kind and `owe_about` it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -62,9 +65,32 @@ class ReminderStatus(StrEnum):
     DROPPED = "dropped"
 
 
-# Which reminder of a case a list shows when it has several: the most pressing.
+# Which reminder of a case a list shows when it has several: the most pressing; a list shows
+# its cases in this order, and the other subjects' lines after them.
 _WEIGHT = {ReminderKind.ESCALATED: 0, ReminderKind.OVERDUE: 1, ReminderKind.DUE_SOON: 2,
            ReminderKind.VERIFY: 3}
+OTHER_WEIGHT = 4
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A reminder about something else than a case (a household's visit due, a campaign's
+    grid not done), registered by the room that owns it (bot.rounds): whether the reminder
+    still holds, and its line on a list: `{"text": <one line, HTML>, "button": <a button
+    dict> | None, "pressing": bool}`. Such a reminder never goes to a group."""
+
+    stale: Callable[[Tx, Reminder], Awaitable[str | None]]
+    line: Callable[[Tx, Reminder], Awaitable[dict[str, Any]]]
+
+
+SUBJECTS: dict[str, Subject] = {}
+
+
+def register(kind: str, subject: Subject) -> None:
+    """`kind`: the reminders' kind (e.g. "visit_due"); not one of the cases' kinds."""
+    if kind in {k.value for k in ReminderKind}:
+        raise ValueError(f"{kind!r} is a case reminder's kind")
+    SUBJECTS[kind] = subject
 
 
 async def owe(tx: Tx, key: str, people: Sequence[Person], case: Case, lin: Lineage,
@@ -83,6 +109,32 @@ async def owe(tx: Tx, key: str, people: Sequence[Person], case: Case, lin: Linea
             level=case.level, fallback_chat_id=fallback, due_at=due_at, created_at=tx.now,
             status=ReminderStatus.WAITING.value,
         ).on_conflict_do_nothing(index_elements=[Reminder.dedupe_key]))
+
+
+async def owe_about(tx: Tx, key: str, people: Sequence[Person], kind: str, *,
+                    household_id: int | None = None, campaign_grid_id: int | None = None,
+                    due_at: datetime | None = None) -> None:
+    """A reminder about a registered subject (`register`) to each of `people`, due at
+    `due_at` (now by default; the caller waits out the quiet hours if it should)."""
+    if kind not in SUBJECTS:
+        raise ValueError(f"no subject registered for reminders of kind {kind!r}")
+    insert = insert_of(tx.db)
+    for person in people:
+        await tx.db.execute(insert(Reminder).values(
+            dedupe_key=f"{key}:{person.id}", person_id=person.id, case_id=None,
+            household_id=household_id, campaign_grid_id=campaign_grid_id, kind=kind, n=1,
+            round=0, deadline_at=None, level=None, fallback_chat_id=None,
+            due_at=due_at or tx.now, created_at=tx.now, status=ReminderStatus.WAITING.value,
+        ).on_conflict_do_nothing(index_elements=[Reminder.dedupe_key]))
+
+
+async def _stale(tx: Tx, reminder: Reminder, cases: dict[int, Case]) -> str | None:
+    if reminder.case_id is None:
+        subject = SUBJECTS.get(reminder.kind)
+        if subject is None:
+            return f"nobody reads reminders of kind {reminder.kind}"
+        return await subject.stale(tx, reminder)
+    return stale_reason(reminder, cases.get(reminder.case_id), tx.now)
 
 
 def stale_reason(reminder: Reminder, case: Case | None, now: datetime) -> str | None:
@@ -122,18 +174,26 @@ class Line:
     others: tuple[Reminder, ...]
 
 
+def _weight(r: Reminder) -> int:
+    return _WEIGHT[ReminderKind(r.kind)] if r.case_id is not None else OTHER_WEIGHT
+
+
 def _lines(reminders: Sequence[Reminder]) -> list[Line]:
+    """A line per case (its most pressing reminder), and one per other reminder."""
     by_case: dict[int, list[Reminder]] = {}
-    for r in reminders:
-        by_case.setdefault(r.case_id, []).append(r)
     lines = []
+    for r in reminders:
+        if r.case_id is None:
+            lines.append(Line(r, ()))
+        else:
+            by_case.setdefault(r.case_id, []).append(r)
     for items in by_case.values():
-        items.sort(key=lambda r: (_WEIGHT[ReminderKind(r.kind)], -r.n, -r.id))
+        items.sort(key=lambda r: (_weight(r), -r.n, -r.id))
         lines.append(Line(items[0], tuple(items[1:])))
     # Red and escalated first, then by deadline.
-    return sorted(lines, key=lambda ln: (_WEIGHT[ReminderKind(ln.reminder.kind)],
+    return sorted(lines, key=lambda ln: (_weight(ln.reminder),
                                          ln.reminder.deadline_at or ln.reminder.due_at,
-                                         ln.reminder.case_id))
+                                         ln.reminder.case_id or 0, ln.reminder.id))
 
 
 def day_start(tx: Tx) -> datetime:
@@ -142,7 +202,8 @@ def day_start(tx: Tx) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(tx.now.tzinfo)
 
 
-async def _cases(db: AsyncSession, ids: set[int]) -> dict[int, Case]:
+async def _cases(db: AsyncSession, reminders: Sequence[Reminder]) -> dict[int, Case]:
+    ids = {r.case_id for r in reminders if r.case_id is not None}
     if not ids:
         return {}
     rows = await db.scalars(select(Case).where(Case.id.in_(ids)))
@@ -182,10 +243,10 @@ async def gather_for(tx: Tx, person_id: int) -> bool:
         .order_by(Reminder.id).with_for_update(skip_locked=True))).all())
     if not waiting:
         return False
-    cases = await _cases(db, {r.case_id for r in waiting})
+    cases = await _cases(db, waiting)
     fresh = []
     for r in waiting:
-        reason = stale_reason(r, cases.get(r.case_id), tx.now)
+        reason = await _stale(tx, r, cases)
         if reason is None:
             fresh.append(r)
         else:
@@ -208,11 +269,11 @@ async def gather_for(tx: Tx, person_id: int) -> bool:
     count, last = int(lists[0] or 0), lists[1]
     if count >= PER_DAY:
         return False
-    pressing = any(r.kind == ReminderKind.ESCALATED or cases[r.case_id].urgent for r in news)
+    lines = _lines(fresh)[:LIST_MAX]
+    text, buttons, pressing = await render(tx, lines, cases)
+    pressing = pressing or any(r.kind == ReminderKind.ESCALATED for r in news)
     if last is not None and tx.now - last < GAP and not pressing:
         return False
-    lines = _lines(fresh)[:LIST_MAX]
-    text, buttons = await render(tx, lines, cases)
     fallbacks = {r.fallback_chat_id for ln in lines for r in (ln.reminder, *ln.others)}
     row_id = await enqueue(
         db, f"{LIST_KIND}:{person_id}:{lines[0].reminder.id}:{int(tx.now.timestamp())}",
@@ -237,19 +298,30 @@ def _settle(r: Reminder, status: ReminderStatus, now: datetime, *,
 
 
 async def render(tx: Tx, lines: Sequence[Line],
-                 cases: dict[int, Case]) -> tuple[str, notify.Buttons]:
-    """The list's text and its buttons (one per case, opening its card)."""
+                 cases: dict[int, Case]) -> tuple[str, notify.Buttons, bool]:
+    """The list's text, its buttons (one per case, opening its card, and those of the
+    other subjects' lines), and whether a line is pressing (an urgent case, or as the
+    subject says)."""
     d = await directory(tx.db)
     items: list[dict[str, Any]] = []
     buttons: list[dict[str, Any]] = []
+    pressing = False
     for ln in lines:
         r = ln.reminder
+        if r.case_id is None:
+            line = await SUBJECTS[r.kind].line(tx, r)
+            items.append({"kind": r.kind, "text": line["text"]})
+            if line.get("button"):
+                buttons.append(line["button"])
+            pressing = pressing or bool(line.get("pressing"))
+            continue
         case = cases[r.case_id]
+        pressing = pressing or case.urgent
         lin = await lineage_of(tx.db, case.building_id, case.unit_id)
         cat = d.categories.get(case.category)
         case_light = light(case, tx.policy, tx.now).value
         items.append({
-            "id": case.id, "kind": r.kind, "n": r.n, "light": case_light,
+            "id": case.id, "kind": r.kind, "n": r.n, "light": case_light, "text": None,
             "category": cat.name(tx.texts.locale) if cat else case.category,
             "place": lin.place, "deadline_at": case.deadline_at, "urgent": case.urgent,
             "level": tx.texts.label(f"level_{case.level}"),
@@ -258,7 +330,7 @@ async def render(tx: Tx, lines: Sequence[Line],
                               Action.OPEN, case.id, case.rev))
     text = tx.texts.render("reminders", items=items)
     rows = [buttons[i:i + BUTTONS_PER_ROW] for i in range(0, len(buttons), BUTTONS_PER_ROW)]
-    return text, rows
+    return text, rows, pressing
 
 
 async def freshen(tx: Tx, row: Outbox) -> str | None:
@@ -269,12 +341,12 @@ async def freshen(tx: Tx, row: Outbox) -> str | None:
         select(Reminder).where(Reminder.outbox_id == row.id).order_by(Reminder.id))).all())
     if not listed:
         return None  # written before reminders were kept (or erased): goes as it is
-    cases = await _cases(tx.db, {r.case_id for r in listed})
+    cases = await _cases(tx.db, listed)
     reasons = []
     for r in listed:
         if r.status == ReminderStatus.DROPPED:
             continue
-        reason = stale_reason(r, cases.get(r.case_id), tx.now)
+        reason = await _stale(tx, r, cases)
         if reason is not None:
             _settle(r, ReminderStatus.DROPPED, tx.now, reason=reason)
             reasons.append(reason)
@@ -286,6 +358,6 @@ async def freshen(tx: Tx, row: Outbox) -> str | None:
     shown = [Line(r, ()) for r in kept if r.status == ReminderStatus.LISTED]
     if not shown:
         return "stale: " + "; ".join(reasons)
-    row.text, row.buttons = await render(tx, _lines([ln.reminder for ln in shown]), cases)
+    row.text, row.buttons, _ = await render(tx, _lines([ln.reminder for ln in shown]), cases)
     return None
 
