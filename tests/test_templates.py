@@ -34,7 +34,7 @@ NOW = datetime(2025, 3, 14, 2, 30, tzinfo=UTC)
 CARD_KINDS = (
     "verify", "urgent", "unverified", "new", "escalated", "returned", "task_done", "reopened",
     "task", "check", "check_failed", "resumed", "split", "extended",
-    "category",
+    "category", "found_patrol", "found_visit",
 )
 # Tags Telegram's HTML parse mode understands.
 TELEGRAM_TAGS = {

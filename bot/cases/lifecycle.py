@@ -162,6 +162,11 @@ class ReportInput:
     source_message_id: int | None = None
     # A voice or video note that stands for the description (or goes with it).
     voice: Voice | None = None
+    # Found by staff unasked (issue 22): 'patrol' (巡查, with its `patrol_id`) or 'visit' (a
+    # need found on a care visit). The staff member is the reporter; no building head
+    # verifies it, and its card says where it came from.
+    source: str = ""
+    patrol_id: int | None = None
 
 
 def record(tx: Tx, case: Case, action: EventKind, actor_id: int | None,
@@ -424,13 +429,20 @@ async def report(tx: Tx, inp: ReportInput, checked: Checked | None = None) -> Ca
     description, cat = checked.description, checked.category
     lin = await lineage_of(tx.db, inp.building_id, inp.unit_id)
     heads = await holders(tx.db, RoleName.BUILDING_HEAD, lin.building.id)
+    found = bool(inp.source)
+    if found:
+        verified = "staff"
+    else:
+        verified = "skipped" if cat.urgent else ("pending" if heads else "unverified")
     case = Case(
-        status=S.OPEN if cat.urgent or not heads else S.VERIFYING,
+        status=S.OPEN if cat.urgent or not heads or found else S.VERIFYING,
         rev=1,
         level=Level.GRID,
         category=cat.code,
         urgent=cat.urgent,
-        verified="skipped" if cat.urgent else ("pending" if heads else "unverified"),
+        verified=verified,
+        source=inp.source,
+        patrol_id=inp.patrol_id,
         building_id=lin.building.id,
         unit_id=inp.unit_id,
         reporter_id=inp.reporter_id,
@@ -466,7 +478,7 @@ async def report(tx: Tx, inp: ReportInput, checked: Checked | None = None) -> Ca
         for head in heads:
             await notify.verify_card(tx, case, lin, head)
     else:
-        kind = "urgent" if case.urgent else "unverified"
+        kind = "urgent" if case.urgent else (f"found_{inp.source}" if found else "unverified")
         await notify.handler_card(tx, case, lin, kind)
     await save(tx, case)
     return case
