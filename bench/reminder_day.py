@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bench.common import base_parser, machine, markdown_table, report, write_json
 from bot.cases.deadlines import due_soon_at
@@ -36,7 +36,7 @@ from bot.cases.registry_edit import apply_registry
 from bot.cases.reminders import PER_DAY
 from bot.context import begin
 from bot.org.registry import parse_registry
-from storage.models import Case
+from storage.models import Case, Reminder
 from tests.harness import (
     BUILDING5_CHAT,
     BUILDING_CHAT,
@@ -74,6 +74,8 @@ class DayResult:
     due_in_day: int = 0
     listed_in_day: int = 0
     missing: list[int] = field(default_factory=list)
+    # The leader's reminders owed in the day: before issue 21, each was a message of its own.
+    reminders_owed: int = 0
     list_times: list[str] = field(default_factory=list)
 
     @property
@@ -153,6 +155,11 @@ async def play_day(folder: Path, step_minutes: int = 5) -> DayResult:
         result.due_in_day = len(due)
         result.listed_in_day = len(due & named)
         result.missing = sorted(due - named)
+        async with h.app.sessions() as db:
+            result.reminders_owed = int(await db.scalar(
+                select(func.count()).select_from(Reminder).where(
+                    Reminder.person_id == LEADER, Reminder.created_at >= DAY,
+                    Reminder.created_at < end)) or 0)
         return result
     finally:
         await h.app.close()
@@ -178,15 +185,16 @@ def main() -> None:
         "most lists in one sweep": r.most_in_one_sweep,
         "cases due or overdue in the day": r.due_in_day,
         "of them on a list": r.listed_in_day,
+        "reminders owed (one message each before)": r.reminders_owed,
     }], ["open cases", "overdue at 00:00", "sweeps", "lists in the day",
-         "most lists in one sweep", "cases due or overdue in the day", "of them on a list"])
+         "most lists in one sweep", "cases due or overdue in the day", "of them on a list",
+         "reminders owed (one message each before)"])
     report("A grid leader's day of reminders (harness clock)", table, [
         f"Lists went out at (local time): {', '.join(r.list_times) or 'none'}.",
         f"Goal: at most one list per sweep, at most {PER_DAY} in the day, every case due or "
         f"overdue on one: {'met' if r.met else 'NOT met'}"
         + (f" (missing: {r.missing})" if r.missing else "") + ".",
-        "Before issue 21 each case's reminder was its own message, and each red light's "
-        "repeat another.",
+        "Before issue 21 each reminder owed was a message of its own.",
     ], machine())
     write_json(args.json_path, asdict(r))
 
