@@ -22,7 +22,6 @@ from bot.cases.outbox import follow_migration
 from bot.context import Ctx
 from bot.errors import DomainError
 from bot.org import binding
-from bot.org.directory import directory
 from bot.org.roles import Actor
 from bot.telegram.delivery import keyboard
 from handlers import menus
@@ -152,9 +151,7 @@ async def bind_answer(query: CallbackQuery, db: AsyncSession, ctx: Ctx, actor: A
 async def help_command(message: Message, db: AsyncSession, ctx: Ctx, actor: Actor) -> None:
     if message.chat.type == "private":
         # What this person may do, by role (handlers/menus.py, like their command menu).
-        department = bool((await directory(db)).departments_of(actor.id))
-        await message.answer(menus.help_text(ctx.texts, user_text.clean_name(actor.name),
-                                             (role for role, _ in actor.roles), department))
+        await message.answer(await menus.help_for(db, ctx.texts, actor))
         return
     await _group_help(message.chat.id, db, ctx, message.bot)
 

@@ -35,11 +35,12 @@ from markupsafe import Markup
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import user_text
 from bot.clock import Clock
 from bot.config import LOCALES
 from bot.notices.service import SENDER_ROLES
 from bot.org.directory import directory
-from bot.org.roles import BINDING_ROLES, RoleName
+from bot.org.roles import BINDING_ROLES, Actor, RoleName
 from bot.texts import Texts
 from handlers.stats import EXPORT_ROLES, STATS_ROLES
 from storage.models import CommandMenu, Person
@@ -116,6 +117,13 @@ def help_lines(texts: Texts, name: str, roles: Iterable[RoleName], department: b
 
 def help_text(texts: Texts, name: str, roles: Iterable[RoleName], department: bool) -> str:
     return str(Markup("\n").join(help_lines(texts, name, roles, department)))
+
+
+async def help_for(db: AsyncSession, texts: Texts, actor: Actor) -> str:
+    """What `actor` may do, by role: /help, /start and anything unknown said privately."""
+    department = bool((await directory(db)).departments_of(actor.id))
+    return help_text(texts, user_text.clean_name(actor.name),
+                     (role for role, _ in actor.roles), department)
 
 
 # --- the menus --------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from bot.org import door_links, geo, hints
 from bot.org.directory import directory
 from bot.org.roles import Actor, place_by_id
 from bot.texts import Texts
+from handlers import menus
 from handlers.common import (
     RouterSpec,
     hold_draft_photo,
@@ -116,7 +117,7 @@ async def start(message: Message, command: CommandObject, state: FSMContext,
         await db.commit()
     if actor.is_staff and linked is None:
         await state.clear()
-        await message.answer(stale + tx.texts.render("welcome_staff", name=actor.name))
+        await message.answer(stale + await menus.help_for(db, tx.texts, actor))
         return
     if not await _may_report(message, state, tx, person):
         return

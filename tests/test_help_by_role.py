@@ -233,3 +233,15 @@ async def test_a_telegram_error_leaves_the_menu_for_the_next_run(h: Harness) -> 
     await h.app.sync_menus()
     assert LEADER in await recorded(h)
     assert "stats" in h.api.menu_of(LEADER, "zh")
+
+
+async def test_start_and_anything_unknown_answer_staff_by_role(h: Harness) -> None:
+    """/start and a stray private message give staff their own help too, not one text for
+    all staff (which showed /stats and /export to a building head)."""
+    await h.private(HEAD, "/start")
+    start = h.last(HEAD).text
+    assert start == await help_of(h, HEAD)
+    assert "stats" not in commands_in(start) and "export" not in commands_in(start)
+    await h.private(LEADER, "你好")
+    assert h.last(LEADER).text == await help_of(h, LEADER)
+    assert "stats" in commands_in(h.last(LEADER).text)
