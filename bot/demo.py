@@ -19,6 +19,7 @@ from bot.app import App, build_app
 from bot.cases.registry_edit import apply_registry
 from bot.clock import ManualClock
 from bot.config import Settings
+from bot.ledger import digest
 from bot.org.registry import parse_registry
 from bot.telegram.fake import FakeTelegram, Sent, Updates
 from bot.telegram.ratelimit import Limits
@@ -34,6 +35,9 @@ BUILDING_CHAT = -1009200000103
 def plain(text: str) -> str:
     """Telegram HTML as a terminal shows it."""
     return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+SWEEP_EVERY = timedelta(minutes=30)
 
 
 class Demo:
@@ -104,11 +108,19 @@ class Demo:
         await self.step(who, chat, shown, update)
 
     async def wait(self, delta: timedelta, why: str) -> None:
-        self.clock.advance(delta)
+        """Time passes with the bot running: the sweep every `SWEEP_EVERY`, and what it sends
+        shown at the moment it went (the daily digest at 08:30, reminders when due)."""
         hours = int(delta.total_seconds() // 3600)
-        self.say(f"\n… {hours} 小时后（{why}），现在是 {self.stamp()}，定时巡检运行")
-        await self.app.sweep()
-        await self.flush()
+        self.say(f"\n… {hours} 小时过去（{why}），定时巡检每 30 分钟运行一次")
+        end = self.clock.now() + delta
+        while self.clock.now() < end:
+            self.clock.advance(min(SWEEP_EVERY, end - self.clock.now()))
+            await self.app.sweep()
+            while await self.app.delivery.flush():
+                pass
+            if len(self.api.sent) > self.seen:
+                self.say(f"\n[{self.stamp()}] 定时巡检：")
+                await self.flush()
 
 
 async def run_demo(out: TextIO) -> None:
@@ -121,6 +133,8 @@ async def run_demo(out: TextIO) -> None:
             await app.identify()
             async with app.sessions() as db:
                 await apply_registry(db, parse_registry(SAMPLE.read_text("utf-8")), clock)
+            # The story of one case: the daily digests of those days would fill the screen.
+            app.ctx.extra[digest.OFF] = True
             demo = Demo(app, api, clock, out)
             await demo.load_names()
             await play(demo)
