@@ -19,6 +19,7 @@ import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, meta, nodes
 
 from bot.texts import TEXT_LIMIT, Texts
+from tests.template_context_campaigns import campaigns_context
 from tests.template_context_digest import digest_context
 from tests.template_context_stats import stats_context
 
@@ -230,6 +231,7 @@ def _context(texts: Texts) -> dict[str, Any]:
         # The variables of the figures' and the digest's templates, kept with those parts.
         **stats_context(texts, now=NOW, evil=EVIL),
         **digest_context(texts, now=NOW, evil=EVIL),
+        **campaigns_context(now=NOW, evil=EVIL),
     }
 
 
