@@ -7,10 +7,12 @@ leader and a day later to the sender, /tasks by role, refusals."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from aiogram.methods import EditMessageText
 from sqlalchemy import select
 
+from bot.org.roles import node_by_code
 from bot.rounds import campaigns
 from bot.telegram.fake import Sent
 from storage.models import Campaign, CampaignGrid, Reminder
@@ -24,6 +26,7 @@ from tests.harness import (
     RESIDENT,
     STREET_SUP,
     Harness,
+    make_harness,
 )
 
 TITLE = "防汛巡查"
@@ -32,7 +35,8 @@ GRID1, GRID2 = "柏树郢第一网格", "柏树郢第二网格"
 
 
 async def send_task(h: Harness, sender: int = COMMUNITY_SUP, *, grids: tuple[str, ...] = (),
-                    community: bool = False, deadline: str = "明天 18:00",
+                    community: bool = False, street: bool = False,
+                    deadline: str = "明天 18:00",
                     typed: str | None = None, location: bool = False,
                     photo: str | None = "t-1") -> Sent:
     """The whole /task flow; returns the sender's summary."""
@@ -48,6 +52,9 @@ async def send_task(h: Harness, sender: int = COMMUNITY_SUP, *, grids: tuple[str
     assert GRID1 in picker.labels and GRID2 in picker.labels
     if community:
         await h.press(sender, picker, "柏树郢社区（全部网格）")
+    if street:
+        await h.press(sender, picker, "全街道")
+        assert "✅ 全街道" in picker.labels and f"✅ {GRID2}" in picker.labels
     for grid in grids:
         await h.press(sender, picker, grid)
     chosen = len(grids) or 2
@@ -70,7 +77,7 @@ async def send_task(h: Harness, sender: int = COMMUNITY_SUP, *, grids: tuple[str
 
 
 def card_of(h: Harness, chat: int, title: str = TITLE) -> Sent:
-    cards = [s for s in h.api.to(chat) if title in s.text and "完成" in s.labels]
+    cards = [s for s in h.api.to(chat) if title in s.text and len(s.labels) == 2]
     assert cards, h.texts(chat)
     return cards[-1]
 
@@ -108,6 +115,9 @@ async def test_a_community_task_to_both_grids(h: Harness) -> None:
     assert (campaign.title, campaign.body, campaign.photos, campaign.needs_location) == (
         TITLE, BODY, ["t-1"], True)
     assert campaign.summary_message_id == summary.message_id
+    async with h.app.sessions() as db:
+        community = await node_by_code(db, "BSY")
+    assert community is not None and campaign.scope_node_id == community.id
     # 明天 18:00 in Shanghai: 2026-11-24 10:00 UTC.
     assert campaign.deadline_at.isoformat() == "2026-11-24T10:00:00+00:00"
     got = await parts(h)
@@ -198,7 +208,7 @@ async def test_remind_the_grids_not_done_at_most_every_half_hour(h: Harness) -> 
 
 
 async def test_overdue_alerts_the_leader_then_the_sender_once(h: Harness) -> None:
-    summary = await send_task(h, community=True, deadline="今天 18:00")
+    summary = await send_task(h, STREET_SUP, street=True, deadline="今天 18:00")
     await complete(h, LEADER, card_of(h, LEADER))
     await h.advance(timedelta(hours=7, minutes=50))  # 17:50: not yet
     assert not [t for t in h.texts(LEADER2) if "已逾期" in t]
@@ -209,16 +219,16 @@ async def test_overdue_alerts_the_leader_then_the_sender_once(h: Harness) -> Non
     async with h.app.sessions() as db:
         [reminder] = (await db.scalars(select(Reminder))).all()
     assert (reminder.kind, reminder.person_id) == (campaigns.OVERDUE_KIND, LEADER2)
-    await h.press(COMMUNITY_SUP, summary, "刷新")
+    await h.press(STREET_SUP, summary, "刷新")
     assert "🔴 柏树郢第二网格 已逾期" in summary.text
     await h.advance(timedelta(hours=12))
     assert len([t for t in h.texts(LEADER2) if "已逾期" in t]) == 1  # once
-    assert not [t for t in h.texts(COMMUNITY_SUP) if "已逾期一天" in t]
+    assert not [t for t in h.texts(STREET_SUP) if "已逾期一天" in t]
     await h.advance(timedelta(hours=12))  # a day past the deadline: the sender
-    told = [t for t in h.texts(COMMUNITY_SUP) if "已逾期一天" in t]
+    told = [t for t in h.texts(STREET_SUP) if "已逾期一天" in t]
     assert len(told) == 1 and f"仍有 1 个网格未完成：{GRID2}" in told[0]
     await h.advance(timedelta(days=1))
-    assert len([t for t in h.texts(COMMUNITY_SUP) if "已逾期一天" in t]) == 1
+    assert len([t for t in h.texts(STREET_SUP) if "已逾期一天" in t]) == 1
     [_done, late] = await parts(h)
     assert late.leader_alerted_at is not None and late.sender_alerted_at is not None
 
@@ -259,7 +269,7 @@ async def test_a_typed_deadline_and_a_wrong_one(h: Harness) -> None:
 
 
 async def test_tasks_by_role(h: Harness) -> None:
-    await send_task(h, community=True)
+    await send_task(h, grids=(GRID1, GRID2))
     await complete(h, LEADER, card_of(h, LEADER))
     await h.private(COMMUNITY_SUP, "/tasks")
     mine = h.last(COMMUNITY_SUP).text
@@ -298,3 +308,27 @@ async def test_refusals(h: Harness) -> None:
     assert edited(h, summary) == 0
     # Nothing of the task in any group.
     assert not [s for s in h.api.to(BUILDING_CHAT) if TITLE in s.text]
+
+
+async def test_in_english(tmp_path: Path) -> None:
+    h = await make_harness(tmp_path, locale="en")
+    try:
+        await h.private(COMMUNITY_SUP, "/task")
+        assert "New task" in h.last(COMMUNITY_SUP).text
+        await h.private(COMMUNITY_SUP, "Flood patrol")
+        await h.private(COMMUNITY_SUP, "Check the drains.")
+        await h.press(COMMUNITY_SUP, h.last(COMMUNITY_SUP), GRID1)
+        await h.press(COMMUNITY_SUP, h.last(COMMUNITY_SUP), "Done (1)")
+        await h.press(COMMUNITY_SUP, h.last(COMMUNITY_SUP), "Tomorrow 18:00")
+        await h.press(COMMUNITY_SUP, h.last(COMMUNITY_SUP), "Not required")
+        await h.press(COMMUNITY_SUP, h.last(COMMUNITY_SUP), "Publish")
+        summary = h.last(COMMUNITY_SUP)
+        assert "Done in 0/1 grids" in summary.text and summary.labels == [
+            "Refresh", "Remind the rest"]
+        card = card_of(h, LEADER, "Flood patrol")
+        assert card.labels == ["Done", "Cannot do"] and "Deadline: 11-24 18:00" in card.text
+        await h.press(LEADER, card, "Cannot do")
+        await h.private(LEADER, "The road is flooded.")
+        assert "⚠️ 柏树郢第一网格 cannot do it: The road is flooded." in summary.text
+    finally:
+        await h.app.close()
