@@ -255,11 +255,12 @@ async def until(h: Harness, moment: datetime) -> None:
     await h.advance(moment - h.clock.now())
 
 
-def alerts(h: Harness, head: str) -> int:
-    return sum(1 for t in h.texts(LEADER) if t.startswith(head))
+def alerts(h: Harness, word: str) -> int:
+    """The leader's reminder lists with a line saying `word` (issue 21: one list a sweep)."""
+    return h.reminded(LEADER, word)
 
 
-DUE_SOON, OVERDUE = "🟡 临期提醒", "🔴 超期"
+DUE_SOON, OVERDUE = "临期提醒", "超期"
 
 
 @pytest.fixture
