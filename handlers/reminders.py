@@ -13,6 +13,7 @@ from bot.errors import DomainError
 from bot.org.roles import Actor
 from bot.telegram.delivery import keyboard
 from handlers.common import RouterSpec, button_tx, refuse
+from storage.models import Person
 
 router = RouterSpec("reminders")
 
@@ -31,6 +32,13 @@ async def open_case(query: CallbackQuery, db: AsyncSession, ctx: Ctx, actor: Act
         return
     assert query.bot is not None
     private = query.message is not None and query.message.chat.id == query.from_user.id
+    person = await db.get(Person, query.from_user.id)
+    if not private and (person is None or person.dm_ok is False):
+        # Pressed on a list in a group by someone the bot cannot write to privately: the
+        # card is never posted to the group.
+        await query.answer(tx.texts.plain("remind_open_start", case_id=btn.case_id),
+                           show_alert=True)
+        return
     await query.bot.send_message(query.from_user.id, text, reply_markup=keyboard(buttons))
     await query.answer(None if private else tx.texts.plain("remind_open_sent",
                                                            case_id=btn.case_id))

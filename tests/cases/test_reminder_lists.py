@@ -23,8 +23,10 @@ from tests.harness import (
     HEAD,
     HEAD5,
     LEADER,
+    MEMBER,
     RESIDENT,
     SAMPLE,
+    WORK_CHAT,
     Harness,
 )
 from tests.workflow.test_suspension import ask_suspend
@@ -184,3 +186,23 @@ async def test_a_leaders_day_with_30_open_cases_keeps_the_goal(tmp_path) -> None
     assert (r.open_cases, r.overdue_at_start) == (30, 10)
     assert r.most_in_one_sweep == 1 and 1 <= r.lists <= 12
     assert r.due_in_day >= 20 and r.missing == []
+
+
+async def test_a_list_in_the_work_chat_opens_cards_privately_never_in_the_group(
+        h: Harness) -> None:
+    """The leader never started the bot: their list goes to the grid's work chat, as cards
+    do. Its numbers send the card privately to whoever presses, or say to start the bot."""
+    h.api.forbid(LEADER)
+    cases = await three_cases(h)
+    await h.advance(timedelta(hours=54))
+    [listing] = h.reminder_lists(WORK_CHAT)
+    assert "3 件诉求" in listing.text
+    before = len(h.api.to(WORK_CHAT))
+    await h.feed(h.updates.callback(LEADER, listing.button_data(f"🟡 #{cases[0].id}"),
+                                    listing, chat_id=WORK_CHAT))
+    assert "私聊机器人并点「开始」" in h.answers()[-1]
+    await h.feed(h.updates.callback(MEMBER, listing.button_data(f"🟡 #{cases[0].id}"),
+                                    listing, chat_id=WORK_CHAT))
+    assert h.answers()[-1] == f"已私信发送 #{cases[0].id} 的详情。"
+    assert f"#{cases[0].id}" in h.last(MEMBER).text
+    assert len(h.api.to(WORK_CHAT)) == before  # nothing posted to the group
