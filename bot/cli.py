@@ -1,5 +1,5 @@
 """The `gridbot` command: run, webhook, demo, registry load, privacy export / erase, inbox,
-outbox, db, stats, export, poster.
+outbox, db, stats, export, poster, care.
 
 Each subcommand imports what it uses inside its own function: `gridbot --help` or a one-line
 error must not wait for aiogram, matplotlib and openpyxl to load. All of these imports point
@@ -393,6 +393,41 @@ async def _poster(settings: Settings, building: str | None, grid: str | None, re
     return summary
 
 
+async def _care(settings: Settings, args: argparse.Namespace) -> str:
+    """`gridbot care import|export|erase`: the care roster (走访), an operator's tool."""
+    from bot.rounds.care_roster import RosterError, erase_household, import_roster, write_roster
+
+    try:
+        if args.action == "import":
+            path: Path = args.file
+            if not path.is_file():
+                raise CliError(f"cannot read {path}: no such file")
+            async with _database(settings) as db:
+                return (await import_roster(db, path, SystemClock().now())).summary(path)
+        if args.action == "erase":
+            async with _database(settings) as db:
+                return await erase_household(db, args.building, args.door, args.unit or "")
+        out: Path = args.out
+        async with _database(settings, read=True) as db:
+            try:
+                # Readable by its owner only: personal data of vulnerable people.
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except OSError as exc:
+                raise CliError(f"cannot write {out}: {exc.strerror}") from exc
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    count = await write_roster(db, f, args.scope)
+            except BaseException:
+                out.unlink(missing_ok=True)
+                raise
+        return (f"wrote the care roster ({count} household{'s' if count != 1 else ''}"
+                f"{' of ' + args.scope if args.scope else ''}) and its visits to {out}")
+    except RosterError as exc:
+        if args.action == "import":
+            raise CliError(f"roster rejected, nothing was loaded:\n{exc.summary()}") from exc
+        raise CliError(exc.summary().strip()) from exc
+
+
 async def _locale(db: AsyncSession) -> str:
     from bot.org.directory import org_settings
 
@@ -570,6 +605,22 @@ def main(argv: list[str] | None = None) -> int:
                         "the posters printed before stop working")
     poster.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
                         help="the folder to write CODE.pdf and CODE.png into")
+    care = sub.add_parser("care", help="the care roster (走访): import it from Excel or CSV, "
+                          "export it with its visits, erase a household")
+    care_sub = care.add_subparsers(dest="action", required=True)
+    care_in = care_sub.add_parser("import", help="load or update the roster from an .xlsx or "
+                                  ".csv file (楼栋, 单元, 门牌号, 姓名, 类别, 走访周期, "
+                                  "联系电话, 备注)")
+    care_in.add_argument("file", type=Path, metavar="FILE")
+    care_out = care_sub.add_parser("export", help="the roster and its visits, as Excel")
+    care_out.add_argument("-o", "--out", required=True, type=Path, metavar="FILE",
+                          help="the .xlsx file to write")
+    care_out.add_argument("--scope", metavar="CODE", help="a street, community, grid or "
+                          "building code (default: everything)")
+    care_erase = care_sub.add_parser("erase", help="delete one household and its visits")
+    care_erase.add_argument("--building", required=True, metavar="CODE")
+    care_erase.add_argument("--unit", metavar="UNIT", help="its 单元, if it has one")
+    care_erase.add_argument("--door", required=True, metavar="DOOR", help="its 门牌号")
     args = parser.parse_args(argv)
 
     level = logging.WARNING if args.command == "demo" else logging.INFO
@@ -605,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "poster":
             print(asyncio.run(_poster(_settings(), args.building, args.grid, args.renew,
                                       args.out)))
+        elif args.command == "care":
+            print(asyncio.run(_care(_settings(), args)))
         elif args.command == "webhook":
             asyncio.run(_webhook(_settings(), args.registry))
         else:

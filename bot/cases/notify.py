@@ -571,7 +571,8 @@ def public_chat(case: Case, lin: Lineage) -> int | None:
 
 async def public_notice(tx: Tx, case: Case, lin: Lineage) -> None:
     chat = public_chat(case, lin)
-    if chat is None:
+    # A need found on a care visit (走访) is a vulnerable household's: never told in a group.
+    if chat is None or case.source == "visit":
         return
     text = tx.texts.render(
         "resolved_public", case_id=case.id, category=await category_name(tx, case.category),

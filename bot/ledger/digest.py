@@ -50,6 +50,7 @@ from bot.ledger.definitions import UNRESOLVED, Period, local_midnight
 from bot.ledger.figures import Figures, Weights, breakdown, count_if, hours_between, score
 from bot.org.directory import Directory, Place, directory, org_settings
 from bot.org.roles import RoleName
+from bot.rounds import care
 from storage.models import Case, CaseEvent, Node, OrgSettings, PeriodicRun, UTCDateTime
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,9 @@ class GridDay:
     paused: int = 0
     due_total: int = 0
     unsatisfied_total: int = 0
+    # 走访 (bot/rounds/care.py): households due by the end of the day, and overdue now.
+    care_due: int = 0
+    care_overdue: int = 0
 
     @property
     def status(self) -> str:
@@ -288,6 +292,7 @@ async def send_digest(tx: Tx, day: date, *, late: dict[str, Any] | None = None) 
     locale = tx.texts.locale
 
     found = await _lights(tx, building)
+    care_counts = await care.due_counts(tx, end)
     due_q = (select(Case.id, Case.category, Case.building_id, Case.deadline_at)
              .select_from(Case).join(building, building.id == Case.building_id)
              .where(Case.status.in_(UNRESOLVED), defs.running_at(tx.now),
@@ -314,7 +319,9 @@ async def send_digest(tx: Tx, day: date, *, late: dict[str, Any] | None = None) 
         red, yellow, green, paused = found.get(grid.id, (0, 0, 0, 0))
         grids[grid.id] = GridDay(place=grid, red=red, yellow=yellow, green=green,
                                  paused=paused, due_total=due_totals.get(grid.id, 0),
-                                 unsatisfied_total=bad_totals.get(grid.id, 0))
+                                 unsatisfied_total=bad_totals.get(grid.id, 0),
+                                 care_due=care_counts.get(grid.id, (0, 0))[0],
+                                 care_overdue=care_counts.get(grid.id, (0, 0))[1])
     due_items = [{"grid": d.places[r.grid_id].code, "id": r.id, "category": category(r.category),
                   "place": where(r.building_id), "deadline_at": r.deadline_at}
                  for r in due_rows if r.grid_id in grids]
@@ -373,6 +380,7 @@ def _grid_view(g: GridDay) -> dict[str, Any]:
         "due_total": g.due_total, "due_more": max(0, g.due_total - LIST_CAP),
         "unsatisfied_total": g.unsatisfied_total,
         "unsatisfied_more": max(0, g.unsatisfied_total - LIST_CAP),
+        "care_due": g.care_due, "care_overdue": g.care_overdue,
     }
 
 

@@ -6,7 +6,10 @@ numbers and their name are masked in the case's texts, the audit events they act
 the action without the actor, messages addressed to them are deleted, and so are their
 conversation state, their photos waiting to join a report, the updates received from them
 and their own row. The requests they made or answered (延期, 挂账) and the whistles they called,
-acknowledged or answered (吹哨报到) keep what was asked and done without naming them. A person
+acknowledged or answered (吹哨报到) keep what was asked and done without naming them; their
+patrols (巡查) keep the grid, times and buildings covered, without them, their points, photos
+and notes; the care visits they recorded (走访) stay on the household's record without them.
+A person
 who still holds a role in the registry, or is still a department's contact, is not erased:
 the registry would only bring them back; they are removed from the registry file first.
 """
@@ -18,12 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, delete, or_, select
+from sqlalchemy import ColumnElement, Text, cast, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cases.notify import mask_phones
 from storage.models import (
     BindRequest,
+    CareHousehold,
+    CareVisit,
     Case,
     CaseEvent,
     CaseFollower,
@@ -38,6 +43,10 @@ from storage.models import (
     Notice,
     NoticeCopy,
     Outbox,
+    Patrol,
+    PatrolBuilding,
+    PatrolItem,
+    PatrolPoint,
     PendingPhoto,
     Person,
     Role,
@@ -92,13 +101,16 @@ class Held:
     offers: list[DuplicateOffer]  # 是同一问题 questions put to them, with the report held
     notices: list[Notice]  # notices they sent
     confirmations: list[NoticeCopy]  # notices they confirmed with 已阅
+    patrols: list[Patrol] = field(default_factory=list)  # 巡查 they walked
+    visits: list[CareVisit] = field(default_factory=list)  # 走访 they recorded
 
     @property
     def anything(self) -> bool:
         return any((self.person, self.roles, self.cases, self.handled, self.events,
                     self.outbox, self.fsm, self.pending, self.inbox, self.binds,
                     self.requests, self.whistles, self.departments, self.follows,
-                    self.offers, self.notices, self.confirmations))
+                    self.offers, self.notices, self.confirmations, self.patrols,
+                    self.visits))
 
 
 async def _held(db: AsyncSession, user_id: int) -> Held:
@@ -158,8 +170,37 @@ async def _held(db: AsyncSession, user_id: int) -> Held:
     confirmations = list((await db.scalars(
         select(NoticeCopy).where(NoticeCopy.confirmed_by_id == user_id)
         .order_by(NoticeCopy.id))).all())
-    return Held(person, roles, cases, handled, events, outbox, fsm, pending, inbox, binds,
+    held = Held(person, roles, cases, handled, events, outbox, fsm, pending, inbox, binds,
                 requests, whistles, departments, follows, offers, notices, confirmations)
+    held.patrols = list((await db.scalars(
+        select(Patrol).where(Patrol.person_id == user_id).order_by(Patrol.id))).all())
+    held.visits = list((await db.scalars(
+        select(CareVisit).where(CareVisit.person_id == user_id).order_by(CareVisit.id))).all())
+    return held
+
+
+async def _patrols(db: AsyncSession, held: Held) -> list[dict[str, Any]]:
+    """Their patrols (巡查) with the points, photos and notes: their whereabouts."""
+    out = []
+    for patrol in held.patrols:
+        points = (await db.scalars(select(PatrolPoint).where(PatrolPoint.patrol_id == patrol.id)
+                                   .order_by(PatrolPoint.at, PatrolPoint.id))).all()
+        items = (await db.scalars(select(PatrolItem).where(PatrolItem.patrol_id == patrol.id)
+                                  .order_by(PatrolItem.at, PatrolItem.id))).all()
+        covered = (await db.scalars(
+            select(Node.code).join(PatrolBuilding, PatrolBuilding.building_id == Node.id)
+            .where(PatrolBuilding.patrol_id == patrol.id).order_by(PatrolBuilding.at))).all()
+        out.append({
+            "id": patrol.id, "grid": await _code(db, patrol.grid_id),
+            "started_at": _time(patrol.started_at), "ended_at": _time(patrol.ended_at),
+            "ended_by_timeout": patrol.ended_by_timeout, "note": patrol.note,
+            "buildings": list(covered),
+            "points": [{"at": _time(p.at), "lat": p.lat, "lon": p.lon, "live": p.live}
+                       for p in points],
+            "items": [{"at": _time(i.at), "text": i.text, "file_id": i.file_id, "lat": i.lat,
+                       "lon": i.lon, "case_id": i.case_id} for i in items],
+        })
+    return out
 
 
 def _as(row: object, user_id: int, *columns: str) -> list[str]:
@@ -169,6 +210,11 @@ def _as(row: object, user_id: int, *columns: str) -> list[str]:
 
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+async def _household_building(db: AsyncSession, household_id: int) -> str | None:
+    household = await db.get(CareHousehold, household_id)
+    return await _code(db, household.building_id) if household is not None else None
 
 
 async def _code(db: AsyncSession, node_id: int | None) -> str | None:
@@ -290,6 +336,16 @@ async def export_person(db: AsyncSession, user_id: int, now: datetime) -> dict[s
             "notice_id": c.notice_id, "place": await _code(db, c.node_id),
             "confirmed_at": _time(c.confirmed_at),
         } for c in held.confirmations],
+        "patrols": await _patrols(db, held),
+        # 走访: the visits they recorded, by household (its building and number on the
+        # roster; the household's names are the household's data, not this person's).
+        "care_visits": [{
+            "id": v.id, "household_id": v.household_id,
+            "building": await _household_building(db, v.household_id), "at": _time(v.at),
+            "due_at": _time(v.due_at), "note": v.note, "photos": v.photos,
+            "latitude": v.lat, "longitude": v.lon, "need_found": v.need_found,
+            "case_id": v.case_id,
+        } for v in held.visits],
     }
 
 
@@ -308,6 +364,7 @@ class Erased:
     updates: int = 0
     requests: int = 0
     whistles: int = 0
+    patrols: int = 0
     person: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -318,6 +375,8 @@ class Erased:
                 f"other messages masked, {self.states} conversation states, {self.photos} "
                 f"pending photos and {self.updates} received updates removed, "
                 f"{self.requests} requests and {self.whistles} whistles without their name"
+                + (f", {self.patrols} patrols without their name, points, photos and notes"
+                   if self.patrols else "")
                 + ("" if self.person else "; they had no person row"))
 
 
@@ -400,6 +459,23 @@ async def erase_person(db: AsyncSession, user_id: int) -> Erased:
         notice.sender_id = None
     for copy in held.confirmations:
         copy.confirmed_by_id = None
+    # 巡查: the patrol stays counted (its grid, times and the buildings it covered) without
+    # who walked it (person 0); where they were, and their photos and notes, go.
+    for patrol in held.patrols:
+        patrol.person_id = 0
+        patrol.note = None
+        if patrol.ended_at is None:  # under way still: ended at its last point or item
+            last = [await db.scalar(select(func.max(t.at)).where(t.patrol_id == patrol.id))
+                    for t in (PatrolPoint, PatrolItem)]
+            patrol.ended_at = max([patrol.started_at, *(t for t in last if t is not None)])
+        await db.execute(delete(PatrolPoint).where(PatrolPoint.patrol_id == patrol.id))
+        await db.execute(delete(PatrolItem).where(PatrolItem.patrol_id == patrol.id))
+    done.patrols = len(held.patrols)
+    # 走访: a visit stays on the household's record (when, the note, a need found) without
+    # who made it (person 0, as patrols: the column is never empty), their name out of it.
+    for visit in held.visits:
+        visit.person_id = 0
+        visit.note = scrub(visit.note, phones=False) or ""
     events = select(CaseEvent)
     if scrub.names:
         events = events.where(or_(CaseEvent.case_id.in_(their_cases),

@@ -97,6 +97,8 @@ class PolicyModel(_Model):
     # in the building or within the radius of a shared location; a null window: no offer.
     duplicate_window: int | None = 259200
     duplicate_radius: float = 50.0  # metres
+    # 巡查 (issue 22): a patrol covers a building of its grid it came within this distance of.
+    patrol_radius: float = 50.0  # metres
 
     _durations = field_validator(
         "verify_within", "overdue_repeat", "escalate_after", "rating_within",
@@ -104,7 +106,7 @@ class PolicyModel(_Model):
         mode="before"
     )(_duration)
 
-    @field_validator("duplicate_radius", mode="before")
+    @field_validator("duplicate_radius", "patrol_radius", mode="before")
     @classmethod
     def _radius(cls, value: Any) -> float:
         metres = parse_distance(value)
@@ -412,6 +414,31 @@ class AssessmentModel(_Model):
     weights: WeightsModel = WeightsModel()
 
 
+class CareKindModel(_Model):
+    """A district's own kind of household on the care roster (走访), beside the four
+    standard ones (elderly_alone 独居老人, disabled 残疾人, hardship 困难家庭, left_behind
+    留守儿童), with its default visit interval (7d, 2w, 1m, 3m)."""
+
+    code: str = Field(pattern=_CODE.pattern)
+    name: dict[str, str]
+    interval: str = "1m"
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]{0,2}[dwm]",
+                                                          value.strip()):
+            raise ValueError("must be an interval like 7d, 2w, 1m or 3m")
+        return value.strip()
+
+    @field_validator("name")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value.get("zh_CN"):
+            raise ValueError("needs a zh_CN name")
+        return value
+
+
 class RegistryModel(_Model):
     timezone: str = "Asia/Shanghai"
     locale: str = "zh_CN"
@@ -424,6 +451,8 @@ class RegistryModel(_Model):
     departments: list[DepartmentModel] = []
     calendar: CalendarModel | None = None
     assessment: AssessmentModel | None = None
+    # 走访: the district's own kinds of household (bot/rounds/care.py has the standard ones).
+    care_kinds: list[CareKindModel] = []
 
     @field_validator("timezone")
     @classmethod
@@ -884,9 +913,12 @@ async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     settings.digest_at = policy.digest_at
     settings.duplicate_window = policy.duplicate_window
     settings.duplicate_radius = policy.duplicate_radius
+    settings.patrol_radius = policy.patrol_radius
     settings.calendar = model.calendar.stored() if model.calendar is not None else None
     settings.score_weights = (model.assessment.weights.model_dump()
                               if model.assessment is not None else None)
+    settings.care_kinds = ([k.model_dump() for k in model.care_kinds]
+                           if model.care_kinds else None)
     if policy.quiet_hours:
         settings.quiet_start, settings.quiet_end = policy.quiet_hours.split("-")
     else:
