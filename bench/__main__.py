@@ -2,7 +2,7 @@
 
     python3 -m bench [--size tiny|small|full] [--database-url postgresql+asyncpg://…]
                      [--only delivery,sweep,explain,startup,intake,export_writes,
-                            reminder_day,answer_latency]
+                            reminder_day,answer_latency,care_import]
                      [--no-write]
 
 One at a time on purpose: on a shared machine two benchmarks side by side measure each other.
@@ -26,9 +26,9 @@ DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # In this order: the data generator runs inside sweep, explain and startup as needed.
 SCRIPTS = ("intake", "delivery", "sweep", "explain", "startup", "export_writes",
-           "reminder_day", "answer_latency")
+           "reminder_day", "answer_latency", "care_import")
 # Which scripts also run on a server database when one is given.
-ON_SERVER = ("intake", "delivery", "sweep", "explain", "export_writes")
+ON_SERVER = ("intake", "delivery", "sweep", "explain", "export_writes", "care_import")
 
 
 def run_one(name: str, size: str, database_url: str | None) -> str:
