@@ -1,4 +1,4 @@
-"""Loading a care roster (走访): a district's Excel of 2,000 households, imported and imported again.
+"""Loading a care roster (走访): a district's Excel of 2,000 households, imported, and again.
 
 Issue 22 asks that a roster of 2,000 households import from Excel in a few seconds, with every
 row checked (the building in the registry, the kind, the interval, the phone number) before
