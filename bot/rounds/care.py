@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.cases import reminders
 from bot.cases.lifecycle import ReportInput, report
@@ -442,15 +442,14 @@ async def due_counts(tx: Tx, day_end: datetime) -> dict[int, tuple[int, int]]:
     """Per grid id: households due by `day_end` but not yet overdue, and overdue now."""
     d = await directory(tx.db)
     rows = (await tx.db.execute(
-        select(CareHousehold.building_id, CareHousehold.next_due_at <= tx.now, func.count())
+        select(CareHousehold.building_id, CareHousehold.next_due_at)
         .where(CareHousehold.active.is_(True), CareHousehold.next_due_at.is_not(None),
-               CareHousehold.next_due_at < day_end)
-        .group_by(CareHousehold.building_id, CareHousehold.next_due_at <= tx.now))).all()
+               CareHousehold.next_due_at < day_end))).all()
     out: dict[int, list[int]] = {}
-    for building_id, overdue, count in rows:
+    for building_id, due in rows:
         grid = grid_of(d, building_id)
         if grid is None:
             continue
         c = out.setdefault(grid.id, [0, 0])
-        c[1 if overdue else 0] += int(count)
+        c[1 if due <= tx.now else 0] += 1
     return {g: (c[0], c[1]) for g, c in out.items()}
