@@ -538,6 +538,22 @@ async def report_stale(query: CallbackQuery, ctx: Ctx) -> None:
 # --- the sender's summary: 刷新, 提醒未完成 ---------------------------------------------------
 
 
+@router.callback_query(F.data.regexp(r"^ts:p:\d{1,10}$"))
+async def evidence_button(query: CallbackQuery, db: AsyncSession, ctx: Ctx,
+                          actor: Actor) -> None:
+    """📷 on the summary: that grid's photos and note, privately to the sender."""
+    tx = await open_tx(db, ctx, query)
+    if tx is None:
+        return
+    try:
+        await campaigns.send_evidence(tx, actor, int((query.data or "")[5:]))
+    except DomainError as err:
+        await db.rollback()
+        await refuse(query, tx, err)
+        return
+    await query.answer()
+
+
 @router.callback_query(F.data.regexp(r"^ts:[fm]:\d{1,10}$"))
 async def summary_button(query: CallbackQuery, db: AsyncSession, ctx: Ctx,
                          actor: Actor) -> None:

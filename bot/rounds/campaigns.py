@@ -70,6 +70,8 @@ MAX_AHEAD = timedelta(days=366)
 # The summary names this many grids, then says how many more.
 SUMMARY_ROWS = 40
 RECENT = 10
+# The summary's 📷 buttons: the photos of this many grids done.
+EVIDENCE_BUTTONS = 8
 OVERDUE_KIND = "task_overdue"
 
 _TYPED = re.compile(r"^([0-9]{1,2})[-/.月]([0-9]{1,2})日?\s*([0-9]{1,2})(?:[:点]([0-9]{2}))?分?$")
@@ -383,6 +385,11 @@ async def _reminded_at(tx: Tx, campaign_id: int) -> datetime | None:
     return at
 
 
+def _grid_name(d: Directory, part: CampaignGrid) -> str:
+    grid = d.place(part.grid_id)
+    return grid.name if grid is not None else str(part.grid_id)
+
+
 async def summary(tx: Tx, campaign: Campaign) -> tuple[str, notify.Buttons]:
     d = await directory(tx.db)
     rows = await parts(tx, campaign.id)
@@ -408,7 +415,28 @@ async def summary(tx: Tx, campaign: Campaign) -> tuple[str, notify.Buttons]:
     if waiting:
         buttons[0].append({"text": t.plain("btn_task_remind"),
                            "callback_data": f"ts:m:{campaign.id}"})
+    # The photos of the grids done, one button each (the first few: few buttons).
+    photos = [{"text": t.plain("btn_task_photos", place=_grid_name(d, p)),
+               "callback_data": f"ts:p:{p.id}"}
+              for p in rows if p.status == TaskStatus.DONE][:EVIDENCE_BUTTONS]
+    buttons += [photos[i:i + 2] for i in range(0, len(photos), 2)]
     return text, buttons
+
+
+async def send_evidence(tx: Tx, actor: Actor, part_id: int) -> None:
+    """A done grid's photos and note, privately to the sender who asks (📷 on the summary)."""
+    part = await tx.db.get(CampaignGrid, part_id) if 0 < part_id <= 2**31 - 1 else None
+    if part is None or part.status != TaskStatus.DONE:
+        raise DomainError("task_gone")
+    campaign = await get_sent(tx, actor, part.campaign_id)
+    grid = (await directory(tx.db)).place(part.grid_id)
+    text = tx.texts.label("task_evidence", id=campaign.id, place=grid.name if grid else "",
+                          name=await notify.person_name(tx, part.done_by_id),
+                          text=part.note or "")
+    await enqueue(tx.db, f"task:{campaign.id}:evidence:{part.id}:{int(tx.now.timestamp())}",
+                  actor.id, str(text), tx.now, person_id=actor.id,
+                  photos=list(part.photos or []))
+    await tx.db.commit()
 
 
 async def remind(tx: Tx, actor: Actor, campaign_id: int) -> int:

@@ -162,7 +162,16 @@ async def test_a_community_task_to_both_grids(h: Harness) -> None:
         campaigns.TaskStatus.CANNOT, "车库被水淹，无法进入。", LEADER2)
     assert edited(h, summary) == 2
     assert "⚠️ 柏树郢第二网格 无法完成：车库被水淹，无法进入。（网格长庚）" in summary.text
-    assert summary.labels == ["刷新"]  # nobody left to remind
+    assert summary.labels == ["刷新", "📷 柏树郢第一网格"]  # nobody left to remind
+
+    # 📷: grid 1's photos and note, privately to the sender; nobody else may.
+    await h.press(COMMUNITY_SUP, summary, "📷 柏树郢第一网格")
+    evidence = [s for s in h.api.to(COMMUNITY_SUP) if s.photos]
+    assert [p for s in evidence for p in s.photos] == [f"done-{LEADER}-0", f"done-{LEADER}-1"]
+    assert any("已巡查，排水口已清理。" in s.text and "网格长甲" in s.text
+               for s in h.api.to(COMMUNITY_SUP))
+    await h.press(LEADER2, summary, "📷 柏树郢第一网格")
+    assert h.answers()[-1] == "未找到该任务，或您无权查看。"
 
 
 async def test_a_member_completes_and_the_leader_is_told_so(h: Harness) -> None:
