@@ -37,6 +37,7 @@ from bot.ops.health import Health
 from bot.ops.http import web_app
 from bot.ops.metrics import CountCalls, CountHandled, Metrics
 from bot.ops.workers import alive_within, heartbeat, leave, new_worker_id
+from bot.rounds import campaigns, care, patrols
 from bot.telegram.delivery import Delivery
 from bot.telegram.inbox import CONCURRENT_CHATS, Inbox, prune
 from bot.telegram.polling import every, run_loops
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(minutes=10)
 # The sweep's jobs beside the cases' timers: the daily digest and the monthly score, and the
 # workflow following a registry load (a check whose checker left, a whistle's due time).
-PERIODIC: tuple[PeriodicJob, ...] = (digest.run_due, workflow.follow_registry)
+PERIODIC: tuple[PeriodicJob, ...] = (digest.run_due, workflow.follow_registry,
+                                      patrols.end_stale, care.run_due, campaigns.run_due)
 # A syntactically valid token for runs that never reach Telegram (the demo, tests).
 OFFLINE_TOKEN = "123456:offline-token-for-the-fake-bot-api"
 # Every private chat's menu is the resident's; staff get their own per chat (handlers/menus.py).

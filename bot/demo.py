@@ -29,6 +29,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
 START = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)  # 09:30 in Shanghai, a Monday
 RESIDENT, RESIDENT_NAME = 5550001, "居民小王"
 HEAD, LEADER = 930103, 920001
+MEMBER = 920002  # 网格员乙, who patrols the grid
 BUILDING_CHAT = -1009200000103
 
 
@@ -104,7 +105,8 @@ class Demo:
     async def message(self, who: int, chat: int, text: str | None = None,
                       **kwargs: Any) -> None:
         update = self.updates.message(chat, who, text, name=self.names.get(who, ""), **kwargs)
-        shown = text or f"［照片］{kwargs.get('caption') or ''}"
+        shown = text or ("［位置］" if kwargs.get("location") else
+                         f"［照片］{kwargs.get('caption') or ''}")
         await self.step(who, chat, shown, update)
 
     async def wait(self, delta: timedelta, why: str) -> None:
@@ -160,3 +162,22 @@ async def play(d: Demo) -> None:
         assert case is not None
         d.say(f"\n诉求 #{case.id} 最终状态：{d.app.ctx.texts.label('status_' + case.status)}，"
               f"评价：{d.app.ctx.texts.label('rating_' + (case.rating or 'good'))}")
+    await patrol(d)
+
+
+async def patrol(d: Demo) -> None:
+    """One patrol (巡查) that finds a problem: filed at once, no head's verification."""
+    d.say("\n—— 网格员巡查，发现问题当场上报 ——")
+    await d.message(MEMBER, MEMBER, "/patrol")
+    await d.press(MEMBER, d.card(MEMBER), "🚶 开始巡查")
+    panel = d.card(MEMBER)
+    d.clock.advance(timedelta(minutes=20))
+    await d.message(MEMBER, MEMBER, location=(31.8059, 117.3002))
+    await d.message(MEMBER, MEMBER, photo="photo-manhole")
+    await d.press(MEMBER, panel, "⚠️ 发现问题")
+    await d.message(MEMBER, MEMBER, "5号楼门口井盖松动，踩上去会晃，容易绊倒")
+    await d.press(MEMBER, d.card(MEMBER), "提交")
+    # The sample registry gives its buildings no points: the building is chosen.
+    await d.press(MEMBER, d.card(MEMBER), "5号楼")
+    d.clock.advance(timedelta(minutes=25))
+    await d.press(MEMBER, d.card(MEMBER), "🏁 结束巡查")

@@ -6,6 +6,8 @@ from aiogram import Router
 
 from handlers import (
     admin,
+    campaigns,
+    care,
     case_buttons,
     checks,
     duplicates,
@@ -16,6 +18,7 @@ from handlers import (
     locations,
     merge,
     notices,
+    patrols,
     reminders,
     report_flow,
     requests,
@@ -33,6 +36,8 @@ def build_router() -> Router:
         stats.router.build(),  # /stats and /export: commands only, like admin
         # /notice's steps, 已阅 and the summary's buttons: commands and its own callbacks.
         notices.router.build(),
+        # /task's steps, the task cards' buttons and the summary's: its states and callbacks.
+        campaigns.router.build(),
         # Before case_buttons: their `c1:` actions and flow callbacks are their own, and
         # case_buttons takes every other `c1:` as a bad button.
         requests.router.build(),  # 同意 / 不同意 on extension and suspension requests
@@ -45,6 +50,12 @@ def build_router() -> Router:
         merge.router.build(),  # 合并 and 拆分
         case_buttons.router.build(),  # case buttons and the prompts they open
         duplicates.router.build(),  # 是同一问题 / 不是，另报
+        # 走访 (/visit): its `cv:` buttons, and a visit's note, photos and location in its
+        # own state only; before patrols, so a visit recorded on a patrol is the visit's.
+        care.router.build(),
+        # 巡查: what a person with a patrol under way sends privately (and a live
+        # location's edits); everyone else passes through to the guided report.
+        patrols.router.build(),
         report_flow.router.build(),  # the private guided report
         intake.router.build(),  # reports in groups
         fallback.router.build(),

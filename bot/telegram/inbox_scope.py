@@ -38,6 +38,10 @@ def acts_on(item: dict[str, Any], bot_id: int, allowed: list[str] | None = None)
         return False
     body = item[kind]
     chat = body.get("chat")
+    if kind == "edited_message":
+        # Only a live location's updates in a private chat are used (巡查).
+        return (isinstance(chat, dict) and chat.get("type") == "private"
+                and "location" in body)
     if kind != "message" or not isinstance(chat, dict) or chat.get("type") not in GROUP_CHATS:
         return True
     return _group_message_used(body, bot_id)
