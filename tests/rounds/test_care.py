@@ -553,3 +553,32 @@ async def test_a_list_with_a_household_line_never_falls_back_to_a_group(
     assert f"#{case.id}" in row.text and "走访：3号楼 1-302" in row.text
     assert row.fallback_chat_id is None and row.status == "held"
     assert not any("走访" in (s.text or "") for s in h.api.to(WORK_CHAT))
+
+
+async def test_a_long_building_list_turns_pages(h: Harness, tmp_path: Path) -> None:
+    rows = [["BSY-01-05", "", str(100 + i), f"住户{i}", "独居老人", "1m", None, None]
+            for i in range(15)]
+    await load(h, xlsx(tmp_path / "p.xlsx", rows))
+    await h.private(LEADER, "/visit")
+    await h.press(LEADER, h.last(LEADER), "5号楼（15 户）")
+    first = h.last(LEADER)
+    assert "第 1/2 页" in first.text and len(first.labels) == 12 + 1 + 2
+    await h.press(LEADER, first, "▶")
+    second = h.last(LEADER)
+    assert "第 2/2 页" in second.text
+    assert [x for x in second.labels if "住户" in x] == ["112 住户12·独居老人",
+                                                       "113 住户13·独居老人",
+                                                       "114 住户14·独居老人"]
+    await h.press(LEADER, second, "← 楼栋")
+    assert "请选择楼栋" in h.last(LEADER).text
+
+
+def test_the_registry_refuses_a_care_kind_without_an_interval_it_can_read() -> None:
+    from bot.org.registry import RegistryError, parse_registry
+    from tests.harness import SAMPLE
+
+    text = SAMPLE.read_text("utf-8") + (
+        "\ncare_kinds:\n  - {code: veteran, name: {zh_CN: 优抚对象}, interval: monthly}\n")
+    with pytest.raises(RegistryError) as err:
+        parse_registry(text)
+    assert any("interval" in p for p in err.value.problems)
