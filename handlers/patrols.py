@@ -186,6 +186,13 @@ async def _mine(query: CallbackQuery, tx: Tx, patrol_id: int | None) -> Patrol |
     return patrol
 
 
+async def _drop_draft(state: FSMContext, db: AsyncSession, chat_id: int) -> None:
+    """A 发现问题 draft whose patrol is over (ended meanwhile, by a press or the timeout)."""
+    await state.clear()
+    await take_draft_photos(db, chat_id)
+    await db.commit()
+
+
 @router.callback_query(F.data.startswith("pt:e:"))
 async def end_pressed(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                       ctx: Ctx) -> None:
@@ -238,7 +245,10 @@ async def found_submitted(query: CallbackQuery, state: FSMContext, db: AsyncSess
     assert isinstance(query.message, Message)
     data = await state.get_data()
     patrol = await _mine(query, tx, data.get("patrol_id"))
-    if patrol is None or not data.get("description"):
+    if patrol is None:
+        await _drop_draft(state, tx.db, query.message.chat.id)
+        return
+    if not data.get("description"):
         if patrol is not None:
             await query.answer(tx.texts.plain("flow_expired"), show_alert=True)
         return
@@ -269,6 +279,7 @@ async def building_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
     assert isinstance(query.message, Message)
     patrol = await _mine(query, tx, (await state.get_data()).get("patrol_id"))
     if patrol is None:
+        await _drop_draft(state, tx.db, query.message.chat.id)
         return
     await query.answer()
     with contextlib.suppress(TelegramBadRequest):
@@ -349,7 +360,16 @@ async def point_shared(message: Message, db: AsyncSession, ctx: Ctx, patrol: Pat
 async def found_draft(message: Message, state: FSMContext, db: AsyncSession,
                       ctx: Ctx) -> None:
     """The draft's text and photos (as `draft_with_photos`); the preview counts the patrol's
-    photos sent just before 发现问题 too."""
+    photos sent just before 发现问题 too. A draft whose patrol ended meanwhile is dropped."""
+    tx = await open_tx(db, ctx, message)
+    if tx is None or message.from_user is None:
+        return
+    data = await state.get_data()
+    patrol = await patrols.active(tx, message.from_user.id)
+    if patrol is None or patrol.id != data.get("patrol_id"):
+        await _drop_draft(state, db, message.chat.id)
+        await message.answer(tx.texts.label("err_patrol_ended"))
+        return
     if message.photo and message.from_user is not None:
         await hold_draft_photo(db, message, ctx)
     text = user_text.clean_text(message_text(message), NOTE_LIMIT)

@@ -309,6 +309,20 @@ async def test_a_patrol_nobody_ends_is_ended_by_the_sweep(h: Harness) -> None:
     assert h.last(MEMBER).labels == ["🚶 开始巡查"]
 
 
+async def test_a_draft_whose_patrol_timed_out_is_dropped(h: Harness) -> None:
+    await load(h, registry())
+    panel = await start(h)
+    await h.press(MEMBER, panel, "⚠️ 发现问题")
+    await h.private(MEMBER, photo="late-photo")
+    await h.advance(timedelta(hours=8, minutes=1))
+    assert (await patrols(h))[0].ended_by_timeout
+    await h.private(MEMBER, "楼道有积水")
+    assert "这次巡查已结束" in h.last(MEMBER).text
+    assert await h.cases() == []
+    await h.private(MEMBER, "楼道有积水")  # the draft is gone: no longer the patrol's
+    assert "这次巡查已结束" not in h.last(MEMBER).text and await h.cases() == []
+
+
 async def test_patrol_radius_from_the_registry(h: Harness) -> None:
     await load(h, registry(radius="10m"))
     await start(h)
