@@ -451,5 +451,5 @@ async def due_counts(tx: Tx, day_end: datetime) -> dict[int, tuple[int, int]]:
         if grid is None:
             continue
         c = out.setdefault(grid.id, [0, 0])
-        c[1 if due <= tx.now else 0] += 1
+        c[1 if due is not None and due <= tx.now else 0] += 1
     return {g: (c[0], c[1]) for g, c in out.items()}

@@ -117,8 +117,7 @@ def rows_of(path: Path) -> Iterator[tuple[int, Sequence[Any]]]:
         raise RosterError([f"{path} cannot be read as an Excel workbook: {exc}"]) from exc
     try:
         sheet = book.worksheets[0]
-        for number, values in enumerate(sheet.iter_rows(values_only=True), 1):
-            yield number, values
+        yield from enumerate(sheet.iter_rows(values_only=True), 1)
     finally:
         book.close()
 
