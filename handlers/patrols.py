@@ -50,8 +50,10 @@ class _Spec(RouterSpec):
 
 
 router = _Spec("patrols")
-router.message.filter(F.chat.type == "private")
-router.edited_message.filter(F.chat.type == "private")
+# Messages are taken in private chats only, but for /patrol and /patrols in a group, which get a
+# pointer to the private chat.
+PRIVATE = F.chat.type == "private"
+router.edited_message.filter(PRIVATE)
 router.callback_query.filter(F.message.chat.type == "private")
 
 NOT_COMMAND = ~F.text.startswith("/")
@@ -101,7 +103,12 @@ async def _show_under_way(message: Message, tx: Tx, patrol: Patrol) -> None:
 # --- /patrol and /patrols ------------------------------------------------------------------
 
 
-@router.message(Command("patrol"))
+@router.message(Command("patrol", "patrols"), ~PRIVATE)
+async def in_group(message: Message, ctx: Ctx) -> None:
+    await message.reply(ctx.texts.label("patrol_in_private", link=ctx.deep_link("start")))
+
+
+@router.message(Command("patrol"), PRIVATE)
 async def patrol_command(message: Message, state: FSMContext, db: AsyncSession,
                          ctx: Ctx) -> None:
     tx = await open_tx(db, ctx, message)
@@ -123,7 +130,7 @@ async def patrol_command(message: Message, state: FSMContext, db: AsyncSession,
     await message.answer(tx.texts.label(text, place=grids[0].name), reply_markup=_ikb(rows))
 
 
-@router.message(Command("patrols"))
+@router.message(Command("patrols"), PRIVATE)
 async def patrols_command(message: Message, db: AsyncSession, ctx: Ctx) -> None:
     tx = await open_tx(db, ctx, message)
     if tx is None or message.from_user is None:
@@ -350,13 +357,13 @@ async def live_update(message: Message, db: AsyncSession, ctx: Ctx, patrol: Patr
     await _point(message, db, ctx, patrol, edited=True)
 
 
-@router.message(StateFilter(None, PatrolFlow.found, PatrolFlow.building), F.location,
+@router.message(PRIVATE, StateFilter(None, PatrolFlow.found, PatrolFlow.building), F.location,
                 _patrolling)
 async def point_shared(message: Message, db: AsyncSession, ctx: Ctx, patrol: Patrol) -> None:
     await _point(message, db, ctx, patrol, edited=False)
 
 
-@router.message(PatrolFlow.found, NOT_COMMAND)
+@router.message(PRIVATE, PatrolFlow.found, NOT_COMMAND)
 async def found_draft(message: Message, state: FSMContext, db: AsyncSession,
                       ctx: Ctx) -> None:
     """The draft's text and photos (as `draft_with_photos`); the preview counts the patrol's
@@ -392,12 +399,12 @@ async def found_draft(message: Message, state: FSMContext, db: AsyncSession,
         reply_markup=submit_markup(ctx, "btn_submit", "pt:fd"))
 
 
-@router.message(PatrolFlow.building, NOT_COMMAND)
+@router.message(PRIVATE, PatrolFlow.building, NOT_COMMAND)
 async def building_other(message: Message, ctx: Ctx) -> None:
     await message.answer(ctx.texts.label("flow_use_buttons"))
 
 
-@router.message(StateFilter(None), F.photo, _patrolling)
+@router.message(PRIVATE, StateFilter(None), F.photo, _patrolling)
 async def photo_sent(message: Message, db: AsyncSession, ctx: Ctx, patrol: Patrol) -> None:
     tx = await open_tx(db, ctx, message)
     if tx is None or not message.photo:
@@ -409,7 +416,7 @@ async def photo_sent(message: Message, db: AsyncSession, ctx: Ctx, patrol: Patro
         await message.answer(tx.texts.label("patrol_photo_added"))
 
 
-@router.message(StateFilter(None), F.text, NOT_COMMAND, _patrolling)
+@router.message(PRIVATE, StateFilter(None), F.text, NOT_COMMAND, _patrolling)
 async def note_sent(message: Message, db: AsyncSession, ctx: Ctx, patrol: Patrol) -> None:
     tx = await open_tx(db, ctx, message)
     if tx is None:

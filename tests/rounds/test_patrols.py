@@ -29,6 +29,7 @@ from tests.harness import (
     RESIDENT,
     SAMPLE,
     STREET_SUP,
+    WORK_CHAT,
     Harness,
 )
 
@@ -239,6 +240,23 @@ async def test_not_grid_staff_refused(h: Harness) -> None:
     await h.press_data(LEADER2, "pt:s:" + str(await grid_id(h, "BSY-01")))
     assert any("巡查仅限" in a for a in h.answers())
     assert await patrols(h) == []
+
+
+async def test_in_a_group_only_a_pointer(h: Harness) -> None:
+    await load(h, registry())
+    await h.say(WORK_CHAT, MEMBER, "/patrol")
+    assert "私聊" in h.last(WORK_CHAT).text and not h.last(WORK_CHAT).labels
+    assert await patrols(h) == []
+    # What a patrolling member says in a group is never the patrol's.
+    await start(h)
+    await h.say(WORK_CHAT, MEMBER, "/patrols")
+    assert "私聊" in h.last(WORK_CHAT).text
+    await h.say(WORK_CHAT, MEMBER, photo="group-photo",
+                extra={"reply_to_message": {"message_id": 1, "date": 0, "text": "x",
+                                            "chat": {"id": WORK_CHAT, "type": "supergroup"},
+                                            "from": {"id": 1, "is_bot": True,
+                                                     "first_name": "bot"}}})
+    assert await rows(h, PatrolItem, (await patrols(h))[0].id) == []
 
 
 async def grid_id(h: Harness, code: str) -> int:
