@@ -412,7 +412,7 @@ async def photo_sent(message: Message, db: AsyncSession, ctx: Ctx, patrol: Patro
     caption = user_text.clean_text(message.caption, NOTE_LIMIT)
     await patrols.add_item(tx, patrol, file_id=message.photo[-1].file_id,
                            text=caption if user_text.visible(caption) else None)
-    if message.media_group_id is None:
+    if message.media_group_id is None or message.caption:  # an album: once, its captioned part
         await message.answer(tx.texts.label("patrol_photo_added"))
 
 
