@@ -181,7 +181,8 @@ async def household_picked(query: CallbackQuery, state: FSMContext, db: AsyncSes
     await state.set_data({"household_id": h.id, "place": place, "need": False})
     text = tx.texts.label(
         "care_household", place=place, name=h.names,
-        kind=kind.name(tx.texts.locale) if kind else h.kind, how=h.interval,
+        kind=kind.name(tx.texts.locale) if kind else h.kind,
+        how=tx.texts.plain(f"care_every_{h.interval[-1]}", count=int(h.interval[:-1])),
         code=care.masked_phone(h) or "", text=h.notes or "",
         after=tx.texts.local_time(h.last_visit_at, "%Y-%m-%d"),
         before=tx.texts.local_time(h.next_due_at, "%Y-%m-%d"), limit=care.MAX_PHOTOS)

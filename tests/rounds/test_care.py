@@ -257,6 +257,7 @@ async def test_a_grid_member_records_a_visit(h: Harness, tmp_path: Path) -> None
     card = h.last(MEMBER)
     assert "张桂英" in card.text and "138****5678" in card.text
     assert "13812345678" not in card.text and "腿脚不便" in card.text
+    assert "走访周期：每月" in card.text
     await h.private(MEMBER, location=(31.8, 117.295))
     await h.private(MEMBER, photo="visit-photo-1")
     await h.private(MEMBER, "老人精神不错，冰箱空了，已联系社区送米面油")
@@ -582,3 +583,21 @@ def test_the_registry_refuses_a_care_kind_without_an_interval_it_can_read() -> N
     with pytest.raises(RegistryError) as err:
         parse_registry(text)
     assert any("interval" in p for p in err.value.problems)
+
+
+async def test_visit_in_english(tmp_path: Path) -> None:
+    from tests.harness import make_harness
+
+    h = await make_harness(tmp_path, locale="en")
+    try:
+        await load(h, xlsx(tmp_path / "a.xlsx", ROWS))
+        await h.private(MEMBER, "/visit")
+        await h.press(MEMBER, h.last(MEMBER), "5号楼 (1 households)")
+        await h.press(MEMBER, h.last(MEMBER), "501 王小明 · Left-behind child")
+        card = h.last(MEMBER).text
+        assert "Interval: every 2 weeks" in card and "0551-****1234" in card
+        await h.private(MEMBER, "All well, grandfather looks after him")
+        await h.press(MEMBER, h.last(MEMBER), "Submit")
+        assert "Visit to 5号楼 501 recorded; the next is due 2026-12-07" in h.last(MEMBER).text
+    finally:
+        await h.app.close()
