@@ -303,6 +303,7 @@ async def _period_and_scope(db: AsyncSession, month: str, scope: str | None
 
 
 async def _stats(settings: Settings, month: str, scope: str | None, as_json: bool) -> str:
+    from bot.ledger import rounds
     from bot.ledger.figures import breakdown, compute
     from bot.org.directory import NodeKind
 
@@ -313,6 +314,9 @@ async def _stats(settings: Settings, month: str, scope: str | None, as_json: boo
         # A grid's own figures say it all; above a grid, each grid's too.
         grids = [] if place is not None and place.kind in (NodeKind.GRID, NodeKind.BUILDING) else (
             await breakdown(db, period, scope, "grid"))
+        # The grid's rounds (patrols, care visits, campaigns): None for a building.
+        round_fig = await rounds.compute(db, period, scope)
+        round_grids = (await rounds.breakdown(db, period, scope, "grid")) if grids else []
     name = f"{place.code} {place.name}" if place is not None else "all"
     if as_json:
         return json.dumps({
@@ -322,6 +326,11 @@ async def _stats(settings: Settings, month: str, scope: str | None, as_json: boo
             "figures": fig.as_dict(),
             "grids": [{"code": code, "name": grid_name, "figures": f.as_dict()}
                       for code, grid_name, f in grids],
+            "rounds": {
+                "figures": round_fig.as_dict() if round_fig is not None else None,
+                "grids": [{"code": code, "name": grid_name, "figures": f.as_dict()}
+                          for code, grid_name, f in round_grids],
+            },
         }, ensure_ascii=False, indent=2)
     width = max(_width(label) for _, label in _STAT_LINES)
     lines = [f"{period.label} ({period.tz}) · {name}"]
@@ -334,6 +343,19 @@ async def _stats(settings: Settings, month: str, scope: str | None, as_json: boo
             lines.append(f"  {code} {grid_name}: {f.received} / {f.due} / {f.closed} / "
                          f"{f.closed_on_time} / {_stat('on_time_rate', f.on_time_rate)} / "
                          f"{f.reworked} / {_stat('satisfaction_rate', f.satisfaction_rate)}")
+    if round_fig is not None:
+        r = round_fig
+
+        def pct(rate: float | None) -> str:
+            return "—" if rate is None else f"{100 * rate:.1f}%"
+
+        lines.append(f"rounds: {r.patrols} patrols, {r.patrol_hours:.1f} h, coverage "
+                     f"{pct(r.coverage_rate)}, {r.found_on_patrol} found on "
+                     f"patrol; visit rate {pct(r.visit_rate)} "
+                     f"({r.visits_on_time}/{r.visits_due}), {r.visits} visits, "
+                     f"{r.visits_overdue} overdue; campaigns "
+                     f"{pct(r.task_rate)} ({r.tasks_on_time}/{r.tasks}), "
+                     f"{r.tasks_late} late, {r.tasks_cannot} cannot, {r.tasks_overdue} overdue")
     return "\n".join(lines)
 
 

@@ -29,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import user_text
 from bot.cases.outbox import enqueue
 from bot.context import Ctx, Tx
-from bot.ledger import charts, figures
+from bot.ledger import charts, figures, rounds
 from bot.ledger.figures import Figures, Period
+from bot.ledger.rounds import RoundFigures
 from bot.org.directory import Directory, Place, directory
 from bot.org.roles import Actor, RoleName
 from bot.telegram.session import DIRECT_KIND
@@ -184,11 +185,14 @@ async def stats(message: Message, command: CommandObject, db: AsyncSession, ctx:
         by = CHILDREN.get(ask.place.kind)
         children = (await figures.breakdown(read, ask.period, ask.place.code, by, now=tx.now)
                     if by else [])
+        # 网格巡查与走访: for a grid and the areas above it (None for a building).
+        round_figures = await rounds.compute(read, ask.period, ask.place.code, now=tx.now)
     unknown = unknown_years(tx, ask.period)
     # The chart is drawn with no transaction (and no lock) held.
     png = await chart(tx, ask, days, children, by)
     text = tx.texts.render("stats", **stats_view(tx, ask, fig, children, by, unknown,
-                                                 chart=png is not None))
+                                                 chart=png is not None,
+                                                 round_figures=round_figures))
     await enqueue(
         db, f"stats:{message.chat.id}:{message.message_id}", message.chat.id, text, tx.now,
         person_id=actor.id, kind=DIRECT_KIND,
@@ -262,13 +266,26 @@ def figures_view(fig: Figures) -> dict[str, Any]:
     return view
 
 
+def rounds_view(fig: RoundFigures | None) -> dict[str, Any] | None:
+    """The rounds' counts as they are, rates as percentages, hours to one decimal; None
+    for a scope without grids."""
+    if fig is None:
+        return None
+    view = fig.as_dict()
+    for name in rounds.RATES:
+        view[name] = percent(getattr(fig, name))
+    view["patrol_hours"] = hours(fig.patrol_hours)
+    return view
+
+
 def stats_view(tx: Tx, ask: Ask, fig: Figures, children: list[tuple[str, str, Figures]],
-               by: str | None, unknown: list[int], *, chart: bool) -> dict[str, Any]:
+               by: str | None, unknown: list[int], *, chart: bool,
+               round_figures: RoundFigures | None = None) -> dict[str, Any]:
     """The variables of stats.j2 (tests/template_context_stats.py has the same)."""
     return {
         "stats": {"scope": ask.place.name, "code": ask.place.code, "period": ask.period.label,
                   "fig": figures_view(fig), "by": by or "", "unknown_years": unknown,
-                  "chart": chart},
+                  "chart": chart, "rounds": rounds_view(round_figures)},
         # A name of its own: the panel's rows (a `for` over a top-level list).
         "stats_children": [dict(figures_view(f), name=name, code=code)
                            for code, name, f in children],

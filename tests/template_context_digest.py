@@ -36,6 +36,7 @@ def digest_context(texts: Texts, *, now: datetime, evil: str) -> dict[str, Any]:
         "leader": f"Leader Jia {evil}", "score": "87.5", "on_time_rate": "80.0%",
         "close_rate": "90.0%", "satisfaction_rate": "—", "rework_rate": "10.0%", "due": 10,
         "closed": 9, "closed_on_time": 8, "reworked": 1, "rated": 0, "rank": 1,
+        "coverage_rate": "75.0%", "visit_rate": "—", "task_rate": "100.0%",
     }
     return {
         "digest_day": now.date(),
@@ -52,7 +53,8 @@ def digest_context(texts: Texts, *, now: datetime, evil: str) -> dict[str, Any]:
         "score_month": "2026-10",
         "score_street": True,
         "score_late": {"month": now.month, "day": 1, "at": "08:30"},
-        "score_weights": {"on_time": "50", "closed": "20", "satisfied": "20", "rework": "10"},
+        "score_weights": {"on_time": "50", "closed": "20", "satisfied": "20", "rework": "10",
+                          "rounds": True, "coverage": "10", "visits": "10", "campaigns": "0"},
         "score_rows": [score_row, {**score_row, "code": "BSY-02", "rank": 2, "score": "100.0",
                                    "name": "Second grid"}],
     }

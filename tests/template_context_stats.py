@@ -30,6 +30,13 @@ def stats_context(texts: Texts, *, now: datetime, evil: str) -> dict[str, Any]:
         "stats": {
             "scope": f"Baishuying {evil}", "code": "BSY", "period": "2026-10", "fig": fig,
             "by": "grid", "unknown_years": [2027], "chart": False,
+            "rounds": {
+                "patrols": 12, "patrol_hours": "18.5", "buildings": 9, "buildings_patrolled": 7,
+                "found_on_patrol": 3, "visits": 20, "visits_due": 18, "visits_on_time": 15,
+                "visits_overdue": 2, "tasks": 3, "tasks_on_time": 2, "tasks_late": 0,
+                "tasks_cannot": 1, "tasks_overdue": 0, "tasks_done": 2,
+                "coverage_rate": "77.8%", "visit_rate": "83.3%", "task_rate": "66.7%",
+            },
         },
         "stats_children": [grid, empty],
         "export": {"scope": f"Baishuying {evil}", "period": "2026-10", "rows": 128},

@@ -46,8 +46,10 @@ from bot.cases.deadlines import due_soon_at
 from bot.cases.notify import names_of, send_to_person
 from bot.context import Tx
 from bot.ledger import definitions as defs
+from bot.ledger import rounds
 from bot.ledger.definitions import UNRESOLVED, Period, local_midnight
 from bot.ledger.figures import Figures, Weights, breakdown, count_if, hours_between, score
+from bot.ledger.rounds import RoundFigures, RoundWeights
 from bot.org.directory import Directory, Place, directory, org_settings
 from bot.org.roles import RoleName
 from bot.rounds import care
@@ -396,19 +398,28 @@ def _number(value: float) -> str:
 
 
 async def send_score(tx: Tx, period: Period, weights: Weights, *,
-                     late: dict[str, Any] | None = None) -> int:
+                     late: dict[str, Any] | None = None,
+                     round_weights: RoundWeights | None = None) -> int:
     """Writes `period`'s score of each grid to the community supervisors (their
     community's grids) and street supervisors (every grid of their street), ranked by
     score; returns how many messages. breakdown()'s statements, one for the leaders'
-    names, and one insert per message."""
+    names, and one insert per message; with weights for the rounds (巡查覆盖率, 走访率,
+    专项任务完成率: `round_weights`, by default the registry's), the rounds' statements too."""
     d = await directory(tx.db)
     holders = _holders(d)
-    rows: list[tuple[Place, Figures, float]] = []
+    if round_weights is None:
+        settings = await org_settings(tx.db)
+        round_weights = RoundWeights.from_settings(
+            settings.score_weights if settings is not None else None)
     # An ended month: measured as of its end whenever the score is sent.
+    round_figs = (await rounds.by_grid(tx.db, period, None, now=tx.now)
+                  if round_weights.any else {})
+    rows: list[tuple[Place, Figures, float]] = []
     for code, _name, fig in await breakdown(tx.db, period, None, "grid", now=tx.now):
         place = d.by_code.get(code)
         if place is not None and place.kind == "grid":
-            rows.append((place, fig, score(fig, weights)))
+            extra = round_weights.terms(round_figs.get(place.id))
+            rows.append((place, fig, score(fig, weights, extra)))
     leaders = {g.id: holders.get((RoleName.GRID_LEADER.value, g.id), []) for g, _, _ in rows}
     names = await names_of(tx, (pid for ids in leaders.values() for pid in ids))
     community_of = {g.id: d.place(g.parent_id) for g, _, _ in rows}
@@ -426,7 +437,14 @@ async def send_score(tx: Tx, period: Period, weights: Weights, *,
             "rework_rate": _percent(fig.rework_rate),
             "due": fig.due, "closed": fig.closed, "closed_on_time": fig.closed_on_time,
             "reworked": fig.reworked, "rated": fig.rated,
+            # The rounds' rates, shown when their weights count (score_weights.rounds).
+            "coverage_rate": _percent(rounds_of(place).coverage_rate),
+            "visit_rate": _percent(rounds_of(place).visit_rate),
+            "task_rate": _percent(rounds_of(place).task_rate),
         }
+
+    def rounds_of(place: Place) -> RoundFigures:
+        return round_figs.get(place.id) or RoundFigures()
 
     def ranked(chosen: list[tuple[Place, Figures, float]]) -> list[dict[str, Any]]:
         chosen = sorted(chosen, key=lambda r: (-r[2], r[0].position, r[0].id))
@@ -434,7 +452,11 @@ async def send_score(tx: Tx, period: Period, weights: Weights, *,
 
     shown_weights = {"on_time": _number(weights.on_time), "closed": _number(weights.closed),
                      "satisfied": _number(weights.satisfied),
-                     "rework": _number(weights.rework)}
+                     "rework": _number(weights.rework),
+                     "rounds": round_weights.any,
+                     "coverage": _number(round_weights.coverage),
+                     "visits": _number(round_weights.visits),
+                     "campaigns": _number(round_weights.campaigns)}
     audiences: list[tuple[str, RoleName, bool]] = [
         ("community", RoleName.COMMUNITY_SUPERVISOR, False),
         ("street", RoleName.STREET_SUPERVISOR, True),

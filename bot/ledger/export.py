@@ -1,4 +1,5 @@
-"""The ledger (台账) of a period: one row per case, as Excel (two sheets) or CSV (issue 10).
+"""The ledger (台账) of a period: one row per case, as Excel (two sheets, and the grid's
+rounds in three more: 巡查, 走访, 专项任务, issue 22) or CSV (the cases only; issue 10).
 
 Which cases, and what a row judges, come from bot.ledger.definitions, as the figures do, so
 a supervisor can filter the rows and find every figure of the period again: a row per case
@@ -42,9 +43,10 @@ from sqlalchemy.orm import aliased
 from bot.cases.events import EventKind
 from bot.config import DEFAULT_TEMPLATES
 from bot.ledger import definitions as defs
+from bot.ledger import rounds
 from bot.ledger.definitions import NO_FEEDBACK, RATINGS, Period, within
 from bot.ledger.figures import RATES, Figures, breakdown, compute, count_if, place_for
-from bot.org.directory import Directory, Place, directory
+from bot.org.directory import Directory, Place, directory, org_settings
 from bot.org.roles import Level
 from bot.texts import Texts
 from storage.models import Case, CaseEvent, Node, Person
@@ -305,9 +307,73 @@ class _Xlsx:
         return c
 
 
+# The rounds' sheets (issue 22): 巡查, 走访, 专项任务, after the figures, one row per patrol,
+# visit and campaign part the rounds' figures count (bot.ledger.rounds). 走访 names no one of
+# the household: its building, unit and door and its kind only.
+PATROL_COLUMNS = (Column("grid", 16), Column("person", 12, "user"),
+                  Column("started", 17, "date"), Column("ended", 17, "date"),
+                  Column("hours", 10), Column("buildings", 24), Column("cases", 16))
+VISIT_COLUMNS = (Column("grid", 16), Column("building", 12), Column("door", 12),
+                 Column("kind", 14), Column("at", 17, "date"), Column("due", 17, "date"),
+                 Column("on_time", 9), Column("person", 12, "user"), Column("need", 9))
+TASK_COLUMNS = (Column("title", 24, "user"), Column("grid", 16),
+                Column("deadline", 17, "date"), Column("state", 12),
+                Column("done_at", 17, "date"), Column("person", 12, "user"))
+
+
+@dataclass(frozen=True)
+class Sheet:
+    name: str  # the label of its title: ledger_sheet_<name>
+    columns: tuple[Column, ...]
+    rows: list[list[Any]]
+
+
+async def _round_sheets(db: AsyncSession, d: Directory, period: Period, place: Place | None,
+                        conv: _Row, now: datetime) -> list[Sheet]:
+    """The rows of the three sheets, as values (a few statements, whatever the rows)."""
+    settings = await org_settings(db)
+    own_kinds = {str(k.get("code")): k.get("name") or {}
+                 for k in (settings.care_kinds or [] if settings is not None else [])
+                 if isinstance(k, dict)}
+    locale = conv.texts.locale
+
+    def grid_name(grid_id: int | None) -> str:
+        g = d.place(grid_id)
+        return g.name if g is not None else ""
+
+    def kind(code: str) -> str:
+        if conv.texts.has_label(f"ledger_kind_{code}"):  # the four standard kinds
+            return conv.label(f"ledger_kind_{code}")
+        names = own_kinds.get(code) or {}
+        return str(names.get(locale) or names.get("zh_CN") or code)
+
+    def yes_no(value: bool | None) -> str:
+        return "" if value is None else conv.label("ledger_yes" if value else "ledger_no")
+
+    joiner = "、" if conv.zh else ", "
+    patrols = [[grid_name(r.grid_id), r.person or "", r.started_at, r.ended_at,
+                round(r.hours, 2),
+                joiner.join(p.name for b in r.building_ids if (p := d.place(b)) is not None),
+                joiner.join(f"#{c}" for c in r.case_ids)]
+               for r in await rounds.patrol_rows(db, d, period, place)]
+    visits = [[grid_name(v.grid_id), (b.name if (b := d.place(v.building_id)) else ""),
+               " ".join(x for x in (v.unit, v.door) if x), kind(v.kind), v.at, v.due_at,
+               yes_no(v.on_time), v.person or "", yes_no(v.need_found if v.at else None)]
+              for v in await rounds.visit_rows(db, d, period, place, now=now)]
+    tasks = [[t.title, grid_name(t.grid_id), t.deadline_at, conv.label(f"ledger_task_{t.state}"),
+              t.done_at, t.person or ""]
+             for t in await rounds.task_rows(db, d, period, place, now=now)]
+    return [Sheet("patrols", PATROL_COLUMNS, patrols), Sheet("visits", VISIT_COLUMNS, visits),
+            Sheet("tasks", TASK_COLUMNS, tasks)]
+
+
+def _sheet_prefix(name: str) -> str:
+    return {"patrols": "ledger_patrol_", "visits": "ledger_visit_", "tasks": "ledger_task_"}[name]
+
+
 async def _write_xlsx(rows: Callable[[], Any], conv: _Row, out: BinaryIO,
                       texts: Texts, zone: ZoneInfo, grids: list[tuple[str, str, Figures]],
-                      total: Figures) -> int:
+                      total: Figures, sheets: list[Sheet] | None = None) -> int:
     x = _Xlsx(texts, zone)
     ws = x.sheet(conv.label("ledger_sheet_cases"),
                  [conv.label(f"ledger_col_{c.key}") for c in COLUMNS],
@@ -332,6 +398,15 @@ async def _write_xlsx(rows: Callable[[], Any], conv: _Row, out: BinaryIO,
         fs.append([x.cell(fs, v, fmt=f, font=x.bold if not code else None)
                    for v, f in _figure_cells(code, name, fig)])
     fs.auto_filter.ref = f"A1:{get_column_letter(len(FIGURE_COLUMNS))}{len(grids) + 2}"
+    for sheet in sheets or []:
+        prefix = _sheet_prefix(sheet.name)
+        ss = x.sheet(conv.label(f"ledger_sheet_{sheet.name}"),
+                     [conv.label(prefix + c.key) for c in sheet.columns],
+                     [c.width for c in sheet.columns])
+        for values in sheet.rows:
+            ss.append([x.cell(ss, v, kind=c.kind) for c, v in zip(sheet.columns, values,
+                                                                  strict=True)])
+        ss.auto_filter.ref = f"A1:{get_column_letter(len(sheet.columns))}{len(sheet.rows) + 1}"
     x.wb.save(out)
     return n
 
@@ -387,8 +462,9 @@ async def write_ledger(db: AsyncSession, period: Period, scope: str | None, out:
                        fmt: Format, locale: str = "zh_CN", *,
                        now: datetime | None = None) -> int:
     """Writes the ledger of `scope` (a street, community, grid or building code; None: the
-    whole district) for `period` to `out` as xlsx (the cases, and the figures per grid) or
-    csv (the cases); returns the number of case rows. Raises ScopeError for an unknown code.
+    whole district) for `period` to `out` as xlsx (the cases, the figures per grid, and the
+    rounds' patrols, visits and campaign parts: bot.ledger.rounds) or csv (the cases only);
+    returns the number of case rows. Raises ScopeError for an unknown code.
     `now` (default: the real clock) is the as-of of a running period: its rows and its
     figures are judged as of now, an ended period's as of its end."""
     if fmt not in ("xlsx", "csv"):
@@ -410,7 +486,8 @@ async def write_ledger(db: AsyncSession, period: Period, scope: str | None, out:
     # The figures first: the rows' stream then has the session to itself.
     grids = await breakdown(db, period, scope, "grid", now=now)
     total = await compute(db, period, scope, now=now)
-    return await _write_xlsx(rows, conv, out, texts, zone, grids, total)
+    sheets = await _round_sheets(db, d, period, place, conv, now)
+    return await _write_xlsx(rows, conv, out, texts, zone, grids, total, sheets)
 
 
 __all__ = ["COLUMNS", "FIGURE_COLUMNS", "YIELD_PER", "ledger_query", "write_ledger"]

@@ -15,6 +15,7 @@ the group), which SQLite and PostgreSQL both have, so both give percentile_cont'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
@@ -165,17 +166,20 @@ class Weights:
                       for k in ("on_time", "closed", "satisfied", "rework")})
 
 
-def score(fig: Figures, weights: Weights) -> float:
+def score(fig: Figures, weights: Weights,
+          extra: Sequence[tuple[float, float | None]] = ()) -> float:
     """The 100-point score: each weight times its rate, rework as 1 − 返工率 (at least 0),
     scaled so the weights sum to 100. A rate without a denominator (nothing due, nobody
     rated) leaves its weight out and the others are scaled up; nothing to assess at all is
-    full marks."""
+    full marks. `extra`: more (weight, rate) terms, scored alike (the rounds' rates:
+    bot.ledger.rounds.RoundWeights.terms)."""
     rework = fig.rework_rate
     terms = [
         (weights.on_time, fig.on_time_rate),
         (weights.closed, fig.close_rate),
         (weights.satisfied, fig.satisfaction_rate),
         (weights.rework, None if rework is None else max(0.0, 1.0 - rework)),
+        *extra,
     ]
     counted = [(w, r) for w, r in terms if r is not None and w > 0]
     total = sum(w for w, _ in counted)

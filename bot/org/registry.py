@@ -402,12 +402,23 @@ class CalendarModel(_Model):
 
 
 class WeightsModel(_Model):
-    """The monthly score: points for 按期结案率, 结案率 and 满意率, and 返工率's penalty."""
+    """The monthly score: points for 按期结案率, 结案率 and 满意率, and 返工率's penalty; and
+    for the grid's rounds (issue 22): 巡查覆盖率 (coverage), 走访率 (visits) and 专项任务完成率
+    (campaigns), 0 unless a district sets them (bot/ledger/rounds.py)."""
 
     on_time: float = Field(default=50, ge=0, le=100)
     closed: float = Field(default=20, ge=0, le=100)
     satisfied: float = Field(default=20, ge=0, le=100)
     rework: float = Field(default=10, ge=0, le=100)
+    coverage: float = Field(default=0, ge=0, le=100)
+    visits: float = Field(default=0, ge=0, le=100)
+    campaigns: float = Field(default=0, ge=0, le=100)
+
+    def stored(self) -> dict[str, float]:
+        """What org_settings.score_weights holds: the four case weights, and the rounds'
+        weights a district set (0 is the same as not set)."""
+        rounds = ("coverage", "visits", "campaigns")
+        return {k: v for k, v in self.model_dump().items() if k not in rounds or v}
 
 
 class AssessmentModel(_Model):
@@ -915,7 +926,7 @@ async def write_registry(db: AsyncSession, model: RegistryModel, clock: Clock) -
     settings.duplicate_radius = policy.duplicate_radius
     settings.patrol_radius = policy.patrol_radius
     settings.calendar = model.calendar.stored() if model.calendar is not None else None
-    settings.score_weights = (model.assessment.weights.model_dump()
+    settings.score_weights = (model.assessment.weights.stored()
                               if model.assessment is not None else None)
     settings.care_kinds = ([k.model_dump() for k in model.care_kinds]
                            if model.care_kinds else None)

@@ -211,7 +211,7 @@ async def test_a_running_period_is_overdue_as_of_now(h: Harness) -> None:
         await write_ledger(db, Period.parse("2026-11", TZ), "BSY-01", out, "xlsx",
                            now=TEN_OH_FIVE)
     book = openpyxl.load_workbook(io.BytesIO(out.getvalue()))
-    cases, figures = book.worksheets
+    cases, figures, *_rounds = book.worksheets
     flags = {r[0]: r[KEYS.index("overdue")] for r in cases.iter_rows(min_row=2, values_only=True)}
     assert flags == {f"#{later}": "否", f"#{late}": "是"}
     total = dict(zip(FIGURE_COLUMNS, list(figures.iter_rows(values_only=True))[-1],

@@ -68,7 +68,9 @@ async def _export(h: Harness, fmt: Any, period: Period = OCT, scope: str | None 
 
 def _sheets(data: bytes) -> tuple[Any, Any]:
     wb = openpyxl.load_workbook(io.BytesIO(data))
-    assert len(wb.sheetnames) == 2
+    # The cases and the figures, then the rounds' 巡查, 走访 and 专项任务 (issue 22;
+    # tests/ledger/test_rounds_figures.py reads those).
+    assert len(wb.sheetnames) == 5
     return wb.worksheets[0], wb.worksheets[1]
 
 
@@ -440,7 +442,8 @@ async def test_statements_do_not_grow(h: Harness) -> None:
             event.remove(engine, "before_cursor_execute", count)
         assert n == total
         counts.append(len(executed))
-    assert counts[0] == counts[1] <= 12, counts
+    # At most 12 for the cases and their figures, 7 for the rounds' three sheets.
+    assert counts[0] == counts[1] <= 19, counts
 
 
 def test_columns_have_labels() -> None:
