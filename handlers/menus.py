@@ -41,6 +41,7 @@ from bot.config import LOCALES
 from bot.notices.service import SENDER_ROLES
 from bot.org.directory import directory
 from bot.org.roles import BINDING_ROLES, Actor, RoleName
+from bot.rounds import campaigns, care, patrols
 from bot.texts import Texts
 from handlers.stats import EXPORT_ROLES, STATS_ROLES
 from storage.models import CommandMenu, Person
@@ -59,6 +60,12 @@ STAFF_COMMANDS: tuple[tuple[str, frozenset[RoleName]], ...] = (
     ("export", frozenset(EXPORT_ROLES)),
     ("notice", frozenset(SENDER_ROLES)),
     ("notices", frozenset(SENDER_ROLES)),
+    # The grid's own rounds (issue 22): 巡查, 走访, 专项任务.
+    ("patrol", frozenset(patrols.PATROL_ROLES)),
+    ("patrols", frozenset(patrols.PATROL_ROLES) | frozenset(care.SUPERVISOR_ROLES)),
+    ("visit", frozenset(care.STAFF_ROLES)),
+    ("task", frozenset(campaigns.SENDER_ROLES)),
+    ("tasks", frozenset(campaigns.SENDER_ROLES) | frozenset(campaigns.STAFF_ROLES)),
 )
 # Who does what, by role, widest first: each role's lines of /help.
 DUTIES: tuple[tuple[RoleName, tuple[str, ...]], ...] = (
@@ -105,6 +112,7 @@ def help_lines(texts: Texts, name: str, roles: Iterable[RoleName], department: b
         duties.append("help_duty_department")
     tools = [t(f"help_tool_{key}") for key, who in (
         ("stats", STATS_ROLES), ("export", EXPORT_ROLES), ("notice", SENDER_ROLES),
+        ("rounds", care.STAFF_ROLES), ("task", campaigns.SENDER_ROLES),
         ("bind", BINDING_ROLES)) if held & set(who)]
     rest = [t("help_cases")]
     if tools:

@@ -245,3 +245,19 @@ async def test_start_and_anything_unknown_answer_staff_by_role(h: Harness) -> No
     await h.private(LEADER, "你好")
     assert h.last(LEADER).text == await help_of(h, LEADER)
     assert "stats" in commands_in(h.last(LEADER).text)
+
+
+async def test_the_rounds_commands_by_role(h: Harness) -> None:
+    """Issue 22's commands in /help and the menus: 巡查 and 走访 for a grid's staff, 专项任务 for
+    supervisors to send and for grid staff to complete; none of them for a building head or a
+    resident."""
+    leader, member = await help_of(h, LEADER), await help_of(h, MEMBER)
+    for text in (leader, member):
+        assert {"patrol", "visit", "tasks"} <= commands_in(text)
+        assert "task" not in commands_in(text)
+    community = await help_of(h, COMMUNITY_SUP)
+    assert {"task", "tasks", "patrols"} <= commands_in(community)
+    assert not {"patrol", "visit"} & commands_in(community)
+    for user in (HEAD, RESIDENT):
+        assert not {"patrol", "patrols", "visit", "task", "tasks"} & commands_in(
+            await help_of(h, user))
