@@ -15,6 +15,7 @@ def _grid(code: str, name: str, **counts: Any) -> dict[str, Any]:
         "code": code, "name": name, "status": "red", "red": 2, "yellow": 1, "green": 4,
         "paused": 1, "due_total": 12, "due_more": 2, "unsatisfied_total": 1,
         "unsatisfied_more": 0, "care_due": 3, "care_overdue": 1,
+        "patrols": 0, "tasks_open": 2, "tasks_overdue": 1,
     }
     row.update(counts)
     return row

@@ -69,9 +69,12 @@ async def sweep(sessions: async_sessionmaker[AsyncSession], ctx: Ctx,
         except Exception:
             log.exception("sweep failed for duplicate offer %s; it is retried on the next sweep",
                           offer_id)
-    # Last: the reminders the steps above made owed go out as one list per person.
+    # Last: the reminders the steps above made owed go out as one list per person (lists
+    # are messages, not timer steps: not counted in what the sweep returns).
     try:
-        steps += await reminders.gather(sessions, ctx)
+        lists = await reminders.gather(sessions, ctx)
+        if lists:
+            log.info("%s reminder list%s written", lists, "s" if lists != 1 else "")
     except Exception:
         log.exception("gathering reminders failed; they wait for the next sweep")
     return steps

@@ -37,6 +37,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, false, func, literal, select
+from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,7 +54,18 @@ from bot.ledger.rounds import RoundFigures, RoundWeights
 from bot.org.directory import Directory, Place, directory, org_settings
 from bot.org.roles import RoleName
 from bot.rounds import care
-from storage.models import Case, CaseEvent, Node, OrgSettings, PeriodicRun, UTCDateTime
+from bot.rounds.campaigns import TaskStatus
+from storage.models import (
+    Campaign,
+    CampaignGrid,
+    Case,
+    CaseEvent,
+    Node,
+    OrgSettings,
+    Patrol,
+    PeriodicRun,
+    UTCDateTime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +217,11 @@ class GridDay:
     # 走访 (bot/rounds/care.py): households due by the end of the day, and overdue now.
     care_due: int = 0
     care_overdue: int = 0
+    # 巡查 yesterday (ended patrols that started then), and the grid's 专项任务 not done yet:
+    # open, and of them past their deadline.
+    patrols: int = 0
+    tasks_open: int = 0
+    tasks_overdue: int = 0
 
     @property
     def status(self) -> str:
@@ -295,6 +312,8 @@ async def send_digest(tx: Tx, day: date, *, late: dict[str, Any] | None = None) 
 
     found = await _lights(tx, building)
     care_counts = await care.due_counts(tx, end)
+    patrols = await _patrols(tx, y_start, start)
+    tasks = await _open_tasks(tx)
     due_q = (select(Case.id, Case.category, Case.building_id, Case.deadline_at)
              .select_from(Case).join(building, building.id == Case.building_id)
              .where(Case.status.in_(UNRESOLVED), defs.running_at(tx.now),
@@ -323,7 +342,10 @@ async def send_digest(tx: Tx, day: date, *, late: dict[str, Any] | None = None) 
                                  paused=paused, due_total=due_totals.get(grid.id, 0),
                                  unsatisfied_total=bad_totals.get(grid.id, 0),
                                  care_due=care_counts.get(grid.id, (0, 0))[0],
-                                 care_overdue=care_counts.get(grid.id, (0, 0))[1])
+                                 care_overdue=care_counts.get(grid.id, (0, 0))[1],
+                                 patrols=patrols.get(grid.id, 0),
+                                 tasks_open=tasks.get(grid.id, (0, 0))[0],
+                                 tasks_overdue=tasks.get(grid.id, (0, 0))[1])
     due_items = [{"grid": d.places[r.grid_id].code, "id": r.id, "category": category(r.category),
                   "place": where(r.building_id), "deadline_at": r.deadline_at}
                  for r in due_rows if r.grid_id in grids]
@@ -383,7 +405,28 @@ def _grid_view(g: GridDay) -> dict[str, Any]:
         "unsatisfied_total": g.unsatisfied_total,
         "unsatisfied_more": max(0, g.unsatisfied_total - LIST_CAP),
         "care_due": g.care_due, "care_overdue": g.care_overdue,
+        "patrols": g.patrols, "tasks_open": g.tasks_open, "tasks_overdue": g.tasks_overdue,
     }
+
+
+async def _patrols(tx: Tx, since: datetime, until: datetime) -> dict[int, int]:
+    """Per grid: the patrols started in [since, until) and ended (one grouped statement)."""
+    rows = await tx.db.execute(
+        select(Patrol.grid_id, func.count()).where(
+            Patrol.started_at >= since, Patrol.started_at < until,
+            Patrol.ended_at.is_not(None)).group_by(Patrol.grid_id))
+    return {int(grid): int(n) for grid, n in rows.all()}
+
+
+async def _open_tasks(tx: Tx) -> dict[int, tuple[int, int]]:
+    """Per grid: its campaign parts not done yet, and of them those past their deadline."""
+    late = func.sum(sql_case((Campaign.deadline_at <= tx.now, 1), else_=0))
+    rows = await tx.db.execute(
+        select(CampaignGrid.grid_id, func.count(), late)
+        .join(Campaign, Campaign.id == CampaignGrid.campaign_id)
+        .where(CampaignGrid.status == TaskStatus.PENDING.value)
+        .group_by(CampaignGrid.grid_id))
+    return {int(grid): (int(n), int(overdue or 0)) for grid, n, overdue in rows.all()}
 
 
 # --- the monthly score --------------------------------------------------------------------
