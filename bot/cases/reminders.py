@@ -22,6 +22,7 @@ campaign's grid not done): they `register` a `Subject` for their kind and `owe_a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from bot.org.directory import directory
 from bot.org.roles import Lineage, lineage_of
 from storage.models import Case, Outbox, Person, Reminder
 
+log = logging.getLogger(__name__)
 # The outbox kind of a list: the sender checks its cases again before it goes out.
 LIST_KIND = "reminders"
 GAP = timedelta(hours=1)
@@ -230,7 +232,24 @@ async def gather(sessions: async_sessionmaker[AsyncSession], ctx: Ctx) -> int:
                 await db.commit()
         except NotConfigured:
             return written
+        except Exception:
+            log.exception("the reminder list of %s failed; it is tried at the next sweep",
+                          person_id)
     return written
+
+
+async def _pressing(tx: Tx, news: Sequence[Reminder], cases: dict[int, Case]) -> bool:
+    """Whether a new reminder may not wait for the gap: an escalation, an urgent case, or a
+    subject's line that says so."""
+    for r in news:
+        if r.kind == ReminderKind.ESCALATED:
+            return True
+        if r.case_id is not None:
+            if cases[r.case_id].urgent:
+                return True
+        elif (await SUBJECTS[r.kind].line(tx, r)).get("pressing"):
+            return True
+    return False
 
 
 async def gather_for(tx: Tx, person_id: int) -> bool:
@@ -269,11 +288,10 @@ async def gather_for(tx: Tx, person_id: int) -> bool:
     count, last = int(lists[0] or 0), lists[1]
     if count >= PER_DAY:
         return False
-    lines = _lines(fresh)[:LIST_MAX]
-    text, buttons, pressing = await render(tx, lines, cases)
-    pressing = pressing or any(r.kind == ReminderKind.ESCALATED for r in news)
-    if last is not None and tx.now - last < GAP and not pressing:
+    if last is not None and tx.now - last < GAP and not await _pressing(tx, news, cases):
         return False
+    lines = _lines(fresh)[:LIST_MAX]
+    text, buttons = await render(tx, lines, cases)
     fallbacks = {r.fallback_chat_id for ln in lines for r in (ln.reminder, *ln.others)}
     row_id = await enqueue(
         db, f"{LIST_KIND}:{person_id}:{lines[0].reminder.id}:{int(tx.now.timestamp())}",
@@ -298,14 +316,12 @@ def _settle(r: Reminder, status: ReminderStatus, now: datetime, *,
 
 
 async def render(tx: Tx, lines: Sequence[Line],
-                 cases: dict[int, Case]) -> tuple[str, notify.Buttons, bool]:
-    """The list's text, its buttons (one per case, opening its card, and those of the
-    other subjects' lines), and whether a line is pressing (an urgent case, or as the
-    subject says)."""
+                 cases: dict[int, Case]) -> tuple[str, notify.Buttons]:
+    """The list's text and its buttons: one per case, opening its card, and those of the
+    other subjects' lines."""
     d = await directory(tx.db)
     items: list[dict[str, Any]] = []
     buttons: list[dict[str, Any]] = []
-    pressing = False
     for ln in lines:
         r = ln.reminder
         if r.case_id is None:
@@ -313,10 +329,8 @@ async def render(tx: Tx, lines: Sequence[Line],
             items.append({"kind": r.kind, "text": line["text"]})
             if line.get("button"):
                 buttons.append(line["button"])
-            pressing = pressing or bool(line.get("pressing"))
             continue
         case = cases[r.case_id]
-        pressing = pressing or case.urgent
         lin = await lineage_of(tx.db, case.building_id, case.unit_id)
         cat = d.categories.get(case.category)
         case_light = light(case, tx.policy, tx.now).value
@@ -330,7 +344,7 @@ async def render(tx: Tx, lines: Sequence[Line],
                               Action.OPEN, case.id, case.rev))
     text = tx.texts.render("reminders", items=items)
     rows = [buttons[i:i + BUTTONS_PER_ROW] for i in range(0, len(buttons), BUTTONS_PER_ROW)]
-    return text, rows, pressing
+    return text, rows
 
 
 async def freshen(tx: Tx, row: Outbox) -> str | None:
@@ -358,6 +372,6 @@ async def freshen(tx: Tx, row: Outbox) -> str | None:
     shown = [Line(r, ()) for r in kept if r.status == ReminderStatus.LISTED]
     if not shown:
         return "stale: " + "; ".join(reasons)
-    row.text, row.buttons, _ = await render(tx, _lines([ln.reminder for ln in shown]), cases)
+    row.text, row.buttons = await render(tx, _lines([ln.reminder for ln in shown]), cases)
     return None
 
