@@ -44,6 +44,7 @@ from bot.rounds import campaigns
 from bot.telegram.delivery import keyboard
 from handlers.common import (
     RouterSpec,
+    cancel_draft,
     drop_buttons,
     hold_draft_photo,
     message_text,
@@ -342,15 +343,7 @@ async def publish(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx
 @router.callback_query(F.data == "tf:no")
 async def cancel(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                  ctx: Ctx) -> None:
-    if await state.get_state() not in TaskFlow.__all_states_names__:
-        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
-        return
-    await state.clear()
-    if isinstance(query.message, Message):
-        await take_draft_photos(db, query.message.chat.id)
-    await db.commit()
-    await drop_buttons(query)
-    await query.answer(ctx.texts.plain("cancelled"))
+    await cancel_draft(query, state, db, ctx, TaskFlow.__all_states_names__)
 
 
 @router.callback_query(F.data.startswith("tf:"))
@@ -519,15 +512,7 @@ async def reason_given(message: Message, state: FSMContext, db: AsyncSession, ct
 @router.callback_query(F.data == "td:no")
 async def report_cancelled(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                            ctx: Ctx) -> None:
-    if await state.get_state() not in TaskReport.__all_states_names__:
-        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
-        return
-    await state.clear()
-    if isinstance(query.message, Message):
-        await take_draft_photos(db, query.message.chat.id)
-    await db.commit()
-    await drop_buttons(query)
-    await query.answer(ctx.texts.plain("cancelled"))
+    await cancel_draft(query, state, db, ctx, TaskReport.__all_states_names__)
 
 
 @router.callback_query(F.data.startswith("td:"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiogram import Router
@@ -219,6 +219,21 @@ async def hold_draft_photo(db: AsyncSession, message: Message, ctx: Ctx) -> None
         media_group_id=message.media_group_id, file_id=message.photo[-1].file_id,
         caption=message.caption, received_at=ctx.clock.now(),
     ))
+
+
+async def cancel_draft(query: CallbackQuery, state: FSMContext, db: AsyncSession, ctx: Ctx,
+                       states: Iterable[str | None]) -> None:
+    """取消 under a flow's preview: the flow (one of `states`) is cleared and its draft photos
+    dropped; pressed after the flow ended, it says so."""
+    if await state.get_state() not in set(states):
+        await query.answer(ctx.texts.plain("flow_expired"), show_alert=True)
+        return
+    await state.clear()
+    if isinstance(query.message, Message):
+        await take_draft_photos(db, query.message.chat.id)
+    await db.commit()
+    await drop_buttons(query)
+    await query.answer(ctx.texts.plain("cancelled"))
 
 
 async def drop_buttons(query: CallbackQuery) -> None:
