@@ -9,11 +9,9 @@ a patrol under way passes through this router untouched.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from aiogram import F
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -30,6 +28,7 @@ from bot.rounds import patrols
 from handlers.common import (
     RouterSpec,
     _Observer,
+    drop_buttons,
     hold_draft_photo,
     message_text,
     open_tx,
@@ -171,8 +170,7 @@ async def start_pressed(query: CallbackQuery, state: FSMContext, db: AsyncSessio
         await refuse(query, tx, err)
         return
     await query.answer()
-    with contextlib.suppress(TelegramBadRequest):
-        await query.message.edit_reply_markup(reply_markup=None)
+    await drop_buttons(query)
     if not new:
         await _show_under_way(query.message, tx, patrol)
         return
@@ -193,6 +191,18 @@ async def _mine(query: CallbackQuery, tx: Tx, patrol_id: int | None) -> Patrol |
     return patrol
 
 
+async def _pressed_patrol(query: CallbackQuery, db: AsyncSession, ctx: Ctx,
+                          prefix: str) -> tuple[Tx, Patrol] | None:
+    """A button naming the presser's patrol under way (结束巡查, 发现问题): the operation and the
+    patrol; None once they have been told why not."""
+    got = await _button(query, db, ctx, prefix)
+    if got is None:
+        return None
+    tx, patrol_id = got
+    patrol = await _mine(query, tx, patrol_id)
+    return None if patrol is None else (tx, patrol)
+
+
 async def _drop_draft(state: FSMContext, db: AsyncSession, chat_id: int) -> None:
     """A 发现问题 draft whose patrol is over (ended meanwhile, by a press or the timeout)."""
     await state.clear()
@@ -203,36 +213,27 @@ async def _drop_draft(state: FSMContext, db: AsyncSession, chat_id: int) -> None
 @router.callback_query(F.data.startswith("pt:e:"))
 async def end_pressed(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                       ctx: Ctx) -> None:
-    got = await _button(query, db, ctx, "pt:e:")
-    if got is None:
+    if (pressed := await _pressed_patrol(query, db, ctx, "pt:e:")) is None:
         return
-    tx, patrol_id = got
+    tx, patrol = pressed
     assert isinstance(query.message, Message)
-    patrol = await _mine(query, tx, patrol_id)
-    if patrol is None:
-        return
     # A 发现问题 draft not submitted ends with the patrol; its photos are dropped.
     if await state.get_state() in (PatrolFlow.found.state, PatrolFlow.building.state):
         await state.clear()
         await take_draft_photos(db, query.message.chat.id)
     summary = await patrols.end(tx, patrol)
     await query.answer()
-    with contextlib.suppress(TelegramBadRequest):
-        await query.message.edit_reply_markup(reply_markup=None)
+    await drop_buttons(query)
     await query.message.answer(patrols.summary_text(tx, summary))
 
 
 @router.callback_query(F.data.startswith("pt:f:"))
 async def found_pressed(query: CallbackQuery, state: FSMContext, db: AsyncSession,
                         ctx: Ctx) -> None:
-    got = await _button(query, db, ctx, "pt:f:")
-    if got is None:
+    if (pressed := await _pressed_patrol(query, db, ctx, "pt:f:")) is None:
         return
-    tx, patrol_id = got
+    tx, patrol = pressed
     assert isinstance(query.message, Message)
-    patrol = await _mine(query, tx, patrol_id)
-    if patrol is None:
-        return
     await take_draft_photos(db, query.message.chat.id)  # no photos of an earlier draft
     await db.commit()
     earlier = [i.id for i in await patrols.photos_before(tx, patrol)]
@@ -256,12 +257,10 @@ async def found_submitted(query: CallbackQuery, state: FSMContext, db: AsyncSess
         await _drop_draft(state, tx.db, query.message.chat.id)
         return
     if not data.get("description"):
-        if patrol is not None:
-            await query.answer(tx.texts.plain("flow_expired"), show_alert=True)
+        await query.answer(tx.texts.plain("flow_expired"), show_alert=True)
         return
     await query.answer()
-    with contextlib.suppress(TelegramBadRequest):
-        await query.message.edit_reply_markup(reply_markup=None)
+    await drop_buttons(query)
     building = await patrols.building_at(tx, patrol)
     if building is not None:
         await _file(query.message, state, tx, patrol, building.id)
@@ -289,8 +288,7 @@ async def building_chosen(query: CallbackQuery, state: FSMContext, db: AsyncSess
         await _drop_draft(state, tx.db, query.message.chat.id)
         return
     await query.answer()
-    with contextlib.suppress(TelegramBadRequest):
-        await query.message.edit_reply_markup(reply_markup=None)
+    await drop_buttons(query)
     await _file(query.message, state, tx, patrol, building_id or 0)
 
 
@@ -324,8 +322,7 @@ async def found_cancelled(query: CallbackQuery, state: FSMContext, db: AsyncSess
     if isinstance(query.message, Message):
         await take_draft_photos(db, query.message.chat.id)
         await db.commit()
-        with contextlib.suppress(TelegramBadRequest):
-            await query.message.edit_reply_markup(reply_markup=None)
+    await drop_buttons(query)
     await query.answer(ctx.texts.plain("cancelled"))
 
 
